@@ -1,0 +1,94 @@
+"""One error tree for the app: each error carries its HTTP status and a message a user can act on.
+
+Messages name the thing in key=value form and say what to do, e.g.
+"model version (name=churn, version=7) not found".
+"""
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error the app raises on purpose."""
+
+    status: int = 500
+    code: str = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, details: object | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(PipelineError):
+    """The request is malformed (bad JSON, missing field, wrong type)."""
+
+    status = 400
+    code = "BAD_REQUEST"
+
+
+class InvalidSpec(BadRequest):
+    """A training spec failed validation; details lists every problem."""
+
+    code = "INVALID_SPEC"
+
+
+class DataRejected(PipelineError):
+    """A dataset failed the spec's data checks; details holds the rejection report."""
+
+    status = 422
+    code = "DATA_REJECTED"
+
+
+class Unauthorized(PipelineError):
+    """Missing or wrong key, signature or credentials."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class NotFound(PipelineError):
+    """The named resource does not exist."""
+
+    status = 404
+    code = "RESOURCE_DOES_NOT_EXIST"
+
+
+class Conflict(PipelineError):
+    """A conditional write lost a race (ETag mismatch or blob already exists)."""
+
+    status = 409
+    code = "CONFLICT"
+
+
+class PayloadTooLarge(PipelineError):
+    """The request body exceeds the configured limit."""
+
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(PipelineError):
+    """The request's content type is not one we accept."""
+
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class Unavailable(PipelineError):
+    """The resource exists but cannot serve yet (e.g. a model with no champion)."""
+
+    status = 503
+    code = "TEMPORARILY_UNAVAILABLE"
+
+
+class StorageUnreachable(PipelineError):
+    """Storage (Azure or Azurite) did not answer."""
+
+    status = 503
+    code = "STORAGE_UNREACHABLE"
+
+
+class InProgress(PipelineError):
+    """Another delivery of the same work is still running; raise so the host retries later."""
+
+    status = 409
+    code = "IN_PROGRESS"

@@ -1,0 +1,676 @@
+"""Pure scoring core: parse a request, run the champion's ONNX session, cache and hot-swap sessions.
+
+Imports only numpy, onnxruntime and the stdlib: this module is on the cold-start path of every
+scoring instance, so sklearn, pandas, onnx and skl2onnx stay out (tests/unit/test_scoring.py checks).
+
+Request formats (JSON unless noted), one input key per body:
+- MLflow scoring protocol: dataframe_split, dataframe_records, instances, inputs (params ignored);
+- Azure ML: {"input_data": {"columns", "index", "data"}};
+- plain {"data": [[...]]} in the signature's feature order, or a list of records;
+- text/csv with a header row.
+Rows in error messages are counted from 0, the first data row. Nulls (or empty CSV cells) become NaN
+in numeric inputs, which the model imputes, and the signature's categorical_missing in string inputs.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from operator import itemgetter
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from shared.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    PipelineError,
+    Unavailable,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_KEY = "mlops.signature"
+INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs", "input_data", "data")
+IGNORED_KEYS = frozenset({"params"})
+_NUMPY_DTYPES = {
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(string)": np.dtype(object),
+}
+_NUMBER_TYPES = frozenset({int, float})
+_NULLABLE_NUMBER_TYPES = frozenset({int, float, type(None)})
+_CSV_MISSING = ""
+
+
+class ModelArtifactError(PipelineError):
+    """A stored model artifact cannot be served (broken ONNX or signature); the operator must fix it."""
+
+    status = 500
+    code = "INVALID_MODEL_ARTIFACT"
+
+
+class IntegrityError(ModelArtifactError):
+    """A fetched model artifact does not match the sha256 recorded in the registry."""
+
+    code = "MODEL_INTEGRITY_ERROR"
+
+
+# ---------------------------------------------------------------------------------------------
+# Signature and loading
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input: name, spec kind (numeric|categorical) and the ONNX input's numpy dtype."""
+
+    name: str
+    kind: str
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the model expects and returns, read from ONNX metadata and the session's inputs."""
+
+    name: str
+    task: str
+    target: str
+    features: tuple[Feature, ...]
+    classes: tuple[Any, ...]
+    categorical_missing: str
+    outputs: tuple[str, ...]
+    feature_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    class_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    _getter: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(f.name for f in self.features)
+        # Frozen dataclass: derived lookups are computed once here, not per request.
+        object.__setattr__(self, "feature_names", names)
+        object.__setattr__(self, "class_keys", tuple(str(c) for c in self.classes))
+        object.__setattr__(self, "_index", {n: i for i, n in enumerate(names)})
+        object.__setattr__(self, "_getter", itemgetter(*names) if names else itemgetter())
+
+    @classmethod
+    def from_session(cls, session: ort.InferenceSession) -> Signature:
+        """Build from a session's metadata and inputs.
+
+        Raises ModelArtifactError when the metadata is missing or disagrees with the graph.
+        """
+        meta = session.get_modelmeta().custom_metadata_map
+        inputs = {i.name: i.type for i in session.get_inputs()}
+        outputs = tuple(o.name for o in session.get_outputs())
+        return parse_signature(meta.get(SIGNATURE_KEY), inputs, outputs)
+
+
+def parse_signature(raw: str | None, input_types: Mapping[str, str], outputs: Sequence[str]) -> Signature:
+    """Validate the mlops.signature JSON against the graph's inputs (name -> 'tensor(...)') and outputs."""
+    if not raw:
+        raise ModelArtifactError(f"model has no {SIGNATURE_KEY} metadata; re-export it with the export stage")
+    try:
+        meta = json.loads(raw)
+        features = [(f["name"], f["kind"]) for f in meta["features"]]
+        task = meta["task"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelArtifactError(f"model {SIGNATURE_KEY} metadata is malformed: {exc}") from exc
+    names = [n for n, _ in features]
+    if sorted(names) != sorted(input_types):
+        raise ModelArtifactError(
+            f"model signature features {names} do not match graph inputs {sorted(input_types)}"
+        )
+    bad = {n: t for n, t in input_types.items() if t not in _NUMPY_DTYPES}
+    if bad:
+        raise ModelArtifactError(f"unsupported graph input types {bad}; expected one of {sorted(_NUMPY_DTYPES)}")
+    expected_outputs = {"classification": 2, "regression": 1}.get(task)
+    if expected_outputs is None or len(outputs) < expected_outputs:
+        raise ModelArtifactError(f"model (task={task}) has outputs {list(outputs)}; see the export contract")
+    classes = tuple(meta.get("classes") or ())
+    if task == "classification" and not classes:
+        raise ModelArtifactError("classification model signature lists no classes")
+    return Signature(
+        name=str(meta.get("name", "")),
+        task=task,
+        target=str(meta.get("target", "")),
+        features=tuple(Feature(n, k, _NUMPY_DTYPES[input_types[n]]) for n, k in features),
+        classes=classes,
+        categorical_missing=str(meta.get("categorical_missing", "missing")),
+        outputs=tuple(outputs[:expected_outputs]),
+    )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified, ready-to-run model version."""
+
+    name: str
+    version: int
+    sha256: str
+    session: ort.InferenceSession = field(repr=False)
+    signature: Signature
+
+
+def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
+    """Options tuned for many small concurrent requests rather than one big one."""
+    opts = ort.SessionOptions()
+    # The host runs several requests at once on few cores; one thread per run avoids oversubscription,
+    # and for tabular models the thread-pool hand-off costs more than the maths it would parallelise.
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    # Sequential: these graphs are chains of tiny ops with no branches worth running in parallel.
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning workers burn the CPU that concurrent requests need; a single thread never waits anyway.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def load_model(
+    onnx_bytes: bytes, expected_sha256: str, name: str, version: int, *, intra_op_threads: int = 1
+) -> LoadedModel:
+    """Verify the artifact's sha256 and open an inference session for it.
+
+    Raises IntegrityError on a hash mismatch, ModelArtifactError if the ONNX or signature is unusable.
+    """
+    actual = hashlib.sha256(onnx_bytes).hexdigest()
+    if actual != expected_sha256.strip().lower():
+        raise IntegrityError(
+            f"model artifact (name={name}, version={version}) has sha256={actual}, registry says "
+            f"{expected_sha256}; refusing to load it, re-register the model"
+        )
+    try:
+        session = ort.InferenceSession(
+            onnx_bytes, sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
+        raise ModelArtifactError(f"model (name={name}, version={version}) cannot be loaded: {exc}") from exc
+    return LoadedModel(name, version, actual, session, Signature.from_session(session))
+
+
+# ---------------------------------------------------------------------------------------------
+# Request parsing
+
+
+def parse_request(
+    body: bytes, content_type: str | None, signature: Signature, max_bytes: int
+) -> dict[str, np.ndarray]:
+    """Turn a request body into session feeds: input name -> array [N, 1] of the input's dtype.
+
+    Raises PayloadTooLarge, UnsupportedMediaType or BadRequest, each naming what is wrong.
+    """
+    check_size(body, max_bytes)
+    media, charset = _media_type(content_type)
+    if media == "csv":
+        names, columns = _table_from_csv(_decode(body, charset))
+        from_text = True
+    else:
+        names, columns = _table_from_json(_load_json(body), signature)
+        from_text = False
+    ordered = _select(names, columns, signature)
+    convert = _text_column if from_text else _json_column
+    return {f.name: convert(col, f, signature.categorical_missing) for f, col in zip(signature.features, ordered)}
+
+
+def check_size(body: bytes, max_bytes: int) -> None:
+    """Raises PayloadTooLarge when the body exceeds max_bytes."""
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(
+            f"request body is {len(body)} bytes (max_bytes={max_bytes}); send fewer rows per request"
+        )
+
+
+def _media_type(content_type: str | None) -> tuple[str, str | None]:
+    """Return ('json'|'csv', charset); a missing content type means JSON, as most clients intend."""
+    if not content_type or not content_type.strip():
+        return "json", None
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    charset = None
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"') or None
+    if media == "application/json" or media.endswith("+json"):
+        return "json", charset
+    if media in ("text/csv", "application/csv"):
+        return "csv", charset
+    raise UnsupportedMediaType(
+        f"content type (content_type={content_type}) is not supported; send application/json or text/csv"
+    )
+
+
+def _decode(body: bytes, charset: str | None) -> str:
+    try:
+        return body.decode(charset or "utf-8-sig")
+    except LookupError as exc:
+        raise UnsupportedMediaType(f"charset (charset={charset}) is not supported; use utf-8") from exc
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"request body is not valid {charset or 'utf-8'}: {exc}") from exc
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"request body is not valid utf-8: {exc}") from exc
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+
+
+Table = tuple[Sequence[Any], Sequence[Sequence[Any]]]  # column names, columns of cell values
+
+
+def _table_from_json(doc: Any, signature: Signature) -> Table:
+    if not isinstance(doc, dict):
+        raise BadRequest(f"request body must be a JSON object with one of {list(INPUT_KEYS)}")
+    found = [k for k in INPUT_KEYS if k in doc]
+    unknown = [k for k in doc if k not in INPUT_KEYS and k not in IGNORED_KEYS]
+    if len(found) != 1 or unknown:
+        got = f"found keys {list(doc)}" if doc else "found an empty object"
+        raise BadRequest(f"request must contain exactly one of {list(INPUT_KEYS)} (plus optional 'params'); {got}")
+    key = found[0]
+    value = doc[key]
+    if key in ("dataframe_split", "input_data") and isinstance(value, dict):
+        return _table_from_split(value, key, signature)
+    if key == "dataframe_records" and not isinstance(value, list):
+        raise BadRequest("'dataframe_records' must be a list of {column: value} objects")
+    if key in ("instances", "inputs") and isinstance(value, dict):
+        return _table_from_columns(value, key)
+    if isinstance(value, list):
+        return _table_from_list(value, key, signature)
+    raise BadRequest(f"'{key}' has an unsupported shape ({type(value).__name__}); see the scoring docs")
+
+
+def _table_from_split(value: dict[str, Any], key: str, signature: Signature) -> Table:
+    extra = sorted(set(value) - {"columns", "data", "index"})
+    if extra or "data" not in value:
+        raise BadRequest(f"'{key}' must be an object with 'columns', 'data' and optional 'index'; got keys {sorted(value)}")
+    names = value.get("columns", signature.feature_names)
+    if not isinstance(names, list) and names is not signature.feature_names:
+        raise BadRequest(f"'{key}.columns' must be a list of column names")
+    rows = value["data"]
+    if not isinstance(rows, list):
+        raise BadRequest(f"'{key}.data' must be a list of rows")
+    return names, _transpose(rows, len(names), f"{key}.data")
+
+
+def _table_from_list(rows: list[Any], key: str, signature: Signature) -> Table:
+    if not rows:
+        raise BadRequest(f"'{key}' has no rows to score")
+    if isinstance(rows[0], dict):
+        return _table_from_records(rows, key, signature)
+    if isinstance(rows[0], list) and key != "dataframe_records":
+        names = signature.feature_names
+        return names, _transpose(rows, len(names), key)
+    raise BadRequest(
+        f"'{key}' must be a list of {{column: value}} objects or of rows in feature order "
+        f"{list(signature.feature_names)}; got a list of {type(rows[0]).__name__}"
+    )
+
+
+def _transpose(rows: list[Any], width: int, where: str) -> list[Sequence[Any]]:
+    """Rows -> columns, after checking every row is a list of the right length (zip would truncate)."""
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {width}:
+        for i, row in enumerate(rows):
+            if not isinstance(row, list):
+                raise BadRequest(f"{where} row {i}: expected a list of {width} values, got {_show(row)}")
+            if len(row) != width:
+                raise BadRequest(f"{where} row {i} has {len(row)} values; expected {width}, one per column")
+    if width == 0:
+        return []
+    return list(zip(*rows))
+
+
+def _table_from_records(records: list[Any], key: str, signature: Signature) -> Table:
+    names = signature.feature_names
+    if set(map(type, records)) != {dict}:
+        i = next(i for i, r in enumerate(records) if not isinstance(r, dict))
+        raise BadRequest(f"{key} row {i}: expected a {{column: value}} object, got {_show(records[i])}")
+    # Fast path: every record has exactly the features, so itemgetter cannot miss and nothing is extra.
+    if set(map(len, records)) == {len(names)}:
+        try:
+            got = list(map(signature._getter, records))
+        except KeyError:
+            pass
+        else:
+            return names, (list(zip(*got)) if len(names) > 1 else [got])
+    seen: set[Any] = set().union(*records)
+    # A key absent from some records but present in others is a null there, as in pandas/MLflow.
+    present = [n for n in seen if n in signature._index]
+    unknown = [n for n in seen if n not in signature._index]
+    columns = [[r.get(n) for r in records] for n in present]
+    return present + unknown, columns + [[] for _ in unknown]
+
+
+def _table_from_columns(value: dict[str, Any], key: str) -> Table:
+    names = list(value)
+    columns = list(value.values())
+    if all(not isinstance(c, (list, dict)) for c in columns):
+        return names, [[c] for c in columns]  # {"a": 1, "b": "x"} is one row
+    lengths = {len(c) if isinstance(c, list) else -1 for c in columns}
+    if -1 in lengths or len(lengths) != 1:
+        shape = {n: (len(c) if isinstance(c, list) else type(c).__name__) for n, c in value.items()}
+        raise BadRequest(f"'{key}' as columns must map every column to a list of equal length; got {shape}")
+    return names, columns
+
+
+def _table_from_csv(text: str) -> Table:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise BadRequest("CSV body needs a header row naming the columns")
+    rows = [r for r in reader if r]  # csv yields [] for blank lines, e.g. a trailing newline
+    names = [h.strip() for h in header]
+    return names, _transpose(rows, len(names), "CSV") if rows else [[] for _ in names]
+
+
+def _select(names: Sequence[Any], columns: Sequence[Sequence[Any]], signature: Signature) -> list[Sequence[Any]]:
+    """Order columns as the signature's features, refusing missing, unknown and duplicate columns."""
+    index = signature._index
+    if len(set(names)) != len(names):
+        dupes = sorted({str(n) for n in names if list(names).count(n) > 1})
+        raise BadRequest(f"duplicate columns {dupes}")
+    missing = [f for f in signature.feature_names if f not in set(names)]
+    unknown = [str(n) for n in names if n not in index]
+    if missing or unknown:
+        parts = [f"missing columns {missing}" if missing else "", f"unknown columns {unknown}" if unknown else ""]
+        raise BadRequest(
+            f"{'; '.join(p for p in parts if p)}; the model expects {list(signature.feature_names)}"
+        )
+    by_name = dict(zip(names, columns))
+    ordered = [by_name[f] for f in signature.feature_names]
+    if not ordered or len(ordered[0]) == 0:
+        raise BadRequest("request has no rows to score")
+    return ordered
+
+
+# ---------------------------------------------------------------------------------------------
+# Column conversion: one numpy array per column, straight from the parsed lists.
+
+
+def _json_column(col: Sequence[Any], feature: Feature, missing: str) -> np.ndarray:
+    if feature.dtype == object:
+        return _json_strings(col, feature.name, missing)
+    types = set(map(type, col))
+    if feature.dtype.kind == "f" and types <= _NULLABLE_NUMBER_TYPES:
+        # numpy turns None into NaN for float dtypes; the model's imputer handles it.
+        return np.array(col, dtype=feature.dtype).reshape(-1, 1)
+    if feature.dtype.kind == "i" and types <= _NUMBER_TYPES:
+        return _json_integers(col, feature.name)
+    allowed = _NULLABLE_NUMBER_TYPES if feature.dtype.kind == "f" else _NUMBER_TYPES
+    what = "a number" if feature.dtype.kind == "f" else "an integer"
+    i = next(i for i, v in enumerate(col) if type(v) not in allowed)
+    raise BadRequest(f"column {feature.name!r} row {i}: expected {what}, got {_show(col[i])}")
+
+
+def _json_integers(col: Sequence[Any], name: str) -> np.ndarray:
+    for i, v in enumerate(col):
+        if isinstance(v, float) and not v.is_integer():
+            raise BadRequest(f"column {name!r} row {i}: expected an integer, got {_show(v)}")
+    try:
+        return np.array(col, dtype=np.int64).reshape(-1, 1)
+    except OverflowError as exc:
+        raise BadRequest(f"column {name!r}: an integer does not fit in int64") from exc
+
+
+def _json_strings(col: Sequence[Any], name: str, missing: str) -> np.ndarray:
+    if set(map(type, col)) != {str}:
+        col = [_cell_to_str(v, name, i, missing) for i, v in enumerate(col)]
+    return np.array(col, dtype=object).reshape(-1, 1)
+
+
+def _cell_to_str(value: Any, name: str, row: int, missing: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and value != value):
+        return missing
+    if isinstance(value, (int, float)):
+        return str(value)  # a category sent as a number, e.g. a postcode
+    raise BadRequest(f"column {name!r} row {row}: expected a string, got {_show(value)}")
+
+
+def _text_column(col: Sequence[str], feature: Feature, missing: str) -> np.ndarray:
+    """CSV cells are strings; an empty cell is a null."""
+    if feature.dtype == object:
+        if _CSV_MISSING in col:
+            col = [v if v != _CSV_MISSING else missing for v in col]
+        return np.array(col, dtype=object).reshape(-1, 1)
+    if feature.dtype.kind == "i":
+        return _parse_text(col, feature, int, "an integer")
+    if _CSV_MISSING in col:
+        col = [v if v != _CSV_MISSING else "nan" for v in col]
+    return _parse_text(col, feature, float, "a number")
+
+
+def _parse_text(col: Sequence[str], feature: Feature, parse: Callable[[str], Any], what: str) -> np.ndarray:
+    try:
+        return np.array(col, dtype=feature.dtype).reshape(-1, 1)
+    except (ValueError, OverflowError):
+        pass
+    for i, v in enumerate(col):
+        try:
+            parse(v)
+        except ValueError:
+            raise BadRequest(f"column {feature.name!r} row {i}: expected {what}, got {_show(v)}") from None
+    raise BadRequest(f"column {feature.name!r}: a value does not fit in {feature.dtype}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction
+
+
+def predict(model: LoadedModel, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Run the session and shape its outputs as JSON-native lists."""
+    sig = model.signature
+    outputs = model.session.run(sig.outputs, dict(inputs))
+    result: dict[str, Any] = {"predictions": outputs[0].reshape(-1).tolist()}
+    if sig.task == "classification":
+        keys = sig.class_keys
+        result["probabilities"] = [dict(zip(keys, row)) for row in outputs[1].tolist()]
+    result["model"] = {"name": model.name, "version": model.version}
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Session cache with alias hot swap
+
+Resolve = Callable[[str, str], "tuple[int, str]"]
+Fetch = Callable[[str, int], "tuple[bytes, str]"]
+
+
+@dataclass(frozen=True)
+class _AliasState:
+    version: int
+    etag: str
+    checked_at: float
+    model: LoadedModel
+
+
+class ModelCache:
+    """Sessions per (model, version); aliases re-resolved at most every recheck_seconds, swapped when loaded."""
+
+    def __init__(
+        self,
+        resolve: Resolve,
+        fetch: Fetch,
+        recheck_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_sessions: int = 8,
+    ) -> None:
+        self._resolve = resolve
+        self._fetch = fetch
+        self._recheck = recheck_seconds
+        self._clock = clock
+        self._max_sessions = max_sessions
+        self._aliases: dict[tuple[str, str], _AliasState] = {}
+        self._sessions: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._failures: dict[tuple[str, int], tuple[float, ModelArtifactError]] = {}
+        self._locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._guard = threading.Lock()  # held only for dict bookkeeping, never across I/O or loads
+
+    def get(self, model: str, alias: str | None = None, version: int | None = None) -> LoadedModel:
+        """The model for an alias (default 'champion') or a pinned version.
+
+        Raises NotFound, Unavailable, or the load error when nothing good has been loaded yet.
+        """
+        if version is not None:
+            if alias is not None:
+                raise BadRequest(f"ask for an alias or a version, not both (alias={alias}, version={version})")
+            return self._version(model, version)
+        return self._alias(model, alias or "champion")
+
+    def _alias(self, model: str, alias: str) -> LoadedModel:
+        key = (model, alias)
+        state = self._aliases.get(key)
+        if state is not None and self._clock() - state.checked_at < self._recheck:
+            return state.model
+        lock = self._lock_for(("alias", model, alias))
+        # With a last-good model, readers never wait: one thread rechecks while the others serve it.
+        if not lock.acquire(blocking=state is None):
+            assert state is not None
+            return state.model
+        try:
+            state = self._aliases.get(key)
+            now = self._clock()
+            if state is not None and now - state.checked_at < self._recheck:
+                return state.model
+            return self._recheck_alias(model, alias, state, now)
+        finally:
+            lock.release()
+
+    def _recheck_alias(self, model: str, alias: str, state: _AliasState | None, now: float) -> LoadedModel:
+        key = (model, alias)
+        try:
+            version, etag = self._resolve(model, alias)
+        except (NotFound, Unavailable):
+            self._aliases.pop(key, None)  # the registry answered: the alias is gone, stop serving it
+            raise
+        except Exception:
+            if state is None:
+                raise
+            log.warning("alias lookup failed (name=%s, alias=%s); serving version %s", model, alias, state.version, exc_info=True)
+            self._aliases[key] = replace(state, checked_at=now)
+            return state.model
+        if state is not None and state.version == version:
+            self._aliases[key] = replace(state, etag=etag, checked_at=now)
+            return state.model
+        try:
+            loaded = self._version(model, version)
+        except Exception:
+            if state is None:
+                raise
+            # Keep the last good model; the next attempt waits for the next recheck, not the next request.
+            log.error(
+                "cannot load model (name=%s, version=%s) for alias=%s; still serving version %s",
+                model, version, alias, state.version, exc_info=True,
+            )
+            self._aliases[key] = replace(state, checked_at=now)
+            return state.model
+        # Loaded fully before the swap; requests in flight keep their reference to the old model.
+        self._aliases[key] = _AliasState(version, etag, now, loaded)
+        if state is not None:
+            log.info("model (name=%s, alias=%s) swapped version %s -> %s", model, alias, state.version, version)
+        return loaded
+
+    def _version(self, model: str, version: int) -> LoadedModel:
+        key = (model, version)
+        with self._guard:
+            loaded = self._sessions.get(key)
+            if loaded is not None:
+                self._sessions.move_to_end(key)
+                return loaded
+        with self._lock_for(key):  # one loader per version; other versions are not held up
+            with self._guard:
+                loaded = self._sessions.get(key)
+            if loaded is not None:
+                return loaded
+            self._raise_recent_failure(key)
+            data, sha256 = self._fetch(model, version)
+            try:
+                loaded = load_model(data, sha256, model, version)
+            except ModelArtifactError as exc:
+                self._failures[key] = (self._clock(), exc)
+                log.error("%s", exc.message)
+                raise
+            self._store(key, loaded)
+            return loaded
+
+    def _raise_recent_failure(self, key: tuple[str, int]) -> None:
+        failure = self._failures.get(key)
+        if failure is None:
+            return
+        failed_at, exc = failure
+        if self._clock() - failed_at < self._recheck:
+            raise type(exc)(exc.message, details=exc.details)
+        del self._failures[key]
+
+    def _store(self, key: tuple[str, int], loaded: LoadedModel) -> None:
+        with self._guard:
+            self._failures.pop(key, None)
+            self._sessions[key] = loaded
+            while len(self._sessions) > self._max_sessions:
+                self._sessions.popitem(last=False)  # aliases and in-flight requests keep their own reference
+
+    def _lock_for(self, key: tuple[Any, ...]) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = threading.Lock()
+            return lock
+
+
+# ---------------------------------------------------------------------------------------------
+# One call for the HTTP handler
+
+Observer = Callable[[LoadedModel, "dict[str, np.ndarray]", "dict[str, Any]"], None]
+
+
+def score(
+    cache: ModelCache,
+    model: str,
+    body: bytes,
+    content_type: str | None,
+    *,
+    alias: str | None = None,
+    version: int | None = None,
+    max_bytes: int,
+    observe: Observer | None = None,
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Score one request: (status, JSON body, headers); errors come back MLflow-shaped, never raised.
+
+    observe(model, inputs, result) runs after a success, e.g. to feed the prediction logger; its
+    failures are logged and never change the response.
+    """
+    try:
+        check_size(body, max_bytes)  # before touching storage for a body we will refuse anyway
+        loaded = cache.get(model, alias=alias, version=version)
+        inputs = parse_request(body, content_type, loaded.signature, max_bytes)
+        result = predict(loaded, inputs)
+    except PipelineError as err:
+        return err.status, {"error_code": err.code, "message": err.message}, {}
+    except Exception:
+        log.exception("scoring failed (name=%s, alias=%s, version=%s)", model, alias, version)
+        return 500, {"error_code": PipelineError.code, "message": "internal error while scoring"}, {}
+    if observe is not None:
+        try:
+            observe(loaded, inputs, result)
+        except Exception:
+            log.exception("prediction observer failed (name=%s, version=%s)", model, loaded.version)
+    return 200, result, {"x-model-version": str(loaded.version)}
