@@ -1,0 +1,25 @@
+# Two entry points: `make run` (the product, locally) and `make test` (the whole suite).
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: run test setup clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+setup: $(STAMP) node_modules/.package-lock.json
+
+run: setup
+	$(PY) -m devhost --with-azurite --examples
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf .venv node_modules .azurite .run

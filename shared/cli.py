@@ -1,0 +1,140 @@
+"""Command line for data scientists: `python -m shared.cli <command> ...`.
+
+Talks to storage directly (AzureWebJobsStorage, the same setting the app reads; locally from
+local.settings.json when present) for specs, data drops and the registry, and to the HTTP API
+for scoring.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared import paths, pipeline, registry, runs
+from shared.errors import PipelineError
+from shared.messages import RetrainRequest
+from shared.settings import STORAGE, Settings
+from shared.storage import AzureStorage
+
+
+def _load_local_settings() -> None:
+    """Use local.settings.json Values for anything the environment does not set (as the host does)."""
+    for name in ("local.settings.json", "local.settings.sample.json"):
+        path = Path(name)
+        if path.exists():
+            for key, value in json.loads(path.read_text()).get("Values", {}).items():
+                os.environ.setdefault(key, str(value))
+            return
+
+
+def _storage(args: argparse.Namespace) -> AzureStorage:
+    env = dict(os.environ)
+    if args.connection_string:
+        env[STORAGE] = args.connection_string
+    return AzureStorage.from_settings(Settings.from_env(env))
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_upload_spec(args: argparse.Namespace) -> None:
+    spec, digest = registry.upload_spec(_storage(args), Path(args.file).read_bytes(), Path(args.file).name,
+                                        origin={"via": "cli", "file": args.file})
+    _print({"model": spec.name, "spec_hash": digest})
+
+
+def cmd_drop(args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    name = args.name or path.name
+    _storage(args).write(paths.DATASETS, f"{args.model}/{name}", path.read_bytes(), create_only=True)
+    _print({"dropped": f"{paths.DATASETS}/{args.model}/{name}"})
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    _print(registry.list_models(_storage(args)))
+
+
+def cmd_versions(args: argparse.Namespace) -> None:
+    rows = registry.list_versions(_storage(args), args.model)
+    _print([{k: v.get(k) for k in ("version", "status", "run_id", "created")} | {
+        "decision": (v.get("decision") or {}).get("reasons")} for v in rows])
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    _print(registry.get_version(_storage(args), args.model, args.version))
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    _print([{k: r.get(k) for k in ("run_id", "status", "created", "version", "error")} for r in runs.list_runs(_storage(args), args.model)])
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    _print(runs.get(_storage(args), args.model, args.run_id))
+
+
+def cmd_approve(args: argparse.Namespace) -> None:
+    _print(pipeline.approve(_storage(args), args.model, args.version, by=args.by))
+
+
+def cmd_reject(args: argparse.Namespace) -> None:
+    _print(pipeline.reject(_storage(args), args.model, args.version, by=args.by, reason=args.reason))
+
+
+def cmd_rollback(args: argparse.Namespace) -> None:
+    flip = registry.rollback(_storage(args), args.model)
+    _print({"champion": flip.champion, "previous": flip.previous})
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    run_id = runs.new_run_id()
+    _storage(args).enqueue(paths.RETRAIN_QUEUE, RetrainRequest(model=args.model, reason=args.reason, run_id=run_id).to_payload())
+    _print({"run_id": run_id, "queued": paths.RETRAIN_QUEUE})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
+    parser.add_argument("--connection-string", help=f"storage connection string (default: ${STORAGE})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Any, help_text: str, *arguments: tuple[str, dict[str, Any]]) -> None:
+        p = sub.add_parser(name, help=help_text)
+        for flag, kwargs in arguments:
+            p.add_argument(flag, **kwargs)
+        p.set_defaults(fn=fn)
+
+    model = ("model", {"help": "model name"})
+    version = ("version", {"type": int, "help": "model version"})
+    by = ("--by", {"default": os.environ.get("USER", "cli")})
+    add("upload-spec", cmd_upload_spec, "validate and store a training spec", ("file", {"help": "spec YAML/JSON"}))
+    add("drop", cmd_drop, "drop a dataset (CSV, Parquet, JSONL) for a model", model, ("file", {}), ("--name", {}))
+    add("models", cmd_models, "list models")
+    add("versions", cmd_versions, "list versions of a model", model)
+    add("show", cmd_show, "show a version with lineage and metrics", model, version)
+    add("runs", cmd_runs, "list runs of a model", model)
+    add("run", cmd_run, "show a run's timeline", model, ("run_id", {}))
+    add("approve", cmd_approve, "approve a version pending approval", model, version, by)
+    add("reject", cmd_reject, "reject a version pending approval", model, version, by, ("--reason", {"default": ""}))
+    add("rollback", cmd_rollback, "make the previous champion the champion again", model)
+    add("retrain", cmd_retrain, "retrain on the current data", model, ("--reason", {"default": "retrain requested via cli"}))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_local_settings()
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except PipelineError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.details:
+            _print(exc.details)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
