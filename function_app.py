@@ -1,8 +1,15 @@
 """The function app: one FunctionApp, one Blueprint per trigger module (a table of contents)."""
 import azure.functions as func
 
-from functions import health
+from functions import admin, export, health, poison, prepare, retrain, train, validate
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-app.register_functions(health.bp)
+app.register_functions(health.bp)  # GET /api/health
+app.register_functions(prepare.bp)  # blob datasets/{model}/{name}
+app.register_functions(train.bp)  # queue train-requests
+app.register_functions(export.bp)  # queue export-requests
+app.register_functions(validate.bp)  # queue validate-requests
+app.register_functions(retrain.bp)  # queue retrain-requests
+app.register_functions(poison.bp)  # queues *-poison of the stages
+app.register_functions(admin.bp)  # /api/registry/...

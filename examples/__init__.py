@@ -1,0 +1,1 @@
+"""Example specs and datasets (bundled sklearn data and a synthetic generator; no network)."""

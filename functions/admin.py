@@ -1,0 +1,120 @@
+"""Admin HTTP API over the registry and run history (reads: function key; changes: admin key)."""
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared import paths, pipeline, registry, runs
+from shared.errors import BadRequest
+from shared.http import handles_errors, json_body, json_response
+from shared.messages import RetrainRequest
+from shared.spec import parse_spec
+from shared.storage import get_storage
+
+bp = func.Blueprint()
+ADMIN = func.AuthLevel.ADMIN
+
+
+def _model(req: func.HttpRequest) -> str:
+    return req.route_params["model"]
+
+
+def _version(req: func.HttpRequest) -> int:
+    return int(req.route_params["version"])
+
+
+@bp.function_name("list_models")
+@bp.route(route="registry/models", methods=["GET"])
+@handles_errors
+def list_models(req: func.HttpRequest) -> func.HttpResponse:
+    """Every model with its aliases."""
+    return json_response({"models": registry.list_models(get_storage())})
+
+
+@bp.function_name("list_versions")
+@bp.route(route="registry/models/{model}/versions", methods=["GET"])
+@handles_errors
+def list_versions(req: func.HttpRequest) -> func.HttpResponse:
+    """Every version of a model (status, metrics, decision)."""
+    storage = get_storage()
+    aliases, _ = registry.get_aliases(storage, _model(req))
+    return json_response({"versions": registry.list_versions(storage, _model(req)), "aliases": aliases})
+
+
+@bp.function_name("get_version")
+@bp.route(route="registry/models/{model}/versions/{version:int}", methods=["GET"])
+@handles_errors
+def get_version(req: func.HttpRequest) -> func.HttpResponse:
+    """One version with its full lineage and metrics."""
+    return json_response(registry.get_version(get_storage(), _model(req), _version(req)))
+
+
+@bp.function_name("list_runs")
+@bp.route(route="registry/models/{model}/runs", methods=["GET"])
+@handles_errors
+def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    """Runs of a model, newest first."""
+    return json_response({"runs": runs.list_runs(get_storage(), _model(req))})
+
+
+@bp.function_name("get_run")
+@bp.route(route="registry/models/{model}/runs/{run_id}", methods=["GET"])
+@handles_errors
+def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    """One run with its status timeline."""
+    return json_response(runs.get(get_storage(), _model(req), req.route_params["run_id"]))
+
+
+@bp.function_name("approve_version")
+@bp.route(route="registry/models/{model}/versions/{version:int}/approve", methods=["POST"], auth_level=ADMIN)
+@handles_errors
+def approve_version(req: func.HttpRequest) -> func.HttpResponse:
+    """Promote a version that is pending approval."""
+    by = str(json_body(req).get("by") or "admin")
+    return json_response(pipeline.approve(get_storage(), _model(req), _version(req), by=by))
+
+
+@bp.function_name("reject_version")
+@bp.route(route="registry/models/{model}/versions/{version:int}/reject", methods=["POST"], auth_level=ADMIN)
+@handles_errors
+def reject_version(req: func.HttpRequest) -> func.HttpResponse:
+    """Reject a version that is pending approval."""
+    body = json_body(req)
+    result = pipeline.reject(get_storage(), _model(req), _version(req),
+                             by=str(body.get("by") or "admin"), reason=str(body.get("reason") or ""))
+    return json_response(result)
+
+
+@bp.function_name("rollback")
+@bp.route(route="registry/models/{model}/rollback", methods=["POST"], auth_level=ADMIN)
+@handles_errors
+def rollback(req: func.HttpRequest) -> func.HttpResponse:
+    """Swap champion and previous."""
+    flip = registry.rollback(get_storage(), _model(req))
+    return json_response({"champion": flip.champion, "previous": flip.previous})
+
+
+@bp.function_name("request_retrain")
+@bp.route(route="registry/models/{model}/retrain", methods=["POST"], auth_level=ADMIN)
+@handles_errors
+def request_retrain(req: func.HttpRequest) -> func.HttpResponse:
+    """Enqueue a retrain of the current data (the same path queue-triggered retraining takes)."""
+    storage = get_storage()
+    model = _model(req)
+    registry.current_spec(storage, model)  # 404 now rather than a poison message later
+    run_id = runs.new_run_id()
+    reason = str(json_body(req).get("reason") or "retrain requested via admin API")
+    storage.enqueue(paths.RETRAIN_QUEUE, RetrainRequest(model=model, reason=reason, run_id=run_id).to_payload())
+    return json_response({"run_id": run_id, "queued": paths.RETRAIN_QUEUE}, 202)
+
+
+@bp.function_name("upload_spec")
+@bp.route(route="registry/models/{model}/spec", methods=["PUT"], auth_level=ADMIN)
+@handles_errors
+def upload_spec(req: func.HttpRequest) -> func.HttpResponse:
+    """Validate and store a training spec (YAML or JSON body)."""
+    filename = "spec.json" if "json" in (req.headers.get("content-type") or "") else "spec.yaml"
+    spec = parse_spec(req.get_body(), filename)
+    if spec.name != _model(req):
+        raise BadRequest(f"spec name {spec.name!r} does not match the route's model {_model(req)!r}")
+    digest = registry.store_spec(get_storage(), spec, origin={"via": "admin API"})
+    return json_response({"model": spec.name, "spec_hash": digest}, 201)

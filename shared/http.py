@@ -1,0 +1,61 @@
+"""HTTP helpers shared by every HTTP function: JSON responses and one error mapping."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Callable
+
+import azure.functions as func
+
+from shared.errors import PipelineError
+
+Handler = Callable[[func.HttpRequest], func.HttpResponse]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers,
+    )
+
+
+def error_response(exc: PipelineError) -> func.HttpResponse:
+    """MLflow-shaped error body: {"error_code", "message"} (+ details when present)."""
+    body: dict[str, Any] = {"error_code": exc.code, "message": exc.message}
+    if exc.details is not None:
+        body["details"] = exc.details
+    return json_response(body, exc.status)
+
+
+def handles_errors(handler: Handler) -> Handler:
+    """Map our typed errors to their HTTP status; anything else is a logged 500 with no internals."""
+
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except PipelineError as exc:
+            if exc.status >= 500:
+                logging.error("%s: %s", handler.__name__, exc.message)
+            return error_response(exc)
+        except Exception:
+            logging.exception("%s: unexpected error", handler.__name__)
+            return json_response({"error_code": "INTERNAL_ERROR", "message": "internal error; see the function logs"}, 500)
+
+    return wrapper
+
+
+def json_body(req: func.HttpRequest) -> dict[str, Any]:
+    """The request's JSON object body ({} when empty). Raises BadRequest."""
+    from shared.errors import BadRequest
+
+    raw = req.get_body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body

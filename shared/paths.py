@@ -1,0 +1,87 @@
+"""Every container, queue and blob path of the app, built in one place."""
+from __future__ import annotations
+
+# Containers
+DATASETS = "datasets"  # data drops: datasets/<model>/<file>; originals are never modified
+REJECTED = "datasets-rejected"  # rejection reports next to the data: <model>/<file>.rejection.json
+MLOPS = "mlops"  # registry, specs, prepared data, runs, idempotency markers
+PREDICTIONS = "predictions"  # prediction logs: <model>/<date>/<time>-<id>.jsonl
+
+# Queues (the trigger bindings name the same constants)
+TRAIN_QUEUE = "train-requests"
+EXPORT_QUEUE = "export-requests"
+VALIDATE_QUEUE = "validate-requests"
+RETRAIN_QUEUE = "retrain-requests"
+STAGE_QUEUES = (TRAIN_QUEUE, EXPORT_QUEUE, VALIDATE_QUEUE, RETRAIN_QUEUE)
+
+
+def poison(queue: str) -> str:
+    """The poison queue the Functions host moves a queue's failed messages to."""
+    return f"{queue}-poison"
+
+
+def rejection_report(dataset_path: str) -> str:
+    """Report path in REJECTED for a dropped dataset path (<model>/<file>)."""
+    return f"{dataset_path}.rejection.json"
+
+
+def spec_current(model: str) -> str:
+    return f"specs/{model}/current.json"
+
+
+def spec_version(model: str, spec_hash: str) -> str:
+    return f"specs/{model}/versions/{spec_hash}.json"
+
+
+def prepared_data(model: str, data_hash: str) -> str:
+    return f"prepared/{model}/{data_hash}/data.parquet"
+
+
+def prepared_profile(model: str, data_hash: str) -> str:
+    return f"prepared/{model}/{data_hash}/profile.json"
+
+
+def current_data(model: str) -> str:
+    """Pointer to the latest accepted dataset of a model (what a retrain uses)."""
+    return f"models/{model}/current-data.json"
+
+
+def model_record(model: str) -> str:
+    return f"models/{model}/model.json"
+
+
+def models_prefix() -> str:
+    return "models/"
+
+
+def versions_prefix(model: str) -> str:
+    return f"models/{model}/versions/"
+
+
+def version_record(model: str, version: int) -> str:
+    return f"models/{model}/versions/{version:06d}.json"
+
+
+def artifact(model: str, version: int, name: str) -> str:
+    return f"models/{model}/artifacts/{version:06d}/{name}"
+
+
+def aliases(model: str) -> str:
+    """champion and previous live in one blob so a promotion flips both atomically."""
+    return f"models/{model}/aliases.json"
+
+
+def run_record(model: str, run_id: str) -> str:
+    return f"runs/{model}/{run_id}.json"
+
+
+def runs_prefix(model: str) -> str:
+    return f"runs/{model}/"
+
+
+def idempotency_marker(stage: str, key: str) -> str:
+    return f"idempotency/{stage}/{key}.json"
+
+
+def delivery_marker(provider: str, delivery_id: str) -> str:
+    return f"deliveries/{provider}/{delivery_id}.json"

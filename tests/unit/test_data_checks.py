@@ -1,0 +1,199 @@
+"""Data checks report every problem with counts; preparation and hashing are canonical; profiles."""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.data_checks import check_dataset, load_dataset, prepare
+from shared.errors import DataRejected
+from shared.profile import profile_dataset
+from shared.spec import TrainingSpec, parse_spec
+
+
+def make_spec(**changes: Any) -> TrainingSpec:
+    data: dict[str, Any] = {
+        "name": "maint",
+        "task": "classification",
+        "target": "failure",
+        "features": [
+            {"name": "machine_type", "kind": "categorical", "allowed": ["L", "M", "H"]},
+            {"name": "torque", "kind": "numeric", "min": 0, "max": 100},
+            {"name": "speed", "kind": "numeric"},
+        ],
+        "estimator": {"type": "logistic_regression"},
+        "data_checks": {"min_rows": 10, "max_null_fraction": 0.2},
+    }
+    data.update(changes)
+    return parse_spec(json.dumps(data), "spec.json")
+
+
+def clean_frame(rows: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "machine_type": rng.choice(["L", "M", "H"], size=rows).astype(object),
+        "torque": rng.uniform(0, 100, rows),
+        "speed": rng.normal(1500, 100, rows),
+        "failure": np.arange(rows) % 2,
+        "unused": "x",
+    })
+    frame.loc[3, "machine_type"] = None
+    frame.loc[5, "torque"] = np.nan
+    return frame
+
+
+def by_check(report: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
+    return {(p["column"], p["check"]): p for p in report.to_dict()["problems"]}
+
+
+def test_clean_data_passes() -> None:
+    assert check_dataset(clean_frame(), make_spec()) is None
+
+
+def test_every_problem_is_found_with_counts() -> None:
+    frame = clean_frame(rows=8).astype({"torque": object, "machine_type": object})
+    frame = frame.drop(columns=["speed"])
+    frame.loc[0:2, "machine_type"] = ["X", "X", "Q"]
+    frame.loc[3, "torque"] = "broken"
+    frame.loc[4, "torque"] = 150.0
+    frame.loc[6, "torque"] = -1.0
+    frame.loc[7, "failure"] = None
+    report = check_dataset(frame, make_spec())
+    assert report is not None
+    problems = by_check(report)
+    assert set(problems) == {
+        (None, "min_rows"), ("speed", "missing_column"), ("machine_type", "unknown_category"),
+        ("torque", "non_numeric"), ("torque", "out_of_range"), ("failure", "target_nulls"),
+    }
+    assert problems[("machine_type", "unknown_category")]["count"] == 3
+    assert problems[("machine_type", "unknown_category")]["examples"] == ["X", "Q"]
+    assert problems[("torque", "non_numeric")]["count"] == 1
+    assert problems[("torque", "non_numeric")]["examples"] == ["broken"]
+    assert problems[("torque", "out_of_range")]["count"] == 2
+    assert problems[("failure", "target_nulls")]["count"] == 1
+    assert problems[(None, "min_rows")]["count"] == 8
+    wire = report.to_dict()
+    assert wire["status"] == "rejected" and wire["rows"] == 8
+    assert "unused" in wire["columns"]
+    json.dumps(wire)  # the wire shape must serialise as is
+
+
+def test_null_fraction_uses_the_per_column_override() -> None:
+    frame = clean_frame(rows=20)
+    frame.loc[0:5, "speed"] = np.nan  # 6 of 20 = 0.3
+    assert by_check(check_dataset(frame, make_spec()))[("speed", "null_fraction")]["count"] == 6
+    relaxed = make_spec(data_checks={"min_rows": 10, "per_column": {"speed": 0.5}})
+    assert check_dataset(frame, relaxed) is None
+
+
+def test_single_class_target_is_rejected() -> None:
+    frame = clean_frame()
+    frame["failure"] = 0
+    problem = by_check(check_dataset(frame, make_spec()))[("failure", "min_classes")]
+    assert problem["count"] == 1
+
+
+def test_reserved_missing_marker_in_the_data_is_rejected() -> None:
+    frame = clean_frame()
+    frame.loc[0, "machine_type"] = "__missing__"
+    report = check_dataset(frame, make_spec(features=[
+        {"name": "machine_type", "kind": "categorical"}, {"name": "torque", "kind": "numeric"}]))
+    assert ("machine_type", "reserved_value") in by_check(report)
+
+
+def test_prepare_orders_columns_and_normalises_dtypes() -> None:
+    frame = clean_frame()[["failure", "speed", "torque", "machine_type", "unused"]]
+    prepared = prepare(frame, make_spec())
+    assert list(prepared.frame.columns) == ["machine_type", "torque", "speed", "failure"]
+    assert prepared.frame["torque"].dtype == np.float64
+    assert prepared.frame["machine_type"].dtype == object
+    assert prepared.frame["machine_type"][3] is None
+    assert prepared.frame["failure"].dtype == np.int64
+    assert prepared.rows == 40
+
+
+def test_prepare_refuses_data_that_fails_the_checks() -> None:
+    with pytest.raises(DataRejected) as caught:
+        prepare(clean_frame(rows=5), make_spec())
+    assert caught.value.status == 422
+    assert caught.value.details["problems"][0]["check"] == "min_rows"
+
+
+def encodings(frame: pd.DataFrame) -> dict[str, bytes]:
+    parquet = io.BytesIO()
+    frame.to_parquet(parquet, index=False)
+    # json.dumps, not DataFrame.to_json: pandas writes at most 15 significant digits.
+    jsonl = "\n".join(
+        json.dumps({k: (None if isinstance(v, float) and np.isnan(v) else v)
+                    for k, v in row.items()})
+        for row in frame.astype(object).to_dict(orient="records")).encode()
+    return {"data.csv": frame.to_csv(index=False).encode(), "data.parquet": parquet.getvalue(),
+            "data.jsonl": jsonl, "other-name.ndjson": jsonl}
+
+
+def test_same_rows_hash_the_same_in_every_format() -> None:
+    frame = clean_frame()
+    frame["torque"] = frame["torque"] * (1 + 1e-13)  # full-precision floats
+    spec = make_spec()
+    prepared = {name: prepare(load_dataset(data, name), spec)
+                for name, data in encodings(frame).items()}
+    assert len({p.data_hash for p in prepared.values()}) == 1
+    assert len({p.parquet_bytes for p in prepared.values()}) == 1
+
+
+def test_changing_one_value_changes_the_hash() -> None:
+    frame = clean_frame()
+    spec = make_spec()
+    before = prepare(frame, spec).data_hash
+    frame.loc[7, "speed"] = np.nextafter(frame.loc[7, "speed"], np.inf)
+    assert prepare(frame, spec).data_hash != before
+
+
+def test_prepared_parquet_round_trips() -> None:
+    spec = make_spec()
+    prepared = prepare(clean_frame(), spec)
+    again = prepare(load_dataset(prepared.parquet_bytes, "x.parquet"), spec)
+    assert again.data_hash == prepared.data_hash
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    ("data.xlsx", b"PK..."),
+    ("data.parquet", b"definitely not parquet"),
+    ("data.jsonl", b'{"a": 1}\n[1, 2]\n'),
+    ("data.csv", b"\xff\xfe\x00bad"),
+])
+def test_unreadable_files_are_rejected_with_a_report(name: str, data: bytes) -> None:
+    with pytest.raises(DataRejected) as caught:
+        load_dataset(data, name)
+    report = caught.value.details
+    assert report["status"] == "rejected" and report["problems"][0]["check"] == "parse"
+    assert name in caught.value.message
+
+
+def test_profile_has_explicit_bins_and_counts_every_row() -> None:
+    spec = make_spec()
+    frame = prepare(clean_frame(rows=200), spec).frame
+    profile = profile_dataset(frame, spec)
+    json.dumps(profile, allow_nan=False)
+    torque = profile["features"]["torque"]
+    assert torque["nulls"] == 1 and torque["count"] == 199
+    assert torque["bin_edges"] == sorted(torque["bin_edges"]) and len(torque["bin_edges"]) == 9
+    assert len(torque["bin_counts"]) == 10 and sum(torque["bin_counts"]) == 199
+    assert torque["min"] <= torque["quantiles"]["0.5"] <= torque["max"]
+    machine = profile["features"]["machine_type"]
+    assert machine["nulls"] == 1 and sum(machine["counts"].values()) == 199
+    assert profile["target"]["counts"] == {"0": 100, "1": 100}
+
+
+def test_profile_folds_rare_categories_into_other() -> None:
+    spec = make_spec(features=[{"name": "machine_type", "kind": "categorical"},
+                               {"name": "torque", "kind": "numeric"}])
+    frame = clean_frame(rows=60)
+    frame["machine_type"] = [f"m{i % 30}" for i in range(60)]
+    machine = profile_dataset(frame, spec)["features"]["machine_type"]
+    assert len(machine["counts"]) == 21 and machine["counts"]["__other__"] == 20
+    assert machine["distinct"] == 30

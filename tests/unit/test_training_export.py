@@ -1,0 +1,276 @@
+"""Training is deterministic; every allow-listed estimator converts to ONNX and passes parity."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+
+from examples import datasets
+from shared.data_checks import prepare
+from shared.errors import DataRejected
+from shared.onnx_export import (
+    SIGNATURE_KEY,
+    ParityReport,
+    export_onnx,
+    make_session,
+    measure_latency,
+    onnx_facts,
+    parity_check,
+    read_signature,
+    run_onnx,
+)
+from shared.spec import ESTIMATOR_PARAMS, TrainingSpec, parse_spec
+from shared.training import (
+    CATEGORICAL_MISSING,
+    compute_metrics,
+    library_versions,
+    pipeline_from_bytes,
+    pipeline_to_bytes,
+    train,
+)
+from shared.validation import decide
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "specs"
+SMALL_PARAMS: dict[str, dict[str, Any]] = {
+    "logistic_regression": {"max_iter": 500},
+    "random_forest": {"n_estimators": 15, "max_depth": 8},
+    "gradient_boosting": {"n_estimators": 15},
+    "hist_gradient_boosting": {"max_iter": 15},
+    "random_forest_regressor": {"n_estimators": 15, "max_depth": 8},
+    "ridge": {"alpha": 0.5},
+    "gradient_boosting_regressor": {"n_estimators": 15},
+    "hist_gradient_boosting_regressor": {"max_iter": 15},
+}
+CLASSIFIERS = sorted(k for k, (task, _) in ESTIMATOR_PARAMS.items() if task == "classification")
+REGRESSORS = sorted(k for k, (task, _) in ESTIMATOR_PARAMS.items() if task == "regression")
+
+
+def make_spec(estimator: str, target: str = "label", **changes: Any) -> TrainingSpec:
+    task = ESTIMATOR_PARAMS[estimator][0]
+    data: dict[str, Any] = {
+        "name": f"t-{estimator.replace('_', '-')}",
+        "task": task,
+        "target": target,
+        "features": [
+            {"name": "a", "kind": "numeric"},
+            {"name": "b", "kind": "numeric"},
+            {"name": "colour", "kind": "categorical", "allowed": ["red", "green", "blue"]},
+        ],
+        "estimator": {"type": estimator, "params": SMALL_PARAMS[estimator]},
+        "data_checks": {"min_rows": 10},
+    }
+    data.update(changes)
+    return parse_spec(json.dumps(data), "spec.json")
+
+
+@cache
+def frame(rows: int = 400, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=rows)
+    b = np.round(rng.normal(10, 5, rows), 1)  # ties in b exercise split thresholds
+    colour = rng.choice(["red", "green", "blue"], size=rows).astype(object)
+    signal = a + (b - 10) / 5 + (colour == "red") + rng.normal(0, 0.7, rows)
+    out = pd.DataFrame({"a": a, "b": b, "colour": colour})
+    out.loc[::13, "a"] = np.nan
+    out.loc[::11, "colour"] = None
+    out["label"] = np.where(signal > 0.3, "yes", "no").astype(object)
+    out["grade"] = np.digitize(signal, [-0.5, 0.8]).astype(np.int64)  # 3 classes: 0, 1, 2
+    out["amount"] = 3 * a.clip(-2, 2) + b * 10 + (colour == "blue") * 7 + rng.normal(0, 1, rows)
+    return out
+
+
+def data_for(spec: TrainingSpec) -> pd.DataFrame:
+    return prepare(frame()[[*spec.feature_names, spec.target]], spec).frame
+
+
+def test_the_parametrised_lists_cover_the_whole_allow_list() -> None:
+    assert sorted(SMALL_PARAMS) == sorted(ESTIMATOR_PARAMS)
+
+
+CASES = ([(e, "label") for e in CLASSIFIERS] + [(e, "grade") for e in CLASSIFIERS]
+         + [(e, "amount") for e in REGRESSORS])
+
+
+@pytest.mark.parametrize(("estimator", "target"), CASES)
+def test_every_allow_listed_estimator_converts_and_passes_parity(estimator: str,
+                                                                 target: str) -> None:
+    spec = make_spec(estimator, target)
+    result = train(data_for(spec), spec)
+    onnx_bytes = export_onnx(result.pipeline, spec, result.holdout)
+    parity = parity_check(result.pipeline, onnx_bytes, result.holdout, spec)
+    assert parity.passed, parity.reasons
+    assert ParityReport.from_dict(json.loads(json.dumps(parity.to_dict()))) == parity
+    if spec.task == "classification":
+        assert parity.max_abs_diff <= 1e-5
+        assert parity.label_agreement == 1.0 and parity.near_tie_disagreements == 0
+        assert parity.n_classes == (2 if target == "label" else 3)
+    else:
+        assert parity.max_rel_diff is not None and parity.max_rel_diff <= 1e-5
+    # Metrics recomputed from ONNX outputs agree with the sklearn holdout metrics.
+    labels, proba = run_onnx(onnx_bytes, result.holdout, spec)
+    onnx_metrics = compute_metrics(spec.task, result.holdout[target].to_numpy(), labels, proba,
+                                   result.classes)
+    assert onnx_metrics.keys() == result.metrics.keys()
+    for name, value in result.metrics.items():
+        assert onnx_metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-6), name
+
+
+def test_onnx_contract_inputs_outputs_and_signature() -> None:
+    spec = make_spec("random_forest", "grade")
+    result = train(data_for(spec), spec)
+    onnx_bytes = export_onnx(result.pipeline, spec, result.holdout)
+    session = make_session(onnx_bytes)
+    inputs = {i.name: (i.type, i.shape) for i in session.get_inputs()}
+    assert inputs == {"a": ("tensor(double)", [None, 1]), "b": ("tensor(double)", [None, 1]),
+                      "colour": ("tensor(string)", [None, 1])}
+    outputs = [(o.name, len(o.shape)) for o in session.get_outputs()]
+    assert outputs == [("label", 1), ("probabilities", 2)]
+    signature = read_signature(onnx_bytes)
+    assert signature == {
+        "name": spec.name, "task": "classification", "target": "grade",
+        "features": [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"},
+                     {"name": "colour", "kind": "categorical"}],
+        "classes": [0, 1, 2], "categorical_missing": CATEGORICAL_MISSING,
+        "input_types": {"a": "double", "b": "double", "colour": "string"},
+        "outputs": ["label", "probabilities"],
+    }
+    props = {p.key for p in onnx.load_from_string(onnx_bytes).metadata_props}
+    assert SIGNATURE_KEY in props
+    facts = onnx_facts(onnx_bytes)
+    assert facts["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert facts["size_bytes"] == len(onnx_bytes)
+    assert facts["opset"]["ai.onnx"] == 18 and "ai.onnx.ml" in facts["opset"]
+
+
+def test_regression_graph_has_a_single_variable_output() -> None:
+    spec = make_spec("ridge", "amount")
+    result = train(data_for(spec), spec)
+    onnx_bytes = export_onnx(result.pipeline, spec, result.holdout)
+    session = make_session(onnx_bytes)
+    assert [(o.name, o.shape) for o in session.get_outputs()] == [("variable", [None, 1])]
+    assert "classes" not in read_signature(onnx_bytes)
+
+
+def test_missing_and_unseen_categories_score_like_sklearn() -> None:
+    spec = make_spec("gradient_boosting", "label")
+    result = train(data_for(spec), spec)
+    onnx_bytes = export_onnx(result.pipeline, spec, result.holdout)
+    rows = pd.DataFrame({"a": [0.1, np.nan, 2.0], "b": [10.0, 3.0, np.nan],
+                         "colour": [None, "purple", "red"], "label": ["no", "no", "no"]})
+    parity = parity_check(result.pipeline, onnx_bytes, rows, spec)
+    assert parity.passed, parity.reasons
+    labels, proba = run_onnx(onnx_bytes, rows, spec)
+    assert labels.shape == (3,) and proba is not None and proba.shape == (3, 2)
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_training_is_deterministic_down_to_the_onnx_bytes() -> None:
+    spec = make_spec("random_forest", "label")
+    first, second = (train(data_for(spec), spec) for _ in range(2))
+    assert first.metrics == second.metrics
+    assert first.holdout.equals(second.holdout)
+    assert (first.train_rows, first.holdout_rows) == (320, 80)
+    one = export_onnx(first.pipeline, spec, first.holdout)
+    two = export_onnx(second.pipeline, spec, second.holdout)
+    assert onnx_facts(one)["sha256"] == onnx_facts(two)["sha256"]
+
+
+def test_a_different_seed_gives_a_different_split() -> None:
+    spec = make_spec("logistic_regression", "label")
+    reseeded = make_spec("logistic_regression", "label", split={"seed": 7})
+    assert not train(data_for(spec), spec).holdout.equals(
+        train(data_for(reseeded), reseeded).holdout)
+
+
+def test_stratified_split_holds_class_proportions() -> None:
+    spec = make_spec("logistic_regression", "grade")
+    data = data_for(spec)
+    result = train(data, spec)
+    overall = data["grade"].value_counts(normalize=True).sort_index()
+    held = result.holdout["grade"].value_counts(normalize=True).sort_index()
+    assert np.allclose(overall, held, atol=0.02)
+
+
+def test_a_class_too_rare_to_stratify_is_a_data_rejection() -> None:
+    spec = make_spec("logistic_regression", "label")
+    data = data_for(spec).copy()
+    data.loc[0, "label"] = "maybe"  # one row of a third class
+    with pytest.raises(DataRejected) as caught:
+        train(data, spec)
+    assert "stratify" in caught.value.message
+    assert caught.value.details["problems"][0]["check"] == "split"
+
+
+def test_pipeline_bytes_round_trip() -> None:
+    spec = make_spec("hist_gradient_boosting", "label")
+    result = train(data_for(spec), spec)
+    loaded = pipeline_from_bytes(pipeline_to_bytes(result.pipeline))
+    features = result.holdout[spec.feature_names].fillna({"colour": CATEGORICAL_MISSING})
+    assert np.array_equal(loaded.predict_proba(features), result.pipeline.predict_proba(features))
+    with pytest.raises(TypeError):
+        pipeline_from_bytes(pipeline_to_bytes({"not": "a pipeline"}))  # type: ignore[arg-type]
+
+
+def test_metrics_cover_the_task_and_fit_time_is_measured() -> None:
+    spec = make_spec("logistic_regression", "label")
+    result = train(data_for(spec), spec)
+    assert set(result.metrics) == {"accuracy", "roc_auc", "f1", "log_loss", "precision", "recall"}
+    assert result.fit_seconds > 0 and result.classes == ["no", "yes"]
+    assert set(library_versions()) == {"sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy",
+                                       "pandas", "python"}
+
+
+def test_compute_metrics_known_values() -> None:
+    y = np.array([0, 0, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])
+    metrics = compute_metrics("classification", y, proba.argmax(axis=1), proba, [0, 1])
+    assert metrics["accuracy"] == 0.75 and metrics["roc_auc"] == 1.0
+    assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == 1.0
+    one_class = compute_metrics("classification", np.array([1, 1]), np.array([1, 0]),
+                                proba[2:], [0, 1])
+    assert "roc_auc" not in one_class  # undefined on a one-class holdout: left out, not NaN
+    regression = compute_metrics("regression", [1.0, 2.0, 3.0], [1.0, 2.0, 5.0], None, None)
+    assert regression["rmse"] == pytest.approx(np.sqrt(4 / 3)) and regression["mae"] == 2 / 3
+
+
+def test_latency_is_measured_on_a_single_row() -> None:
+    spec = make_spec("ridge", "amount")
+    result = train(data_for(spec), spec)
+    latency = measure_latency(export_onnx(result.pipeline, spec, result.holdout),
+                              result.holdout, spec, runs=30)
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] < 1000
+
+
+@pytest.mark.parametrize("name", ["breast-cancer", "diabetes", "predictive-maintenance"])
+def test_example_specs_train_export_and_meet_their_own_bar(name: str) -> None:
+    spec = parse_spec((EXAMPLES / f"{name}.yaml").read_bytes(), f"{name}.yaml")
+    raw = {"breast-cancer": datasets.breast_cancer, "diabetes": datasets.diabetes,
+           "predictive-maintenance": lambda: datasets.predictive_maintenance(3000, 7)}[name]()
+    prepared = prepare(raw, spec)
+    result = train(prepared.frame, spec)
+    onnx_bytes = export_onnx(result.pipeline, spec, result.holdout)
+    parity = parity_check(result.pipeline, onnx_bytes, result.holdout, spec)
+    decision = decide(spec, result.metrics, None, 1.0, parity)
+    expected = "pending_approval" if spec.approval == "manual" else "promote"
+    assert decision.outcome == expected, decision.reasons
+
+
+def test_a_holdout_stored_as_parquet_scores_the_same() -> None:
+    spec = make_spec("random_forest", "label")
+    result = train(data_for(spec), spec)
+    onnx_bytes = export_onnx(result.pipeline, spec, result.holdout)
+    buffer = io.BytesIO()
+    result.holdout.to_parquet(buffer, index=False)
+    reread = pd.read_parquet(io.BytesIO(buffer.getvalue()))  # pandas 3: str dtype, NaN
+    assert parity_check(result.pipeline, onnx_bytes, reread, spec).passed
+    before, _ = run_onnx(onnx_bytes, result.holdout, spec)
+    after, _ = run_onnx(onnx_bytes, reread, spec)
+    assert before.tolist() == after.tolist()
