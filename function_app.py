@@ -1,7 +1,7 @@
 """The function app: one FunctionApp, one Blueprint per trigger module (a table of contents)."""
 import azure.functions as func
 
-from functions import admin, export, health, poison, prepare, retrain, train, validate
+from functions import admin, export, health, poison, prepare, retrain, train, validate, webhooks
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -13,3 +13,4 @@ app.register_functions(validate.bp)  # queue validate-requests
 app.register_functions(retrain.bp)  # queue retrain-requests
 app.register_functions(poison.bp)  # queues *-poison of the stages
 app.register_functions(admin.bp)  # /api/registry/...
+app.register_functions(webhooks.bp)  # /api/webhooks/github, /api/webhooks/azure-devops

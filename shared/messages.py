@@ -59,6 +59,7 @@ class RetrainRequest(Message):
     reason: str = "retrain requested"
     run_id: str | None = None
     git: GitOrigin | None = None
+    spec_hash: str | None = None  # a push pins the spec at its commit; None = the current spec
 
 
 def parse_message(kind: Type[M], body: bytes | str) -> M:

@@ -22,7 +22,9 @@ from shared.profile import profile_dataset
 from shared.settings import Settings
 from shared.spec import TrainingSpec
 from shared.storage import AzureStorage
-from shared.training import compute_metrics, library_versions, pipeline_from_bytes, pipeline_to_bytes, train
+from shared.training import (
+    compute_metrics, library_versions, pipeline_from_bytes, pipeline_to_bytes, target_array, train,
+)
 from shared.validation import decide
 
 log = logging.getLogger("mlops.pipeline")
@@ -106,7 +108,7 @@ def request_retrain(storage: AzureStorage, request: RetrainRequest) -> TrainRequ
         current, _ = storage.read_json(paths.MLOPS, paths.current_data(request.model))
     except NotFound:
         raise NotFound(f"model (name={request.model}) has no accepted data yet; drop a dataset first") from None
-    _, digest = registry.current_spec(storage, request.model)
+    digest = request.spec_hash or registry.current_spec(storage, request.model)[1]
     run_id = request.run_id or runs.new_run_id()
     train_request = TrainRequest(
         run_id=run_id, model=request.model, data_hash=current["data_hash"], spec_hash=digest,
@@ -157,6 +159,7 @@ def train_candidate(storage: AzureStorage, request: TrainRequest) -> dict[str, A
         }
         registry.update_version(storage, model, version, lambda r: {
             **r, "status": "trained", "run_id": request.run_id, "lineage": lineage, "task": spec.task,
+            "classes": result.classes,
             "metrics": {"sklearn_holdout": result.metrics}, "fit_seconds": result.fit_seconds,
             "artifacts": artifacts, "trained_at": iso_now(),
         })
@@ -218,7 +221,7 @@ def _onnx_metrics(storage: AzureStorage, record: dict[str, Any], holdout: pd.Dat
     onnx_bytes = storage.read(paths.MLOPS, record["onnx"]["path"]).data
     labels, proba = run_onnx(onnx_bytes, holdout, spec)
     classes = record.get("classes")
-    return compute_metrics(spec.task, holdout[spec.target].to_numpy(), labels, proba, classes)
+    return compute_metrics(spec.task, target_array(holdout, spec), labels, proba, classes)
 
 
 def validate_candidate(storage: AzureStorage, request: StageRequest) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""Turn a verified push into stored specs and training runs, once per delivery."""
+from __future__ import annotations
+
+import logging
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+
+from shared import idempotency, paths, registry, runs
+from shared.errors import InvalidSpec, NotFound
+from shared.git_source import SpecSource, source_from_settings, spec_paths
+from shared.messages import GitOrigin, RetrainRequest
+from shared.settings import Settings
+from shared.spec import parse_spec
+from shared.storage import AzureStorage
+from shared.webhooks import PushEvent
+
+log = logging.getLogger("mlops.git_push")
+
+
+def spec_source(settings: Settings) -> SpecSource:
+    """The configured place specs are read from at a commit."""
+    kind = settings.git_source
+    if kind == "local":
+        return source_from_settings(kind, repo_path_or_file_url=settings.git_local_path)
+    if kind == "github":
+        return source_from_settings(kind, repository=settings.github_repository, token=settings.github_token,
+                                    api_url=settings.github_api_url)
+    return source_from_settings(kind, organization_url=settings.ado_org_url, project=settings.ado_project,
+                                repository=settings.ado_repository, pat=settings.ado_pat)
+
+
+def _model_name_of(raw: bytes, path: str) -> str:
+    """Best-effort model name of an invalid spec (its `name`, else the file stem) for run history."""
+    try:
+        doc = yaml.safe_load(raw)
+        if isinstance(doc, dict) and isinstance(doc.get("name"), str) and doc["name"]:
+            return str(doc["name"])
+    except yaml.YAMLError:
+        pass
+    return PurePosixPath(path).stem
+
+
+def handle_push(storage: AzureStorage, settings: Settings, event: PushEvent, source: SpecSource) -> dict[str, Any]:
+    """Validate and store each touched spec at the pushed commit and request its training.
+
+    A redelivered webhook (same delivery id) is acknowledged and starts nothing new.
+    """
+    key = f"{event.provider}-{event.delivery_id or event.commit}"
+    claim = idempotency.claim(storage, "delivery", key)
+    if not claim.acquired:
+        return {"status": "duplicate", "detail": f"delivery {event.delivery_id} was handled before", **(claim.result or {})}
+    try:
+        results = [_handle_spec(storage, event, source, path) for path in spec_paths(source, event, settings.git_specs_folder)]
+    except Exception:
+        idempotency.release(storage, "delivery", key)
+        raise
+    outcome = {"status": "accepted", "commit": event.commit, "specs": results}
+    idempotency.complete(storage, "delivery", key, {"specs": results, "commit": event.commit})
+    return outcome
+
+
+def _handle_spec(storage: AzureStorage, event: PushEvent, source: SpecSource, path: str) -> dict[str, Any]:
+    origin = GitOrigin(provider=event.provider, repository=event.repository, ref=event.ref, commit=event.commit,
+                       delivery_id=event.delivery_id, pusher=event.pusher, path=path)
+    raw = source.read_file(path, event.commit)
+    try:
+        spec = parse_spec(raw, path)
+    except InvalidSpec as exc:
+        model = _model_name_of(raw, path)
+        run_id = runs.run_id_for("git", event.provider, event.delivery_id or event.commit, path)
+        runs.record(storage, model, run_id, "rejected", detail=f"spec {path} at {event.commit[:12]} is invalid: {exc.message}",
+                    git=origin.to_payload(), validation_errors=exc.details)
+        log.warning("git push: spec %s at %s rejected: %s", path, event.commit[:12], exc.message)
+        return {"path": path, "model": model, "status": "rejected", "run_id": run_id, "errors": exc.details}
+    digest = registry.store_spec(storage, spec, origin=origin.to_payload())
+    run_id = runs.run_id_for("git", event.provider, event.delivery_id or event.commit, spec.name)
+    try:
+        storage.read_json(paths.MLOPS, paths.current_data(spec.name))
+    except NotFound:
+        runs.record(storage, spec.name, run_id, "received", git=origin.to_payload(), spec_hash=digest,
+                    detail="spec stored; no data yet: training starts when a dataset is dropped")
+        return {"path": path, "model": spec.name, "status": "waiting_for_data", "run_id": run_id, "spec_hash": digest}
+    request = RetrainRequest(model=spec.name, reason=f"git push {event.commit[:12]} to {event.ref}", run_id=run_id,
+                             git=origin, spec_hash=digest)
+    storage.enqueue(paths.RETRAIN_QUEUE, request.to_payload())
+    return {"path": path, "model": spec.name, "status": "queued", "run_id": run_id, "spec_hash": digest}
