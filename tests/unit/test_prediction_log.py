@@ -1,0 +1,219 @@
+"""Prediction logger: batching by rows and time, sampling, sink failures, bounded buffer, close."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shared.prediction_log import PredictionLogger
+
+T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class MemorySink:
+    """Collects blobs; fails the next `fail` writes."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.calls = 0
+        self.fail = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str, data: bytes) -> None:
+        with self._lock:
+            self.calls += 1
+            if self.fail:
+                self.fail -= 1
+                raise ConnectionError("storage down")
+            self.blobs[path] = data
+
+    def lines(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(line) for data in self.blobs.values() for line in data.decode().splitlines()]
+
+
+def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.001)
+
+
+def _inputs(rows: int) -> dict[str, np.ndarray]:
+    return {
+        "torque": np.arange(rows, dtype=np.float32).reshape(-1, 1),
+        "type": np.array(["L"] * rows, dtype=object).reshape(-1, 1),
+    }
+
+
+def _outputs(rows: int) -> dict[str, Any]:
+    return {
+        "predictions": ["ok"] * rows,
+        "probabilities": [{"fail": 0.25, "ok": 0.75}] * rows,
+        "model": {"name": "churn", "version": 3},
+    }
+
+
+@pytest.fixture()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture()
+def sink() -> MemorySink:
+    return MemorySink()
+
+
+@pytest.fixture()
+def make(sink: MemorySink, clock: FakeClock) -> Iterator[Callable[..., PredictionLogger]]:
+    loggers: list[PredictionLogger] = []
+
+    def build(**kwargs: Any) -> PredictionLogger:
+        kwargs.setdefault("flush_seconds", 3600.0)  # the thread's real-time wait never fires in a test
+        logger = PredictionLogger(sink, clock=clock, **kwargs)
+        loggers.append(logger)
+        return logger
+
+    yield build
+    for logger in loggers:
+        logger.close()
+
+
+def test_log_only_buffers_and_flush_writes_one_jsonl_blob_per_model(
+    make: Callable[..., PredictionLogger], sink: MemorySink
+) -> None:
+    logger = make()
+    logger.log("churn", 3, "req-1", _inputs(2), _outputs(2))
+    logger.log("wear", 1, "req-2", [{"torque": 1.5}], {"predictions": [2.0], "model": {}})
+    assert sink.calls == 0
+    assert logger.flush() == 3
+    assert sorted(p.split("/")[0] for p in sink.blobs) == ["churn", "wear"]
+    churn = next(p for p in sink.blobs if p.startswith("churn/"))
+    assert churn.startswith("churn/2023-11-14/221320-") and churn.endswith(".jsonl")
+
+
+def test_each_line_is_one_row_with_its_inputs_and_outputs(
+    make: Callable[..., PredictionLogger], sink: MemorySink
+) -> None:
+    logger = make()
+    inputs = _inputs(2)
+    inputs["torque"][1, 0] = np.nan
+    logger.log("churn", 3, "req-1", inputs, _outputs(2))
+    logger.flush()
+    assert sink.lines() == [
+        {
+            "request_id": "req-1", "model": "churn", "version": 3, "timestamp": "2023-11-14T22:13:20.000+00:00",
+            "inputs": {"torque": 0.0, "type": "L"},
+            "outputs": {"predictions": "ok", "probabilities": {"fail": 0.25, "ok": 0.75}},
+        },
+        {
+            "request_id": "req-1", "model": "churn", "version": 3, "timestamp": "2023-11-14T22:13:20.000+00:00",
+            "inputs": {"torque": None, "type": "L"},
+            "outputs": {"predictions": "ok", "probabilities": {"fail": 0.25, "ok": 0.75}},
+        },
+    ]
+
+
+def test_the_thread_flushes_once_flush_rows_are_buffered(
+    make: Callable[..., PredictionLogger], sink: MemorySink
+) -> None:
+    logger = make(flush_rows=10)
+    logger.log("churn", 3, "a", _inputs(6), _outputs(6))
+    assert sink.calls == 0
+    logger.log("churn", 3, "b", _inputs(4), _outputs(4))
+    _until(lambda: len(sink.lines()) == 10)
+    assert len(sink.blobs) == 1
+
+
+def test_the_thread_flushes_after_flush_seconds(
+    make: Callable[..., PredictionLogger], sink: MemorySink, clock: FakeClock
+) -> None:
+    logger = make(flush_seconds=5.0)
+    logger.log("churn", 3, "a", _inputs(1), _outputs(1))
+    clock.now += 4.9
+    logger.log("churn", 3, "b", _inputs(1), _outputs(1))
+    assert sink.calls == 0
+    clock.now += 0.1
+    logger.log("churn", 3, "c", _inputs(1), _outputs(1))
+    _until(lambda: len(sink.lines()) == 3)
+
+
+def test_sampling_keeps_requests_whose_draw_is_below_the_rate(
+    make: Callable[..., PredictionLogger], sink: MemorySink
+) -> None:
+    draws = iter([0.05, 0.5, 0.09, 0.99, 0.1])
+    logger = make(sample_rate=0.1, rng=lambda: next(draws))
+    kept = [logger.log("churn", 3, f"r{i}", _inputs(2), _outputs(2)) for i in range(5)]
+    assert kept == [True, False, True, False, False]
+    logger.flush()
+    assert sorted({line["request_id"] for line in sink.lines()}) == ["r0", "r2"]
+
+
+def test_a_failed_write_is_kept_and_retried_under_the_same_path(
+    make: Callable[..., PredictionLogger], sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = make()
+    logger.log("churn", 3, "a", _inputs(2), _outputs(2))
+    sink.fail = 1
+    with caplog.at_level("ERROR", logger="shared.prediction_log"):
+        assert logger.flush() == 0
+    assert "will retry" in caplog.text
+    logger.log("churn", 3, "b", _inputs(1), _outputs(1))
+    assert logger.flush() == 3
+    assert sink.calls == 3 and len(sink.blobs) == 2
+    assert sorted(line["request_id"] for line in sink.lines()) == ["a", "a", "b"]
+
+
+def test_beyond_the_buffer_bound_the_oldest_rows_are_dropped_and_counted(
+    make: Callable[..., PredictionLogger], sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = make(max_buffer_rows=5, flush_rows=1000)
+    sink.fail = 1
+    logger.log("churn", 3, "old", _inputs(3), _outputs(3))
+    logger.flush()  # fails; 3 rows held for retry
+    logger.log("churn", 3, "mid", _inputs(2), _outputs(2))
+    logger.log("churn", 3, "new", _inputs(2), _outputs(2))
+    assert logger.dropped_rows == 3
+    with caplog.at_level("WARNING", logger="shared.prediction_log"):
+        assert logger.flush() == 4
+    assert "dropped 3 rows" in caplog.text
+    assert sorted({line["request_id"] for line in sink.lines()}) == ["mid", "new"]
+
+
+def test_close_flushes_what_is_left_and_is_idempotent(make: Callable[..., PredictionLogger], sink: MemorySink) -> None:
+    logger = make()
+    logger.log("churn", 3, "a", _inputs(2), _outputs(2))
+    logger.close()
+    logger.close()
+    assert len(sink.lines()) == 2
+    assert logger.log("churn", 3, "late", _inputs(1), _outputs(1)) is False
+    assert not logger._thread.is_alive()
+
+
+def test_logging_from_many_threads_loses_nothing(make: Callable[..., PredictionLogger], sink: MemorySink) -> None:
+    logger = make(flush_rows=50)
+
+    def worker(n: int) -> None:
+        for i in range(100):
+            logger.log("churn", 3, f"{n}-{i}", _inputs(1), _outputs(1))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    logger.close()
+    assert len({line["request_id"] for line in sink.lines()}) == 400
