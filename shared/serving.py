@@ -1,0 +1,80 @@
+"""Process-wide scoring state: the session cache over the registry and the prediction logger.
+
+Lean on purpose (no sklearn, no pandas): this is what the scoring function imports.
+"""
+from __future__ import annotations
+
+import atexit
+import threading
+import uuid
+from typing import Any
+
+import numpy as np
+
+from shared import paths, registry
+from shared.errors import NotFound
+from shared.prediction_log import PredictionLogger
+from shared.scoring import LoadedModel, ModelCache, score
+from shared.settings import Settings
+from shared.storage import AzureStorage
+
+
+class Scorer:
+    """Scores requests against cached ONNX sessions and logs predictions in batches."""
+
+    def __init__(self, storage: AzureStorage, settings: Settings) -> None:
+        self._storage = storage
+        self._settings = settings
+        self.cache = ModelCache(self._resolve, self._fetch, settings.scoring_recheck_seconds)
+        self.logger = PredictionLogger(
+            lambda path, data: storage.write(paths.PREDICTIONS, path, data, content_type="application/x-ndjson"),
+            flush_rows=settings.prediction_log_flush_rows, flush_seconds=settings.prediction_log_flush_seconds,
+            sample_rate=settings.prediction_log_sample_rate,
+        )
+
+    def _resolve(self, model: str, alias: str) -> tuple[int, str]:
+        return registry.resolve_alias(self._storage, model, alias)
+
+    def _fetch(self, model: str, version: int) -> tuple[bytes, str]:
+        record = registry.get_version(self._storage, model, version)
+        onnx = record.get("onnx")
+        if not onnx:
+            raise NotFound(f"model version (name={model}, version={version}) has no ONNX artifact (status={record.get('status')})")
+        return self._storage.read(paths.MLOPS, onnx["path"]).data, onnx["sha256"]
+
+    def score(
+        self, model: str, body: bytes, content_type: str | None, *, alias: str | None = None,
+        version: int | None = None, request_id: str | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """(status, JSON body, headers) for one scoring request; never raises for bad input."""
+        rid = request_id or str(uuid.uuid4())
+
+        def observe(loaded: LoadedModel, inputs: dict[str, np.ndarray], result: dict[str, Any]) -> None:
+            self.logger.log(loaded.name, loaded.version, rid, inputs, result)
+
+        status, body_json, headers = score(
+            self.cache, model, body, content_type, alias=alias, version=version,
+            max_bytes=self._settings.scoring_max_body_bytes, observe=observe,
+        )
+        return status, body_json, {**headers, "x-request-id": rid}
+
+    def close(self) -> None:
+        """Flush the prediction log (also runs at interpreter exit)."""
+        self.logger.close()
+
+
+_scorer: Scorer | None = None
+_lock = threading.Lock()
+
+
+def get_scorer() -> Scorer:
+    """The process-wide scorer (created on first use; flushed at exit)."""
+    global _scorer
+    with _lock:
+        if _scorer is None:
+            from shared.settings import get_settings
+            from shared.storage import get_storage
+
+            _scorer = Scorer(get_storage(), get_settings())
+            atexit.register(_scorer.close)
+        return _scorer
