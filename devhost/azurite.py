@@ -32,7 +32,8 @@ def connection_string(blob_port: int, queue_port: int) -> str:
     )
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
+    """True if something accepts connections on this loopback port."""
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -99,7 +100,7 @@ def start_azurite(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"Azurite exited with code {process.returncode} during start (log: {log_path})")
-        if _listening(blob_port) and _listening(queue_port):
+        if listening(blob_port) and listening(queue_port):
             return Azurite(process, blob_port, queue_port, location, time.monotonic() - started)
         time.sleep(0.05)  # polling a port with a deadline, not a synchronisation sleep
     process.kill()

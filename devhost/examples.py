@@ -73,7 +73,7 @@ def wait_for_champions(
 def scoring_hint(model: str, port: int, key: str | None) -> str:
     """A curl line that scores one row of the example dataset."""
     spec = parse_spec((SPECS / f"{model}.yaml").read_bytes(), f"{model}.yaml")
-    row = example_frames()[model][spec.feature_names()].head(1)
+    row = example_frames()[model][spec.feature_names].head(1)
     body = json.dumps({"dataframe_split": {"columns": list(row.columns), "data": row.values.tolist()}})
     auth = f' -H "x-functions-key: {key}"' if key else ""
     return f"curl -s -X POST http://127.0.0.1:{port}/api/models/{model}/score{auth} -H 'content-type: application/json' -d '{body}'"

@@ -10,7 +10,7 @@ import base64
 import json
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Iterator, Protocol, TypeVar
 
@@ -272,9 +272,12 @@ class AzureStorage:
         """Receive up to max_messages, hidden for visibility_timeout seconds."""
         client = self._queue(queue)
         with _translated(f"queue (name={queue})", self.queue_endpoint):
-            batch = client.receive_messages(
-                max_messages=max_messages, visibility_timeout=visibility_timeout
-            ).by_page().next()
+            # messages_per_page too: with max_messages alone the SDK fetches one message per call;
+            # an empty queue yields no page at all (StopIteration), hence next(..., [])
+            pages = client.receive_messages(
+                messages_per_page=max_messages, max_messages=max_messages, visibility_timeout=visibility_timeout
+            ).by_page()
+            batch = list(next(pages, []))
             return [
                 QueuedMessage(
                     id=m.id, pop_receipt=m.pop_receipt, content=m.content or "",
@@ -295,6 +298,14 @@ class AzureStorage:
             self._queue(queue).update_message(
                 message.id, message.pop_receipt, visibility_timeout=visibility_timeout
             )
+
+    def renew(self, queue: str, message: QueuedMessage, *, visibility_timeout: int) -> QueuedMessage:
+        """Extend a received message's invisibility; returns it with its new pop receipt."""
+        with _translated(f"message (queue={queue}, id={message.id})", self.queue_endpoint):
+            updated = self._queue(queue).update_message(
+                message.id, message.pop_receipt, visibility_timeout=visibility_timeout
+            )
+        return replace(message, pop_receipt=updated.pop_receipt, next_visible_on=updated.next_visible_on)
 
     def peek(self, queue: str, max_messages: int = 32) -> list[str]:
         """Peek raw message texts without dequeuing (tests, admin)."""

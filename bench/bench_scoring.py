@@ -1,0 +1,710 @@
+"""Benchmark the scoring path: bare onnxruntime, our handler, sklearn, and HTTP (devhost vs MLflow).
+
+One process measures everything in-process; the servers it compares (Azurite + `python -m devhost`,
+`mlflow models serve` from bench/.mlflow-venv) are child processes on free loopback ports, stopped in
+`finally`. Every loop is bounded in count and time. See bench/README.md.
+
+    .venv/bin/python bench/bench_scoring.py [--quick] [--skip-mlflow] [--out bench/out/results.md]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import hashlib
+import http.client
+import io
+import os
+import pickle
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import orjson  # noqa: E402
+import pandas as pd  # noqa: E402
+import sklearn  # noqa: E402
+import yaml  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from devhost.azurite import free_port, listening, start_azurite  # noqa: E402
+from examples.datasets import breast_cancer  # noqa: E402
+from shared import paths, registry  # noqa: E402
+from shared.data_checks import prepare  # noqa: E402
+from shared.errors import NotFound, Unavailable  # noqa: E402
+from shared.onnx_export import export_onnx  # noqa: E402
+from shared.scoring import ModelCache, parse_request, predict, score, session_options  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from shared.spec import TrainingSpec, parse_spec  # noqa: E402
+from shared.storage import AzureStorage  # noqa: E402
+from shared.training import train  # noqa: E402
+
+SPEC_FILE = ROOT / "examples" / "specs" / "breast-cancer.yaml"
+MLFLOW_VENV = ROOT / "bench" / ".mlflow-venv"
+MLFLOW_REQUIREMENTS = ROOT / "bench" / "requirements-mlflow.txt"
+RF_ESTIMATOR = {"type": "random_forest", "params": {"n_estimators": 100, "max_depth": 10, "min_samples_leaf": 2}}
+BATCH_ROWS = 10_000
+ROW_POOL = 64  # single-row requests cycle through this many distinct dataset rows
+ROUNDS = 5  # each series is measured in this many interleaved rounds
+MAX_BYTES = Settings.from_env({}).scoring_max_body_bytes  # the deployed default limit
+JSON = {"Content-Type": "application/json"}
+
+# Runs inside bench/.mlflow-venv: log the pickled pipeline as an MLflow sklearn model.
+MLFLOW_SAVE = """
+import pickle, sys
+import mlflow, mlflow.sklearn, skops.io
+from mlflow.models import infer_signature
+with open(sys.argv[1], "rb") as f:
+    pipeline, sample = pickle.load(f)
+signature = infer_signature(sample, pipeline.predict_proba(sample))
+# MLflow's default format is skops, which asks the caller to trust the types it cannot vouch for.
+trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+mlflow.sklearn.save_model(pipeline, sys.argv[2], signature=signature, pyfunc_predict_fn="predict_proba",
+                          skops_trusted_types=trusted)
+print(mlflow.__version__)
+"""
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (a server did not start, a response was wrong)."""
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Iterations per measurement (bounded)."""
+
+    single: int
+    batch: int
+    http: int
+    http_seconds: float  # wall-clock cap per HTTP series
+    warmup: int
+
+
+FULL = Counts(single=5000, batch=30, http=2000, http_seconds=120.0, warmup=200)
+QUICK = Counts(single=500, batch=5, http=300, http_seconds=30.0, warmup=50)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured path: per-call p50/p99 in microseconds and calls (or rows) per second."""
+
+    label: str
+    p50_us: float
+    p99_us: float
+    per_second: float
+    n: int
+
+
+@dataclass
+class Variant:
+    """One trained model and everything the measurements feed it."""
+
+    spec: TrainingSpec
+    spec_yaml: bytes
+    pipeline: Any
+    onnx: bytes
+    features: pd.DataFrame  # the dataset's feature columns, float64
+    batch: pd.DataFrame  # BATCH_ROWS rows sampled from features
+    single_bodies: list[bytes] = field(default_factory=list)
+    batch_body: bytes = b""
+    single: dict[str, Row] = field(default_factory=dict)
+    batched: dict[str, Row] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.onnx).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def time_calls(fn: Callable[[Any], Any], items: Sequence[Any], n: int, warmup: int, start: int = 0) -> np.ndarray:
+    """Nanoseconds per call of fn(item), items cycled from `start`; picking the item is not timed."""
+    k = len(items)
+    for i in range(warmup):
+        fn(items[i % k])
+    out = np.empty(n, dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i in range(n):
+        item = items[(start + i) % k]
+        t0 = clock()
+        fn(item)
+        out[i] = clock() - t0
+    return out
+
+
+Series = Callable[[int, int], np.ndarray]  # (calls, round) -> ns per call
+
+
+def interleaved(series: dict[str, Series], n: int, rounds: int) -> dict[str, np.ndarray]:
+    """Run every series in turn, `rounds` times with n/rounds calls each, so drifting machine load hits all alike."""
+    chunks: dict[str, list[np.ndarray]] = {key: [] for key in series}
+    per_round = max(1, n // rounds)
+    for r in range(rounds):
+        for key, run in series.items():
+            gc.collect()
+            chunks[key].append(run(per_round, r))
+    return {key: np.concatenate(parts) for key, parts in chunks.items()}
+
+
+def single_row(label: str, ns: np.ndarray) -> Row:
+    return Row(label, float(np.percentile(ns, 50)) / 1e3, float(np.percentile(ns, 99)) / 1e3,
+               1e9 / float(ns.mean()), len(ns))
+
+
+def batch_row(label: str, ns: np.ndarray, rows: int) -> Row:
+    p50 = float(np.percentile(ns, 50))
+    return Row(label, p50 / 1e3, float(np.percentile(ns, 99)) / 1e3, rows * 1e9 / p50, len(ns))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and data
+
+
+def make_variant(estimator: dict[str, Any] | None, name: str | None) -> Variant:
+    """Train the breast-cancer example (optionally another estimator) exactly as the train stage does."""
+    raw = SPEC_FILE.read_bytes()
+    if estimator is not None:
+        doc = yaml.safe_load(raw)
+        doc.update(name=name, estimator=estimator, description=f"breast-cancer with {estimator['type']} (bench)")
+        raw = yaml.safe_dump(doc, sort_keys=False).encode()
+    spec = parse_spec(raw, SPEC_FILE.name)
+    frame = prepare(breast_cancer(), spec).frame  # what the prepare stage hands to train()
+    result = train(frame, spec)
+    onnx_bytes = export_onnx(result.pipeline, spec, result.holdout.head(5))
+    features = frame[spec.feature_names].astype(np.float64)
+    rng = np.random.default_rng(0)
+    batch = features.iloc[rng.integers(0, len(features), BATCH_ROWS)].reset_index(drop=True)
+    variant = Variant(spec, raw, result.pipeline, onnx_bytes, features, batch)
+    pool = features.iloc[rng.choice(len(features), ROW_POOL, replace=False)]
+    variant.single_bodies = [split_body(pool.iloc[[i]]) for i in range(ROW_POOL)]
+    variant.batch_body = split_body(batch)
+    return variant
+
+
+def split_body(df: pd.DataFrame) -> bytes:
+    """MLflow's dataframe_split request body (the same bytes go to every server)."""
+    return orjson.dumps({"dataframe_split": {"columns": list(df.columns), "data": df.to_numpy().tolist()}})
+
+
+def ort_feeds(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Session feeds as parse_request makes them: one contiguous [N, 1] float64 array per feature."""
+    return {c: np.ascontiguousarray(df[c].to_numpy(np.float64).reshape(-1, 1)) for c in df.columns}
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process measurements (1-3)
+
+
+def bench_in_process(v: Variant, counts: Counts) -> None:
+    """Fill v.single and v.batched with the floor, the handler and sklearn (interleaved rounds)."""
+    session = ort.InferenceSession(v.onnx, sess_options=session_options(), providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    pool = [v.features.iloc[[i]] for i in range(ROW_POOL)]
+    single_feeds = [ort_feeds(df) for df in pool]
+    batch_feeds = [ort_feeds(v.batch)]
+    handler = make_handler(v)
+    labels = {"ort": "bare onnxruntime session.run", "handler": "our handler: score() + orjson.dumps, no HTTP",
+              "sklearn": "sklearn Pipeline.predict_proba"}
+
+    def series(fn: Callable[[Any], Any], items: Sequence[Any], warmup: int) -> Series:
+        return lambda n, r: time_calls(fn, items, n, warmup if r == 0 else 2, start=r * n)
+
+    with threadpool_limits(limits=1):  # sklearn gets the one thread onnxruntime has (session_options)
+        single = interleaved({
+            "ort": series(lambda f: session.run(outputs, f), single_feeds, counts.warmup),
+            "handler": series(handler, v.single_bodies, counts.warmup),
+            "sklearn": series(v.pipeline.predict_proba, pool, counts.warmup),
+        }, counts.single, ROUNDS)
+        batched = interleaved({
+            "ort": series(lambda f: session.run(outputs, f), batch_feeds, 2),
+            "handler": series(handler, [v.batch_body], 2),
+            "sklearn": series(v.pipeline.predict_proba, [v.batch], 2),
+        }, counts.batch, ROUNDS)
+    for key, label in labels.items():
+        v.single[key] = single_row(label + (" (1-row DataFrame)" if key == "sklearn" else ""), single[key])
+        v.batched[key] = batch_row(label, batched[key], BATCH_ROWS)
+    check_parity(v, handler)
+    stage_breakdown(v, counts)
+
+
+def stage_breakdown(v: Variant, counts: Counts) -> None:
+    """Where the handler's time goes: p50 of parse_request, predict (session.run inside) and orjson.dumps."""
+    loaded = make_cache(v).get(v.spec.name)
+    for what, bodies, n, unit, scale in (("1 row", v.single_bodies, counts.single, "µs", 1e3),
+                                         (f"{BATCH_ROWS:,} rows", [v.batch_body], counts.batch, "ms", 1e6)):
+        inputs = [parse_request(b, "application/json", loaded.signature, MAX_BYTES) for b in bodies]
+        results = [predict(loaded, i) for i in inputs]
+        parts = {
+            "parse_request": time_calls(lambda b: parse_request(b, "application/json", loaded.signature, MAX_BYTES),
+                                        bodies, n, 10),
+            "predict": time_calls(lambda i: predict(loaded, i), inputs, n, 10),
+            "orjson.dumps": time_calls(lambda r: orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY), results, n, 10),
+        }
+        shown = ", ".join(f"{k} {np.percentile(t, 50) / scale:.2f} {unit}" for k, t in parts.items())
+        v.notes.append(f"handler p50 by stage ({what}): {shown}")
+    handler = make_handler(v)
+    gc.collect()
+    gc.disable()  # what the batch costs without cyclic-GC pauses (the tables keep the GC on, as deployed)
+    try:
+        ns = time_calls(handler, [v.batch_body], counts.batch, 2)
+    finally:
+        gc.enable()
+    p50 = float(np.percentile(ns, 50))
+    v.notes.append(f"handler {BATCH_ROWS:,}-row batch with gc disabled: p50 {p50 / 1e6:.1f} ms = "
+                   f"{BATCH_ROWS * 1e9 / p50:,.0f} rows/s (the difference to the table is gen-2 GC pauses "
+                   "triggered by the Python objects a JSON body of that size allocates)")
+
+
+def make_cache(v: Variant) -> ModelCache:
+    """A ModelCache whose registry is two in-memory lambdas (version 1 = v's ONNX)."""
+    return ModelCache(lambda m, a: (1, "etag-1"), lambda m, ver: (v.onnx, v.sha256),
+                      Settings.from_env({}).scoring_recheck_seconds)
+
+
+def make_handler(v: Variant) -> Callable[[bytes], bytes]:
+    """score() over make_cache(v), then the response bytes as functions/score.py makes them."""
+    model = v.spec.name
+    cache = make_cache(v)
+    if len(v.batch_body) > MAX_BYTES:
+        raise BenchError(f"batch body is {len(v.batch_body)} bytes > max_bytes={MAX_BYTES}; lower BATCH_ROWS")
+
+    def handle(body: bytes) -> bytes:
+        status, result, _ = score(cache, model, body, "application/json", max_bytes=MAX_BYTES)
+        if status != 200:
+            raise BenchError(f"handler answered {status}: {result}")
+        return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    return handle
+
+
+def positive_proba(doc: dict[str, Any], classes: list[str]) -> np.ndarray:
+    """Probabilities of the last class from our response or MLflow's predict_proba response."""
+    preds = doc["probabilities"] if "probabilities" in doc else doc["predictions"]
+    if preds and isinstance(preds[0], dict):
+        return np.array([p[classes[-1]] for p in preds])
+    return np.array([p[-1] for p in preds])
+
+
+def check_parity(v: Variant, handler: Callable[[bytes], bytes]) -> None:
+    """Same model everywhere: compare the handler's batch probabilities with sklearn's."""
+    ours = positive_proba(orjson.loads(handler(v.batch_body)), [str(c) for c in v.pipeline.classes_])
+    theirs = v.pipeline.predict_proba(v.batch)[:, -1]
+    v.notes.append(f"handler vs sklearn on the {BATCH_ROWS}-row batch: max |Δp| = {np.abs(ours - theirs).max():.2e}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes (4): Azurite + devhost, MLflow's scoring server
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float, proc: subprocess.Popen[bytes] | None = None,
+               log: Path | None = None) -> Any:
+    """Poll check() until truthy; BenchError at the deadline or when proc exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"{what}: process exited with {proc.returncode}; log tail:\n{tail(log)}")
+        time.sleep(0.2)  # polling under a deadline
+    raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; log tail:\n{tail(log)}")
+
+
+def tail(log: Path | None, lines: int = 30) -> str:
+    if log is None or not log.exists():
+        return "(no log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stop_process(proc: subprocess.Popen[bytes], *, group: bool) -> None:
+    """SIGTERM (the whole group we created when group=True), SIGKILL after 15 s."""
+    if proc.poll() is not None:
+        return
+    send = (lambda sig: os.killpg(proc.pid, sig)) if group else proc.send_signal
+    with contextlib.suppress(ProcessLookupError):
+        send(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            send(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def devhost_server(tmp: Path, variants: list[Variant]) -> Iterator[int]:
+    """Azurite + `python -m devhost --no-auth`; upload specs, drop data, wait for every champion."""
+    azurite = start_azurite(tmp / "azurite", log_path=tmp / "azurite.log")
+    proc = None
+    try:
+        port = free_port()
+        log = tmp / "devhost.log"
+        env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "PYTHONUNBUFFERED": "1",
+               "AzureFunctionsWebHost__hostid": "bench-scoring"}
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(port), "--no-auth",
+                 "--blob-scan-interval", "0.5", "--grace", "2"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        wait_until(lambda: listening(port), "devhost to listen", 60, proc, log)
+        storage = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": azurite.connection_string}))
+        for v in variants:
+            registry.upload_spec(storage, v.spec_yaml, f"{v.spec.name}.yaml", origin={"via": "bench"})
+            buf = io.StringIO()
+            breast_cancer().to_csv(buf, index=False)
+            storage.write(paths.DATASETS, f"{v.spec.name}/{v.spec.name}.csv", buf.getvalue().encode(),
+                          create_only=True)
+        for v in variants:
+            version = wait_until(lambda v=v: champion(storage, v.spec.name), f"{v.spec.name} champion", 600, proc, log)
+            record = registry.get_version(storage, v.spec.name, version)
+            served = storage.read(paths.MLOPS, record["onnx"]["path"]).data
+            v.notes.append(f"devhost champion v{version}: {compare_onnx(v, served)}")
+        yield port
+    finally:
+        if proc is not None:
+            stop_process(proc, group=False)
+        azurite.stop()
+
+
+def compare_onnx(v: Variant, served: bytes) -> str:
+    """How the served ONNX relates to the in-process export (same bytes, or where and how much it differs)."""
+    sha = hashlib.sha256(served).hexdigest()
+    if sha == v.sha256:
+        return f"ONNX sha256 {sha[:12]} identical to the in-process export"
+    ours, theirs = onnx.load_from_string(v.onnx), onnx.load_from_string(served)
+    parts = [name for name, a, b in (
+        ("metadata", ours.metadata_props, theirs.metadata_props),
+        ("graph", ours.graph, theirs.graph),
+        ("opsets", ours.opset_import, theirs.opset_import),
+        ("producer", (ours.producer_name, ours.producer_version), (theirs.producer_name, theirs.producer_version)),
+    ) if a != b]
+    feeds = ort_feeds(v.batch)
+    run = [ort.InferenceSession(m, sess_options=session_options(), providers=["CPUExecutionProvider"]).run(None, feeds)[1]
+           for m in (v.onnx, served)]
+    return (f"ONNX sha256 {sha[:12]} differs from the in-process export {v.sha256[:12]} (in: {', '.join(parts) or 'other fields'}); "
+            f"max |Δp| on the {BATCH_ROWS}-row batch = {np.abs(run[0] - run[1]).max():.2e}")
+
+
+def champion(storage: AzureStorage, model: str) -> int | None:
+    try:
+        return registry.resolve_alias(storage, model)[0]
+    except (NotFound, Unavailable):
+        return None
+
+
+def mlflow_python() -> Path:
+    return MLFLOW_VENV / "bin" / "python"
+
+
+def ensure_mlflow_venv() -> str:
+    """Create bench/.mlflow-venv from requirements-mlflow.txt if mlflow does not import there; its version."""
+    probe = [str(mlflow_python()), "-c", "import mlflow; print(mlflow.__version__)"]
+    if mlflow_python().exists():
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=120)
+        if done.returncode == 0:
+            return done.stdout.strip()
+    print(f"creating {MLFLOW_VENV} (pip install -r {MLFLOW_REQUIREMENTS.name}; several minutes)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True, timeout=300)
+    subprocess.run([str(mlflow_python()), "-m", "pip", "install", "-q", "-r", str(MLFLOW_REQUIREMENTS)],
+                   check=True, timeout=1800)
+    return subprocess.run(probe, capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+
+
+@contextlib.contextmanager
+def mlflow_server(tmp: Path, v: Variant) -> Iterator[int]:
+    """Save v's fitted pipeline with mlflow.sklearn.save_model, `mlflow models serve` it, wait for /ping."""
+    work = tmp / f"mlflow-{v.spec.name}"
+    work.mkdir()
+    with open(work / "pipeline.pkl", "wb") as f:
+        pickle.dump((v.pipeline, v.features.head(50)), f)
+    env = {**os.environ, "PATH": f"{MLFLOW_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_TRACKING_URI": (work / "mlruns").as_uri()}
+    env.pop("VIRTUAL_ENV", None)
+    saved = subprocess.run([str(mlflow_python()), "-c", MLFLOW_SAVE, str(work / "pipeline.pkl"), str(work / "model")],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=work)
+    if saved.returncode != 0:
+        raise BenchError(f"mlflow save_model failed:\n{saved.stderr[-3000:]}")
+    port = free_port()
+    log = work / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(MLFLOW_VENV / "bin" / "mlflow"), "models", "serve", "-m", str(work / "model"),
+             "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
+            cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own group: the server's workers are stopped with it
+    try:
+        wait_until(lambda: ping(port), "mlflow models serve /ping", 180, proc, log)
+        yield port
+    finally:
+        stop_process(proc, group=True)
+
+
+def ping(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/ping")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+class HttpClient:
+    """One keep-alive http.client connection posting the same bodies for every server; counts reconnects."""
+
+    def __init__(self, label: str, port: int, path: str, bodies: list[bytes]) -> None:
+        self.label, self.path, self.bodies = label, path, bodies
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.connects = 0
+        self.sent = 0
+        self.wall = 0.0
+
+    def post(self, body: bytes) -> bytes:
+        if self.conn.sock is None:
+            self.connects += 1  # http.client reconnects by itself after the server closed the connection
+        self.conn.request("POST", self.path, body=body, headers=JSON)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise BenchError(f"{self.label}: POST {self.path} answered {resp.status}: {data[:300]!r}")
+        return data
+
+    def warm(self, n: int) -> bytes:
+        first = self.post(self.bodies[0])
+        for i in range(n):
+            self.post(self.bodies[i % len(self.bodies)])
+        self.connects = 0
+        return first
+
+    def measure(self, n: int, deadline: float) -> np.ndarray:
+        """Up to n sequential requests (fewer if the deadline passes); ns per request."""
+        ns: list[int] = []
+        started = time.perf_counter()
+        for _ in range(n):
+            if time.monotonic() > deadline:
+                break
+            body = self.bodies[self.sent % len(self.bodies)]
+            t0 = time.perf_counter_ns()
+            self.post(body)
+            ns.append(time.perf_counter_ns() - t0)
+            self.sent += 1
+        self.wall += time.perf_counter() - started
+        return np.array(ns, dtype=np.int64)
+
+    def row(self, ns: np.ndarray) -> tuple[Row, str]:
+        row = Row(self.label, float(np.percentile(ns, 50)) / 1e3, float(np.percentile(ns, 99)) / 1e3,
+                  len(ns) / self.wall, len(ns))
+        how = "one keep-alive connection" if self.connects == 0 else (
+            f"{self.connects} TCP connects: the server closed the connection after every response"
+            if self.connects >= len(ns) else f"{self.connects} reconnects")
+        return row, f"{self.label}: {len(ns)} sequential requests, {how}"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def bench_servers(tmp: Path, variants: list[Variant], counts: Counts, skip_mlflow: bool) -> str | None:
+    """4. HTTP on loopback: devhost vs MLflow's server, interleaved per variant; returns the MLflow version."""
+    version = None if skip_mlflow else ensure_mlflow_venv()
+    with devhost_server(tmp, variants) as dport:
+        for v in variants:
+            clients = {"devhost": HttpClient(f"HTTP: devhost POST /api/models/{v.spec.name}/score", dport,
+                                             f"/api/models/{v.spec.name}/score", v.single_bodies)}
+            with contextlib.ExitStack() as stack:
+                if version is not None:
+                    mport = stack.enter_context(mlflow_server(tmp, v))
+                    clients["mlflow"] = HttpClient(f"HTTP: MLflow {version} `mlflow models serve` /invocations",
+                                                   mport, "/invocations", v.single_bodies)
+                try:
+                    measure_servers(v, clients, counts)
+                finally:
+                    for client in clients.values():
+                        client.close()
+    return version
+
+
+def measure_servers(v: Variant, clients: dict[str, HttpClient], counts: Counts) -> None:
+    for key, client in clients.items():
+        compare_response(v, key, client.warm(counts.warmup))
+    deadline = time.monotonic() + counts.http_seconds * len(clients)
+    results = interleaved({k: (lambda n, r, c=c: c.measure(n, deadline)) for k, c in clients.items()},
+                          counts.http, ROUNDS)
+    for key, client in clients.items():
+        v.single[key], note = client.row(results[key])
+        v.notes.append(note)
+
+
+def compare_response(v: Variant, who: str, body: bytes) -> None:
+    classes = [str(c) for c in v.pipeline.classes_]
+    theirs = positive_proba(orjson.loads(body), classes)
+    expected = positive_proba(orjson.loads(make_handler(v)(v.single_bodies[0])), classes)
+    v.notes.append(f"{who} response to the first request vs our handler: |Δp| = {abs(theirs - expected).max():.2e}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Cold import
+
+
+def cold_import_ms(runs: int = 5) -> tuple[float, list[float]]:
+    """Median ms to `import shared.scoring` in a fresh interpreter (one discarded run warms the disk cache)."""
+    code = "import time; t = time.perf_counter(); import shared.scoring; print(time.perf_counter() - t)"
+    times = []
+    for i in range(runs + 1):
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              check=True)
+        if i:
+            times.append(float(done.stdout.strip()) * 1e3)
+    return statistics.median(times), times
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt(x: float) -> str:
+    if x >= 100_000:
+        return f"{x:,.0f}"
+    return f"{x:,.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def single_table(v: Variant) -> list[str]:
+    base = v.single["ort"].p50_us
+    out = ["| # | path (1 row per call) | p50 µs | p99 µs | calls/s | p50 × floor |", "|---|---|---:|---:|---:|---:|"]
+    for key, num in (("ort", "1"), ("handler", "2"), ("sklearn", "3"), ("devhost", "4a"), ("mlflow", "4b")):
+        if key in v.single:
+            r = v.single[key]
+            out.append(f"| {num} | {r.label} | {fmt(r.p50_us)} | {fmt(r.p99_us)} | {fmt(r.per_second)} | "
+                       f"{r.p50_us / base:.2f}× |")
+    return out
+
+
+def batch_table(v: Variant) -> list[str]:
+    base = v.batched["ort"].per_second
+    out = [f"| # | path ({BATCH_ROWS:,} rows per call) | p50 ms/call | rows/s | × floor time |",
+           "|---|---|---:|---:|---:|"]
+    for key, num in (("ort", "1"), ("handler", "2"), ("sklearn", "3")):
+        r = v.batched[key]
+        out.append(f"| {num} | {r.label} | {r.p50_us / 1e3:.2f} | {r.per_second:,.0f} | {base / r.per_second:.2f}× |")
+    return out
+
+
+def targets_table(v: Variant, import_ms: float) -> list[str]:
+    s, b = v.single, v.batched
+    rows = [("handler single-row p50 within 2× bare ORT", f"{s['handler'].p50_us / s['ort'].p50_us:.2f}×",
+             s["handler"].p50_us <= 2 * s["ort"].p50_us)]
+    if "mlflow" in s:
+        ratio = s["mlflow"].p50_us / s["handler"].p50_us
+        rows.append(("≥ 20× faster than MLflow's server per request (handler p50 vs MLflow HTTP p50)",
+                     f"{ratio:.1f}×", ratio >= 20))
+        if "devhost" in s:
+            http_ratio = s["mlflow"].p50_us / s["devhost"].p50_us
+            rows.append(("(info) HTTP vs HTTP: devhost p50 vs MLflow p50", f"{http_ratio:.1f}×", None))
+    rows.append(("batch ≥ 1M rows/s (handler, 10k-row dataframe_split)", f"{b['handler'].per_second:,.0f} rows/s",
+                 b["handler"].per_second >= 1e6))
+    rows.append(("cold import of shared.scoring ≤ 300 ms (median of 5)", f"{import_ms:.0f} ms", import_ms <= 300))
+    out = ["| target | measured | met |", "|---|---:|---|"]
+    out += [f"| {t} | {m} | {'—' if ok is None else ('yes' if ok else '**no**')} |" for t, m, ok in rows]
+    return out
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown")
+    return f"{cpu}, nproc={os.cpu_count()}, Linux {platform.release()}"
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report(variants: list[Variant], import_ms: float, import_runs: list[float], mlflow_version: str | None,
+           argv: list[str], counts: Counts) -> str:
+    lines = [
+        "## Scoring benchmark", "",
+        f"- Command: `.venv/bin/python bench/bench_scoring.py {' '.join(argv)}`".replace("  ", " "),
+        f"- Machine: {machine()}",
+        f"- Python {platform.python_version()}, onnxruntime {ort.__version__}, scikit-learn {sklearn.__version__}, "
+        f"pandas {pd.__version__}, MLflow {mlflow_version or 'skipped'} (separate venv)",
+        f"- Iterations: {counts.single} single-row calls in-process, {counts.batch} batch calls, "
+        f"{counts.http} sequential HTTP requests per server (warm-up {counts.warmup}); "
+        "one thread for onnxruntime (shared.scoring.session_options) and for sklearn (threadpoolctl).",
+        f"- Load average (1/5/15 min) at start: {LOAD_AT_START}, at end: {load_average()} "
+        "(other work on the machine shows up here; the paths are measured in interleaved rounds)",
+        f"- Cold import of shared.scoring: median {import_ms:.0f} ms ({', '.join(f'{t:.0f}' for t in import_runs)})",
+        "",
+    ]
+    for i, v in enumerate(variants):
+        numeric = sum(f.kind == "numeric" for f in v.spec.features)
+        title = f"### {v.spec.name}: {v.spec.estimator.type} ({numeric} numeric, {len(v.spec.features) - numeric} categorical features)"
+        lines += [title, "", *single_table(v), "", *batch_table(v), ""]
+        if i == 0:
+            lines += ["Targets (issue):", "", *targets_table(v, import_ms), ""]
+        lines += ["Checks:", "", *[f"- {n}" for n in v.notes], ""]
+    body = variants[0].single_bodies[0]
+    lines += [f"Single-row request body (dataframe_split, {len(body)} bytes, same for every server; "
+              f"the batch body is {len(variants[0].batch_body):,} bytes):", "", "```json", body.decode(), "```", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    p.add_argument("--skip-mlflow", action="store_true", help="no MLflow server (if bench/.mlflow-venv cannot be built)")
+    p.add_argument("--skip-http", action="store_true", help="no servers at all: in-process measurements only")
+    p.add_argument("--no-rf", action="store_true", help="only the logistic-regression example")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "results.md")
+    return p.parse_args(argv)
+
+
+LOAD_AT_START = load_average()
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw_argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    counts = QUICK if args.quick else FULL
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop our children
+    print("training the models ...", flush=True)
+    variants = [make_variant(None, None)]
+    if not args.no_rf:
+        variants.append(make_variant(RF_ESTIMATOR, "breast-cancer-rf"))
+    for v in variants:
+        print(f"in-process: {v.spec.name} ...", flush=True)
+        bench_in_process(v, counts)
+    print("cold import ...", flush=True)
+    import_ms, import_runs = cold_import_ms()
+    mlflow_version = None
+    if not args.skip_http:
+        print("HTTP: Azurite + devhost (waiting for the champions), then MLflow ...", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:
+            mlflow_version = bench_servers(Path(tmp), variants, counts, args.skip_mlflow)
+    text = report(variants, import_ms, import_runs, mlflow_version, raw_argv, counts)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""DevHost: load settings, index the app, start the HTTP server and the trigger listeners; stop gracefully."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+from devhost.blobs import BlobScanner
+from devhost.clock import Clock, SystemClock
+from devhost.config import DEFAULT_PORT, DevHostError, apply_values, load_host_json, load_local_settings
+from devhost.http import HttpHost
+from devhost.index import FunctionSpec, Invoker, import_app, index
+from devhost.queues import QueueListener
+from devhost.timers import TimerRunner
+from shared.errors import StorageUnreachable
+from shared.settings import Settings
+from shared.storage import AzureStorage
+
+log = logging.getLogger("devhost")
+
+DEFAULT_CONNECTION = "AzureWebJobsStorage"
+HOST_ID_SETTING = "AzureFunctionsWebHost__hostid"
+START_AZURITE = ("start Azurite: `make run` (starts it for you), `python -m devhost --with-azurite`, "
+                 "or `npx azurite --location .azurite` in another terminal")
+
+
+def _host_id(app_dir: Path) -> str:
+    """Like the Functions host's id: lowercase, at most 32 characters, stable for one app."""
+    if os.environ.get(HOST_ID_SETTING):
+        return os.environ[HOST_ID_SETTING].lower()[:32]
+    name = re.sub(r"[^a-z0-9]+", "-", app_dir.name.lower()).strip("-")[:23] or "app"
+    return f"{name}-{hashlib.sha256(str(app_dir).encode()).hexdigest()[:8]}"
+
+
+def _check_reachable(storage: AzureStorage, setting: str) -> None:
+    for endpoint in (storage.blob_endpoint, storage.queue_endpoint):
+        url = urlparse(endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname or "", port), timeout=3).close()
+        except OSError as exc:
+            raise DevHostError(f"storage is unreachable (setting={setting}, endpoint={endpoint}): {exc}. "
+                               f"Locally, {START_AZURITE}.") from exc
+    try:
+        storage.ping()
+    except StorageUnreachable as exc:
+        raise DevHostError(f"storage (setting={setting}) does not answer: {exc.message}") from exc
+
+
+class DevHost:
+    """The local Functions host, usable in-process (tests) and from `python -m devhost`."""
+
+    def __init__(
+        self, app_dir: Path | str, *, env: Mapping[str, str] | None = None, port: int | None = None,
+        bind: str = "127.0.0.1", settings_path: Path | None = None, auth: bool = True,
+        clock: Clock | None = None, blob_scan_interval: float = 2.0, grace_seconds: float = 10.0,
+    ) -> None:
+        self.app_dir = Path(app_dir).resolve()
+        self._env = dict(env or {})
+        self._requested_port = port
+        self._bind = bind
+        self._settings_path = settings_path
+        self._auth = auth
+        self._clock = clock or SystemClock()
+        self._scan_interval = blob_scan_interval
+        self._grace = grace_seconds
+        self._invoker = Invoker(self.app_dir)
+        self._storages: dict[str, AzureStorage] = {}
+        self._listeners: list[QueueListener | BlobScanner | TimerRunner] = []
+        self._http: HttpHost | None = None
+        self._saved_env: dict[str, str] | None = None
+        self._added_path = False
+        self.functions: list[FunctionSpec] = []
+        self.port = 0
+        self.started_seconds = 0.0
+        self.function_key: str | None = None  # a key that passes function level (None: auth off)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._bind}:{self.port}"
+
+    def storage(self, setting: str = DEFAULT_CONNECTION) -> AzureStorage:
+        """The gateway for a binding's connection setting (identity-based settings work too)."""
+        if setting not in self._storages:
+            suffixes = ("", "__accountName", "__blobServiceUri", "__queueServiceUri", "__clientId")
+            env = {DEFAULT_CONNECTION + s: os.environ[setting + s] for s in suffixes if os.environ.get(setting + s)}
+            if not env:
+                raise DevHostError(f"connection setting {setting} is not set: add it to Values in "
+                                   "local.settings.json (UseDevelopmentStorage=true for Azurite)")
+            storage = AzureStorage.from_settings(Settings.from_env(env))
+            _check_reachable(storage, setting)
+            self._storages[setting] = storage
+        return self._storages[setting]
+
+    def start(self) -> "DevHost":
+        """Start everything; raises DevHostError (nothing left running) when the app cannot run."""
+        started = time.monotonic()
+        self._saved_env = dict(os.environ)
+        try:
+            self._start()
+        except BaseException:
+            self.stop(grace_seconds=0)
+            raise
+        self.started_seconds = time.monotonic() - started
+        log.info("Host started (%d functions) in %.2fs", len(self.functions), self.started_seconds)
+        return self
+
+    def _start(self) -> None:
+        settings = load_local_settings(self.app_dir, self._settings_path)
+        os.environ.update(self._env)  # the caller's environment, like the shell's for func start
+        apply_values(settings.values)
+        config = load_host_json(self.app_dir)
+        self._added_path = str(self.app_dir) not in sys.path
+        self.functions = index(import_app(self.app_dir))
+        if not self.functions:
+            log.warning("No job functions found in %s", self.app_dir)
+        http_specs = [s for s in self.functions if s.trigger_type == "httpTrigger"]
+        for spec in self.functions:
+            conn = str(spec.trigger.get("connection") or DEFAULT_CONNECTION)
+            if spec.trigger_type == "queueTrigger":
+                self._listeners.append(QueueListener(spec, self.storage(conn), config.queues, self._invoker, self._clock))
+            elif spec.trigger_type == "blobTrigger":
+                self._listeners.append(BlobScanner(
+                    spec, self.storage(conn), self.storage(), _host_id(self.app_dir),
+                    poison_threshold=config.poison_blob_threshold, interval=self._scan_interval,
+                    invoker=self._invoker, clock=self._clock, message_encoding=config.queues.message_encoding))
+            elif spec.trigger_type == "timerTrigger":
+                self._listeners.append(TimerRunner(spec, self.storage(), _host_id(self.app_dir), self._invoker, self._clock))
+        self._http = HttpHost(http_specs, self._invoker, route_prefix=config.route_prefix,
+                              function_keys=settings.function_keys, master_key=settings.master_key, auth=self._auth)
+        port = self._requested_port if self._requested_port is not None else (settings.port or DEFAULT_PORT)
+        try:
+            self.port = self._http.start(self._bind, port)
+        except OSError as exc:
+            raise DevHostError(f"cannot listen on {self._bind}:{port} ({exc}): pass another --port") from exc
+        self._log_auth(settings.path, bool(settings.function_keys or settings.master_key))
+        if self._auth:
+            self.function_key = next(iter(settings.function_keys.values()), settings.master_key)
+        for listener in self._listeners:
+            listener.start()
+        self._print_functions()
+
+    def _log_auth(self, path: Path | None, have_keys: bool) -> None:
+        if not self._auth:
+            log.warning("HTTP auth: OFF (--no-auth): every HTTP function is served as anonymous")
+        elif have_keys:
+            log.info("HTTP auth: keys enforced (function and admin levels; keys from DevHost in %s)", path)
+        else:
+            log.warning("HTTP auth: keys enforced but no DevHost.FunctionKeys/MasterKey in %s: function and "
+                        "admin level routes answer 401 (use --no-auth)", path)
+
+    def _print_functions(self) -> None:
+        lines = ["", "Functions:", ""]
+        routes = {r.spec.name: r for r in self._http.routes} if self._http else {}
+        for spec in self.functions:
+            route = routes.get(spec.name)
+            if route:
+                methods = ",".join(sorted(route.methods)) if route.methods else "ALL"
+                lines.append(f"  {spec.name}: [{methods}] {self.url}/{route.path}")
+            else:
+                lines.append(f"  {spec.name}: {spec.trigger_type}")
+        print("\n".join(lines) + "\n", flush=True)
+
+    def stop(self, grace_seconds: float | None = None) -> None:
+        """Stop polling and HTTP, wait for in-flight invocations (bounded), release unfinished messages."""
+        grace = self._grace if grace_seconds is None else grace_seconds
+        if self._saved_env is None:
+            return  # not running
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        for listener in self._listeners:
+            listener.stop_polling()
+        if self._invoker.inflight:
+            log.info("Waiting up to %.1fs for %d running invocation(s)", grace, self._invoker.inflight)
+        if not self._invoker.wait_idle(grace):
+            log.warning("%d invocation(s) still running after %.1fs", self._invoker.inflight, grace)
+        for listener in self._listeners:
+            if isinstance(listener, QueueListener):
+                listener.release_unfinished()
+        self._listeners = []
+        os.environ.clear()
+        os.environ.update(self._saved_env)
+        self._saved_env = None
+        if self._added_path and str(self.app_dir) in sys.path:
+            sys.path.remove(str(self.app_dir))
+        log.info("Host stopped")
+
+    def __enter__(self) -> "DevHost":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,157 @@
+"""HTTP triggers on werkzeug's threaded server: route templates, methods, keys, func.HttpRequest."""
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import azure.functions as func
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+from devhost.index import FunctionSpec, Invoker
+
+log = logging.getLogger("devhost")
+
+# ASP.NET route constraints the Functions host accepts, as regular expressions.
+CONSTRAINTS = {
+    "int": r"-?\d+", "long": r"-?\d+", "alpha": r"[A-Za-z]+", "bool": r"(?:true|false)",
+    "guid": r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}",
+    "double": r"-?\d+(?:\.\d+)?", "float": r"-?\d+(?:\.\d+)?", "decimal": r"-?\d+(?:\.\d+)?",
+}
+PARAM = re.compile(r"\{(\*{1,2})?(\w+)((?::[^{}?=]+)*)(\?)?(?:=[^{}]*)?\}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP function's route, compiled."""
+
+    spec: FunctionSpec
+    path: str  # prefix/template, as printed at start
+    pattern: re.Pattern[str]
+    methods: frozenset[str] | None
+    auth_level: str
+    precedence: tuple[int, ...]
+
+
+def _segment(seg: str, where: str) -> tuple[str, int, bool]:
+    """(regex, precedence rank, optional) of one route segment."""
+    m = PARAM.fullmatch(seg)
+    if m and m.group(1):  # catch-all {*rest}
+        return f"(?P<{m.group(2)}>.*)", 4, True
+    parts, pos, rank = [], 0, 0
+    for p in PARAM.finditer(seg):
+        parts.append(re.escape(seg[pos:p.start()]))
+        constraint = p.group(3).lstrip(":").split(":")[0] if p.group(3) else ""
+        if constraint and constraint not in CONSTRAINTS:
+            log.warning("%s: route constraint :%s is not enforced by devhost", where, constraint)
+        parts.append(f"(?P<{p.group(2)}>{CONSTRAINTS.get(constraint, '[^/]+')})")
+        rank, pos = max(rank, 1 if constraint else 2), p.end()
+    parts.append(re.escape(seg[pos:]))
+    optional = bool(m and m.group(4))
+    return "".join(parts), 3 if optional else rank, optional
+
+
+def compile_route(spec: FunctionSpec, prefix: str) -> Route:
+    """Compile the binding's route template (default: the function name) under the route prefix."""
+    template = str(spec.trigger.get("route") or spec.name).strip("/")
+    segments = [s for s in (prefix.split("/") if prefix else []) + template.split("/") if s]
+    regex, ranks = "", []
+    for seg in segments:
+        part, rank, optional = _segment(seg, f"function {spec.name}")
+        regex += f"(?:/{part})?" if optional else f"/{part}"
+        ranks.append(rank)
+    methods = spec.trigger.get("methods")
+    return Route(
+        spec=spec, path="/".join(p for p in (prefix, template) if p),
+        pattern=re.compile(f"^{regex}/?$", re.IGNORECASE),  # ASP.NET routing ignores case
+        methods=frozenset(m.upper() for m in methods) if methods else None,
+        auth_level=str(spec.trigger.get("authLevel", "FUNCTION")).upper(),
+        precedence=tuple(ranks),
+    )
+
+
+class HttpHost:
+    """The WSGI app that routes requests to HTTP-triggered functions, and its server."""
+
+    def __init__(
+        self, specs: Iterable[FunctionSpec], invoker: Invoker, *, route_prefix: str,
+        function_keys: dict[str, str], master_key: str | None, auth: bool,
+    ) -> None:
+        routes = [compile_route(s, route_prefix) for s in specs]
+        # literal segments win over constrained, then plain, optional and catch-all parameters
+        self.routes = sorted(routes, key=lambda r: (r.precedence, -len(r.precedence)))
+        self._invoker = invoker
+        self._function_keys = list(function_keys.values())
+        self._master_key = master_key
+        self._auth = auth
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, host: str, port: int) -> int:
+        """Serve in a background thread; returns the bound port (port 0 picks a free one)."""
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server = make_server(host, port, self, threaded=True)
+        server = self._server
+        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.1),
+                                        name="devhost-http", daemon=True)
+        self._thread.start()
+        return int(self._server.server_port)
+
+    def stop(self) -> None:
+        """Stop accepting requests (requests already running finish on their own threads)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _authorized(self, route: Route, request: Request) -> bool:
+        if not self._auth or route.auth_level == "ANONYMOUS":
+            return True
+        key = request.headers.get("x-functions-key") or request.args.get("code") or ""
+        allowed = [self._master_key] if route.auth_level == "ADMIN" else [*self._function_keys, self._master_key]
+        return any(k and hmac.compare_digest(key.encode(), k.encode()) for k in allowed)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        return self.handle(request)(environ, start_response)
+
+    def handle(self, request: Request) -> Response:
+        """Route, authorize, invoke and convert the function's response."""
+        allowed: set[str] = set()
+        for route in self.routes:
+            match = route.pattern.match(request.path)
+            if not match:
+                continue
+            if route.methods is not None and request.method not in route.methods:
+                allowed |= route.methods
+                continue
+            if not self._authorized(route, request):
+                return Response(status=401)
+            params = {k: v for k, v in match.groupdict().items() if v is not None}
+            return self._invoke(route, request, params)
+        if allowed:
+            return Response(status=405, headers={"Allow": ", ".join(sorted(allowed))})
+        return Response(status=404)
+
+    def _invoke(self, route: Route, request: Request, params: dict[str, str]) -> Response:
+        req = func.HttpRequest(
+            method=request.method, url=request.url, headers=dict(request.headers),
+            params={k: request.args.get(k, "") for k in request.args}, route_params=params,
+            body=request.get_data(),
+        )
+        try:
+            result = self._invoker(route.spec, "This function was programmatically called via the host APIs.", req)
+        except Exception:
+            return Response(status=500)  # the invoker logged the exception with the function name
+        if isinstance(result, func.HttpResponse):
+            headers = list(result.headers.items())
+            has_type = "content-type" in {name.lower() for name, _ in headers}
+            return Response(result.get_body(), status=result.status_code, headers=headers,
+                            content_type=None if has_type else f"{result.mimetype}; charset={result.charset}")
+        if result is None:
+            return Response(status=204)
+        return Response(result if isinstance(result, (str, bytes)) else str(result), mimetype="text/plain")

@@ -1,0 +1,161 @@
+"""Index the app as the Python worker does, and invoke functions with the host's log lines."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import azure.functions as func
+
+from devhost.config import DevHostError
+
+log = logging.getLogger("devhost")
+
+SUPPORTED_TRIGGERS = ("httpTrigger", "queueTrigger", "blobTrigger", "timerTrigger")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One indexed function: its bindings as the worker sends them to the host, and the callable."""
+
+    name: str
+    trigger: dict[str, Any]
+    bindings: tuple[dict[str, Any], ...]
+    user_function: Callable[..., Any]
+    wants_context: bool
+
+    @property
+    def trigger_type(self) -> str:
+        return str(self.trigger["type"])
+
+    @property
+    def function_id(self) -> str:
+        """The id the Functions host uses in receipts and poison messages."""
+        return f"Host.Functions.{self.name}"
+
+
+def _import_failure(app_dir: Path, exc: BaseException) -> DevHostError:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if str(app_dir) in f.filename]
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return DevHostError(
+        f"function_app.py failed to import (module=function_app, app_dir={app_dir}): "
+        f"{type(exc).__name__}: {exc}{where}. No functions were loaded."
+    )
+
+
+def import_app(app_dir: Path) -> func.FunctionRegister:
+    """Import function_app from app_dir and return its single FunctionApp. Raises DevHostError."""
+    if not (app_dir / "function_app.py").exists():
+        raise DevHostError(f"no function_app.py in {app_dir} (use --app-dir)")
+    if str(app_dir) not in sys.path:
+        sys.path.insert(0, str(app_dir))
+    sys.modules.pop("function_app", None)  # a fresh import per start, as a new worker process would
+    try:
+        module = importlib.import_module("function_app")
+    except BaseException as exc:  # SyntaxError, ImportError, SystemExit from app code alike
+        raise _import_failure(app_dir, exc) from exc
+    # the Python worker rejects a function_app.py with zero or several FunctionApp instances
+    apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
+    if len(apps) != 1:
+        found = "none" if not apps else f"{len(apps)}"
+        raise DevHostError(f"function_app.py (app_dir={app_dir}) must define exactly one "
+                           f"func.FunctionApp at module level; found {found}")
+    return apps[0]
+
+
+def index(app: func.FunctionRegister) -> list[FunctionSpec]:
+    """Functions with their raw bindings; DevHostError for what the local host cannot serve."""
+    try:
+        functions = app.get_functions()
+    except ValueError as exc:  # e.g. duplicate function names
+        raise DevHostError(f"function_app.py indexing failed: {exc}") from exc
+    specs = []
+    for f in functions:
+        name = f.get_function_name()
+        bindings = tuple(json.loads(raw) for raw in f.get_raw_bindings())
+        triggers = [b for b in bindings if str(b.get("type", "")).endswith("Trigger")]
+        if len(triggers) != 1:
+            raise DevHostError(f"function {name} has {len(triggers)} triggers; exactly one is required")
+        trigger = triggers[0]
+        if trigger["type"] not in SUPPORTED_TRIGGERS:
+            raise DevHostError(f"function {name}: trigger type {trigger['type']} is not supported by "
+                               f"devhost (supported: {', '.join(SUPPORTED_TRIGGERS)})")
+        for b in bindings:
+            if b is not trigger and not (b.get("type") == "http" and b.get("name") == "$return"):
+                raise DevHostError(f"function {name}: binding type {b.get('type')} (name={b.get('name')}) "
+                                   "is not supported by devhost (only triggers and the http $return)")
+        params = set(inspect.signature(f.get_user_function()).parameters)
+        extra = params - {trigger["name"], "context"}
+        if extra:
+            raise DevHostError(f"function {name}: parameters {sorted(extra)} match no binding")
+        specs.append(FunctionSpec(name, trigger, bindings, f.get_user_function(), "context" in params))
+    return specs
+
+
+@dataclass(frozen=True)
+class Context:
+    """The subset of func.Context a function can read locally."""
+
+    invocation_id: str
+    function_name: str
+    function_directory: str
+    retry_context: None = None
+    trace_context: None = None
+
+
+class Invoker:
+    """Runs functions with the host's Executing/Executed log lines and counts what is in flight."""
+
+    def __init__(self, app_dir: Path) -> None:
+        self._app_dir = app_dir
+        self._inflight = 0
+        self._idle = threading.Condition()
+
+    def __call__(self, spec: FunctionSpec, reason: str, arg: Any) -> Any:
+        """Invoke `spec` with its trigger argument; re-raises what the function raised."""
+        invocation_id = str(uuid.uuid4())
+        kwargs = {spec.trigger["name"]: arg}
+        if spec.wants_context:
+            kwargs["context"] = Context(invocation_id, spec.name, str(self._app_dir))
+        with self._idle:
+            self._inflight += 1
+        log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", spec.name, reason, invocation_id)
+        started = time.monotonic()
+        try:
+            result = spec.user_function(**kwargs)
+        except Exception:
+            took = (time.monotonic() - started) * 1000
+            log.exception("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms) "
+                          "Exception while executing function: Functions.%s", spec.name, invocation_id,
+                          took, spec.name)
+            raise
+        else:
+            took = (time.monotonic() - started) * 1000
+            log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", spec.name, invocation_id, took)
+            return result
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    @property
+    def inflight(self) -> int:
+        with self._idle:
+            return self._inflight
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no invocation runs, up to timeout seconds; True when idle."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._inflight and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            return self._inflight == 0

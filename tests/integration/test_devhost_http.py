@@ -1,0 +1,101 @@
+"""The local host's HTTP triggers: routes from the bindings, constraints, methods, auth levels, errors."""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from devhost import DevHost
+from devhost.azurite import Azurite
+from tests.fixtures.devhost_support import FUNCTION_KEY, MASTER_KEY, SEMANTICS_APP, fixture_env
+
+
+@pytest.fixture(scope="module")
+def host(azurite: Azurite) -> Iterator[DevHost]:
+    with DevHost(SEMANTICS_APP, env=fixture_env(azurite, uuid.uuid4().hex[:8]), port=0) as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def open_host(azurite: Azurite) -> Iterator[DevHost]:
+    with DevHost(SEMANTICS_APP, env=fixture_env(azurite, uuid.uuid4().hex[:8]), port=0, auth=False) as h:
+        yield h
+
+
+def get(host: DevHost, path: str, **kwargs: object) -> requests.Response:
+    return requests.get(f"{host.url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_route_params_query_and_headers_reach_the_function_as_a_real_http_request(host: DevHost) -> None:
+    r = get(host, "/api/items/42?x=1", headers={"x-functions-key": FUNCTION_KEY, "x-test": "hi"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.headers["x-echo"] == "1"
+    assert r.json() == {"route": {"id": "42"}, "query": {"x": "1"}, "method": "GET", "header": "hi"}
+
+
+def test_int_constraint_rejects_a_non_number_with_404(host: DevHost) -> None:
+    assert get(host, "/api/items/abc", headers={"x-functions-key": FUNCTION_KEY}).status_code == 404
+
+
+def test_wrong_method_on_a_known_route_is_405_and_unknown_path_is_404(host: DevHost) -> None:
+    r = requests.delete(f"{host.url}/api/items/1", timeout=10)
+    assert r.status_code == 405
+    assert r.headers["Allow"] == "GET"
+    assert get(host, "/api/nothing-here").status_code == 404
+
+
+def test_post_body_is_passed_and_the_status_code_returned(host: DevHost) -> None:
+    r = requests.post(f"{host.url}/api/items", json={"a": 1}, headers={"x-functions-key": FUNCTION_KEY}, timeout=10)
+    assert (r.status_code, r.json()) == (201, {"a": 1})
+
+
+def test_alpha_constraint_optional_segment_and_catch_all(host: DevHost) -> None:
+    assert get(host, "/api/greet/ada").json() == {"name": "ada"}
+    assert get(host, "/api/greet/ada/dr").json() == {"name": "ada", "title": "dr"}
+    assert get(host, "/api/greet/ada1").status_code == 404
+    assert get(host, "/api/files/a/b/c.txt").text == "a/b/c.txt"
+    assert requests.put(f"{host.url}/api/files/x", timeout=10).status_code == 200
+
+
+def test_routes_match_case_insensitively_like_aspnet_routing(host: DevHost) -> None:
+    assert get(host, "/API/Greet/ada").status_code == 200
+
+
+def test_function_level_needs_a_key(host: DevHost) -> None:
+    assert get(host, "/api/items/1").status_code == 401
+    assert get(host, "/api/items/1", headers={"x-functions-key": "wrong"}).status_code == 401
+    assert get(host, "/api/items/1", headers={"x-functions-key": FUNCTION_KEY}).status_code == 200
+    assert get(host, f"/api/items/1?code={FUNCTION_KEY}").status_code == 200
+
+
+def test_master_key_passes_function_level_and_only_it_passes_admin_level(host: DevHost) -> None:
+    assert get(host, "/api/items/1", headers={"x-functions-key": MASTER_KEY}).status_code == 200
+    url = f"{host.url}/api/admin-ping"
+    assert requests.post(url, headers={"x-functions-key": FUNCTION_KEY}, timeout=10).status_code == 401
+    assert requests.post(url, headers={"x-functions-key": MASTER_KEY}, timeout=10).text == "pong"
+
+
+def test_no_auth_serves_every_level_as_anonymous(open_host: DevHost) -> None:
+    assert get(open_host, "/api/items/1").status_code == 200
+    assert requests.post(f"{open_host.url}/api/admin-ping", timeout=10).status_code == 200
+
+
+def test_unhandled_exception_is_500_and_logged_with_the_function_name(
+    host: DevHost, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="devhost"):
+        assert get(host, "/api/boom").status_code == 500
+    failed = [r for r in caplog.records if "Functions.boom" in r.getMessage() and "Failed" in r.getMessage()]
+    assert failed and failed[0].exc_info and "boom on purpose" in str(failed[0].exc_info[1])
+    assert any("Executing 'Functions.boom'" in r.getMessage() for r in caplog.records)
+
+
+def test_the_function_list_is_printed_with_urls_from_the_bindings(host: DevHost, capsys: pytest.CaptureFixture[str]) -> None:
+    host._print_functions()
+    out = capsys.readouterr().out
+    assert f"  get_item: [GET] {host.url}/api/items/{{id:int}}" in out
+    assert "  flaky: queueTrigger" in out and "  tick: timerTrigger" in out

@@ -1,0 +1,242 @@
+"""The local host's queue, blob and timer triggers against Azurite, observed through storage."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+
+from devhost import DevHost, DevHostError, FakeClock
+from devhost.azurite import Azurite
+from devhost.blobs import BLOB_POISON_QUEUE
+from shared.storage import AzureStorage
+from tests.fixtures.devhost_support import SEMANTICS_APP, b64, decode_json_message, fixture_env, records, wait_for
+
+Start = Callable[..., DevHost]
+
+
+@pytest.fixture
+def env(azurite: Azurite, unique: str) -> dict[str, str]:
+    return fixture_env(azurite, unique)
+
+
+@pytest.fixture
+def start(env: dict[str, str]) -> Iterator[Start]:
+    """Start DevHosts on the fixture app (fast blob scans); all are stopped at the end."""
+    hosts: list[DevHost] = []
+
+    def _start(**kwargs: Any) -> DevHost:
+        kwargs.setdefault("blob_scan_interval", 0.1)
+        host = DevHost(SEMANTICS_APP, env={**env, **kwargs.pop("env", {})}, port=0, **kwargs).start()
+        hosts.append(host)
+        return host
+
+    yield _start
+    for host in reversed(hosts):
+        host.stop(grace_seconds=2)
+
+
+# -- queues -----------------------------------------------------------------------------------
+
+def test_failing_message_goes_to_poison_after_max_dequeue_count_with_its_original_body(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
+    start()
+    queue = env["FLAKY_QUEUE"]
+    sent = storage.enqueue(queue, {"fail_times": 99, "n": 1})
+    poisoned = wait_for(lambda: storage.peek(f"{queue}-poison"), "the poison message")
+    assert poisoned == [b64('{"fail_times": 99, "n": 1}')]  # host.json maxDequeueCount is 3
+    runs = sorted(r["dequeue_count"] for r in records(storage, env, "flaky"))
+    assert runs == [1, 2, 3]
+    assert all(r["id"] == sent for r in records(storage, env, "flaky"))
+    assert storage.peek(queue) == []
+
+
+def test_message_that_fails_once_is_retried_and_then_deleted(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+    start()
+    storage.enqueue(env["FLAKY_QUEUE"], {"fail_times": 1})
+    runs = wait_for(lambda: [r for r in records(storage, env, "flaky") if r["dequeue_count"] == 2], "the retry")
+    assert runs[0]["pop_receipt"] and runs[0]["insertion_time"] != "None" and runs[0]["expiration_time"] != "None"
+    wait_for(lambda: storage.peek(env["FLAKY_QUEUE"]) == [], "the message to be deleted")
+    assert storage.peek(f"{env['FLAKY_QUEUE']}-poison") == []
+
+
+def test_undecodable_message_goes_to_poison_like_the_host(
+    start: Start, storage: AzureStorage, env: dict[str, str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="devhost"):
+        start()
+        storage.enqueue_raw(env["FLAKY_QUEUE"], "this is not base64!")
+        assert wait_for(lambda: storage.peek(f"{env['FLAKY_QUEUE']}-poison"), "poison") == ["this is not base64!"]
+    assert records(storage, env, "flaky") == []
+    assert any("could not be decoded" in r.getMessage() and "-poison" in r.getMessage() for r in caplog.records)
+
+
+def test_message_dequeued_more_than_max_times_is_poisoned_without_running_like_the_host(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
+    queue = env["FLAKY_QUEUE"]
+    storage.enqueue(queue, {"n": 1})
+    for _ in range(3):  # three deliveries whose invocations never completed (crashed hosts)
+        [msg] = storage.receive(queue, max_messages=1, visibility_timeout=30)
+        storage.release(queue, msg, visibility_timeout=0)
+    start()
+    assert wait_for(lambda: storage.peek(f"{queue}-poison"), "poison") == [b64('{"n": 1}')]
+    assert records(storage, env, "flaky") == []
+
+
+def test_a_batch_runs_concurrently(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+    for _ in range(4):  # host.json batchSize 4
+        storage.enqueue(env["SLOW_QUEUE"], {"seconds": 1.5})
+    start()
+    wait_for(lambda: len(records(storage, env, "slow-started")) == 4, "four concurrent invocations", timeout=5)
+    assert records(storage, env, "slow-finished") == []  # sequential runs would have finished three
+
+
+# -- blobs ------------------------------------------------------------------------------------
+
+def blob_runs(storage: AzureStorage, env: dict[str, str], name: str) -> list[dict[str, Any]]:
+    return [r for r in records(storage, env, "blob") if r["name"] == f"{env['BLOB_CONTAINER']}/{name}"]
+
+
+def test_blob_fires_once_per_etag_and_a_restart_does_not_fire_it_again(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
+    container = env["BLOB_CONTAINER"]
+    storage.write(container, "g1/a.txt", b"hello")
+    host = start()
+    [run] = wait_for(lambda: blob_runs(storage, env, "g1/a.txt"), "the blob invocation")
+    assert run["length"] == 5 and run["data"] == "hello"
+    assert run["uri"].endswith(f"/{container}/g1/a.txt")
+    receipts = f"blobreceipts/test-{env['FIXTURE_RECORDS'][4:]}/Host.Functions.blob_scan/"
+    wait_for(lambda: storage.list("azure-webjobs-hosts", receipts), "the receipt")
+    host.stop()
+    start()
+    storage.write(container, "g1/b.txt", b"later")  # seen in the same scan as a.txt, or a later one
+    wait_for(lambda: blob_runs(storage, env, "g1/b.txt"), "the second blob")
+    assert len(blob_runs(storage, env, "g1/a.txt")) == 1
+
+
+def test_overwritten_blob_fires_again(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+    start()
+    storage.write(env["BLOB_CONTAINER"], "g/x.txt", b"v1")
+    wait_for(lambda: blob_runs(storage, env, "g/x.txt"), "v1")
+    storage.write(env["BLOB_CONTAINER"], "g/x.txt", b"v2")
+    runs = wait_for(lambda: [r["data"] for r in blob_runs(storage, env, "g/x.txt")] if
+                    len(blob_runs(storage, env, "g/x.txt")) == 2 else None, "v2")
+    assert sorted(runs) == ["v1", "v2"]
+
+
+def test_blob_outside_the_path_pattern_does_not_fire(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+    start()
+    storage.write(env["BLOB_CONTAINER"], "top-level.txt", b"no group segment")
+    storage.write(env["BLOB_CONTAINER"], "g/in.txt", b"in")
+    wait_for(lambda: blob_runs(storage, env, "g/in.txt"), "the matching blob")
+    assert blob_runs(storage, env, "top-level.txt") == []
+
+
+def test_blob_poison_after_five_failures_like_the_host(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+    container = env["BLOB_CONTAINER"]
+    start()
+    storage.write(container, "g/bad.txt", b"fail please")
+
+    def poison() -> list[Any]:
+        return [m for m in map(decode_json_message, storage.peek(BLOB_POISON_QUEUE)) if m["ContainerName"] == container]
+
+    [message] = wait_for(poison, "the blob poison message")
+    assert message["FunctionId"] == "Host.Functions.blob_scan" and message["BlobName"] == "g/bad.txt"
+    assert message["BlobType"] == "BlockBlob" and message["ETag"]
+    storage.write(container, "g/good.txt", b"fine")  # later scans have passed once this runs
+    wait_for(lambda: blob_runs(storage, env, "g/good.txt"), "a later blob")
+    assert len(blob_runs(storage, env, "g/bad.txt")) == 5
+
+
+def test_event_grid_blob_trigger_is_served_by_scanning(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+    start()
+    storage.write(env["EG_CONTAINER"], "e.txt", b"abc")
+    [run] = wait_for(lambda: records(storage, env, "blob-eg"), "the EventGrid-sourced blob trigger")
+    assert run == {"name": f"{env['EG_CONTAINER']}/e.txt", "length": 3}
+
+
+# -- timers -----------------------------------------------------------------------------------
+
+def test_timer_runs_on_startup_then_on_its_ncrontab_schedule(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+    clock = FakeClock(datetime(2024, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
+    start(clock=clock, env={"TICK_SCHEDULE": "0 */5 * * * *"})
+    [first] = wait_for(lambda: records(storage, env, "tick"), "the runOnStartup invocation")
+    assert first["past_due"] is False
+    clock.advance(298)
+    clock.advance(1)  # 00:05:00 is the next occurrence
+    ticks = wait_for(lambda: (t := records(storage, env, "tick")) and len(t) == 2 and t, "the 00:05:00 tick")
+    assert [t["past_due"] for t in ticks] == [False, False]
+
+
+def test_occurrence_missed_while_stopped_runs_at_startup_as_past_due_like_the_host(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
+    clock = FakeClock(datetime(2024, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
+    schedule = {"TICK_SCHEDULE": "0 */5 * * * *"}
+    host = start(clock=clock, env=schedule)
+    wait_for(lambda: records(storage, env, "tick"), "the runOnStartup invocation")
+    wait_for(lambda: storage.list("azure-webjobs-hosts", f"timers/test-{env['FIXTURE_RECORDS'][4:]}/"), "status")
+    host.stop()
+    start(clock=FakeClock(datetime(2024, 1, 1, 0, 20, 0, tzinfo=timezone.utc)), env=schedule)
+    ticks = wait_for(lambda: (t := records(storage, env, "tick")) and len(t) == 2 and t, "the past-due run")
+    assert sorted(t["past_due"] for t in ticks) == [False, True]
+
+
+# -- startup ----------------------------------------------------------------------------------
+
+def test_existing_environment_variable_wins_over_local_settings_like_func(start: Start) -> None:
+    start(env={"FIXTURE_FROM_SETTINGS": "from-shell"})
+    assert os.environ["FIXTURE_FROM_SETTINGS"] == "from-shell"
+    assert os.environ["TICK_SCHEDULE"] == "0 0 0 1 1 *"  # from local.settings.sample.json Values
+
+
+def test_environment_is_restored_after_stop(start: Start) -> None:
+    host = start()
+    assert "FIXTURE_RECORDS" in os.environ
+    host.stop()
+    assert "FIXTURE_RECORDS" not in os.environ
+
+
+def test_unsupported_trigger_names_the_function_and_type(azurite: Azurite) -> None:
+    app = SEMANTICS_APP.parent / "unsupported_app"
+    with pytest.raises(DevHostError, match=r"function on_event: trigger type eventHubTrigger is not supported"):
+        DevHost(app, env={"AzureWebJobsStorage": azurite.connection_string}, port=0).start()
+
+
+def test_import_failure_names_the_module_and_the_error(azurite: Azurite) -> None:
+    app = SEMANTICS_APP.parent / "broken_app"
+    with pytest.raises(DevHostError, match=r"module=function_app.*ModuleNotFoundError.*module_that_does_not_exist"):
+        DevHost(app, env={"AzureWebJobsStorage": azurite.connection_string}, port=0).start()
+
+
+def test_settings_file_supplies_values_port_and_keys(start: Start, tmp_path: Path) -> None:
+    settings = tmp_path / "my.settings.json"
+    settings.write_text(json.dumps({
+        "Values": {"FIXTURE_FROM_SETTINGS": "from-my-file", "TICK_SCHEDULE": "0 0 0 1 1 *"},
+        "DevHost": {"FunctionKeys": {"default": "my-key"}, "MasterKey": "my-master"},
+    }))
+    host = start(settings_path=settings)
+    assert os.environ["FIXTURE_FROM_SETTINGS"] == "from-my-file"
+    assert requests.get(f"{host.url}/api/items/1", headers={"x-functions-key": "my-key"}, timeout=10).status_code == 200
+    assert requests.get(f"{host.url}/api/items/1", headers={"x-functions-key": "fixture-function-key"},
+                        timeout=10).status_code == 401
+
+
+def test_missing_binding_expression_setting_is_a_clear_error_and_nothing_keeps_running(
+    env: dict[str, str], tmp_path: Path,
+) -> None:
+    settings = tmp_path / "empty.settings.json"
+    settings.write_text(json.dumps({"Values": {}}))
+    host = DevHost(SEMANTICS_APP, env=env, port=0, settings_path=settings)
+    with pytest.raises(DevHostError, match=r"function tick schedule: app setting TICK_SCHEDULE .* is not set"):
+        host.start()
+    assert "FIXTURE_RECORDS" not in os.environ  # stopped and restored
