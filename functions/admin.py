@@ -103,6 +103,7 @@ def request_retrain(req: func.HttpRequest) -> func.HttpResponse:
     registry.current_spec(storage, model)  # 404 now rather than a poison message later
     run_id = runs.new_run_id()
     reason = str(json_body(req).get("reason") or "retrain requested via admin API")
+    runs.record(storage, model, run_id, "received", detail=reason)
     storage.enqueue(paths.RETRAIN_QUEUE, RetrainRequest(model=model, reason=reason, run_id=run_id).to_payload())
     return json_response({"run_id": run_id, "queued": paths.RETRAIN_QUEUE}, 202)
 

@@ -91,6 +91,7 @@ def cmd_rollback(args: argparse.Namespace) -> None:
 
 def cmd_retrain(args: argparse.Namespace) -> None:
     run_id = runs.new_run_id()
+    runs.record(_storage(args), args.model, run_id, "received", detail=args.reason)
     _storage(args).enqueue(paths.RETRAIN_QUEUE, RetrainRequest(model=args.model, reason=args.reason, run_id=run_id).to_payload())
     _print({"run_id": run_id, "queued": paths.RETRAIN_QUEUE})
 

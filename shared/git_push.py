@@ -82,6 +82,8 @@ def _handle_spec(storage: AzureStorage, event: PushEvent, source: SpecSource, pa
         runs.record(storage, spec.name, run_id, "received", git=origin.to_payload(), spec_hash=digest,
                     detail="spec stored; no data yet: training starts when a dataset is dropped")
         return {"path": path, "model": spec.name, "status": "waiting_for_data", "run_id": run_id, "spec_hash": digest}
+    runs.record(storage, spec.name, run_id, "received", git=origin.to_payload(), spec_hash=digest,
+                detail=f"spec {path} changed at {event.commit[:12]}")
     request = RetrainRequest(model=spec.name, reason=f"git push {event.commit[:12]} to {event.ref}", run_id=run_id,
                              git=origin, spec_hash=digest)
     storage.enqueue(paths.RETRAIN_QUEUE, request.to_payload())

@@ -114,7 +114,8 @@ def request_retrain(storage: AzureStorage, request: RetrainRequest) -> TrainRequ
         run_id=run_id, model=request.model, data_hash=current["data_hash"], spec_hash=digest,
         source_blob=current.get("source_blob"), git=request.git, reason=request.reason,
     )
-    runs.record(storage, request.model, run_id, "received", detail=request.reason, source_blob=current.get("source_blob"))
+    runs.record(storage, request.model, run_id, "queued", detail=f"{request.reason}: training on data {current['data_hash'][:12]}",
+                source_blob=current.get("source_blob"))
     storage.enqueue(paths.TRAIN_QUEUE, train_request.to_payload())
     return train_request
 
