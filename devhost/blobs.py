@@ -12,6 +12,7 @@ from azure.functions.blob import InputStream
 from devhost.clock import Clock
 from devhost.config import HOSTS_CONTAINER, DevHostError, resolve
 from devhost.index import FunctionSpec, Invoker
+from devhost.loop import PollingLoop
 from shared.errors import NotFound, PipelineError
 from shared.storage import AzureStorage, BlobInfo, encode_message
 
@@ -35,7 +36,7 @@ def compile_blob_path(path: str, where: str) -> tuple[str, str, re.Pattern[str]]
     return container, prefix, re.compile("^" + "".join(parts) + "$")
 
 
-class BlobScanner:
+class BlobScanner(PollingLoop):
     """Scans one container for one function; receipts keyed by ETag make each version fire once."""
 
     def __init__(self, spec: FunctionSpec, storage: AzureStorage, hosts: AzureStorage, host_id: str, *,
@@ -54,16 +55,8 @@ class BlobScanner:
         self._finished: set[str] = set()
         self._failures: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"blobs-{spec.name}", daemon=True)
+        self._init_loop(f"blobs-{spec.name}")
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop_polling(self) -> None:
-        self._stop.set()
-        if self._thread.ident is not None:  # started
-            self._thread.join(timeout=30)
 
     def _run(self) -> None:
         while not self._stop.is_set():

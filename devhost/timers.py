@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 
 from azure.functions.timer import TimerRequest
@@ -11,6 +10,7 @@ from croniter import croniter
 from devhost.clock import Clock
 from devhost.config import HOSTS_CONTAINER, DevHostError, parse_timespan, resolve
 from devhost.index import FunctionSpec, Invoker
+from devhost.loop import PollingLoop
 from shared.errors import NotFound, PipelineError
 from shared.storage import AzureStorage
 
@@ -37,7 +37,7 @@ class Schedule:
         return croniter(self.expression, moment, second_at_beginning=True, ret_type=datetime).get_next(datetime)
 
 
-class TimerRunner:
+class TimerRunner(PollingLoop):
     """Fires one timer function on its schedule, using the injected clock."""
 
     def __init__(self, spec: FunctionSpec, hosts: AzureStorage, host_id: str, invoker: Invoker, clock: Clock) -> None:
@@ -48,16 +48,8 @@ class TimerRunner:
         self.use_monitor = bool(spec.trigger.get("useMonitor", True))
         self._status_path = f"timers/{host_id}/{spec.function_id}/status"
         self._hosts, self._invoke, self._clock = hosts, invoker, clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"timer-{spec.name}", daemon=True)
+        self._init_loop(f"timer-{spec.name}")
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop_polling(self) -> None:
-        self._stop.set()
-        if self._thread.ident is not None:  # started
-            self._thread.join(timeout=30)
 
     def _status(self) -> dict[str, str] | None:
         if not self.use_monitor:
