@@ -17,7 +17,7 @@ from shared.clock import iso_now
 from shared.data_checks import check_dataset, load_dataset, prepare
 from shared.errors import Conflict, DataRejected, NotFound
 from shared.messages import RetrainRequest, StageRequest, TrainRequest
-from shared.onnx_export import export_onnx, measure_latency, onnx_facts, parity_check, run_onnx
+from shared.onnx_export import ParityReport, export_onnx, measure_latency, onnx_facts, parity_check, run_onnx
 from shared.profile import profile_dataset
 from shared.settings import Settings
 from shared.spec import TrainingSpec
@@ -218,11 +218,13 @@ def export_candidate(storage: AzureStorage, settings: Settings, request: StageRe
 # -- 4. validate and 5. promote -----------------------------------------------------------------
 
 
-def _onnx_metrics(storage: AzureStorage, record: dict[str, Any], holdout: pd.DataFrame, spec: TrainingSpec) -> dict[str, float]:
-    onnx_bytes = storage.read(paths.MLOPS, record["onnx"]["path"]).data
+def _onnx_bytes(storage: AzureStorage, record: dict[str, Any]) -> bytes:
+    return storage.read(paths.MLOPS, record["onnx"]["path"]).data
+
+
+def _onnx_metrics(onnx_bytes: bytes, record: dict[str, Any], holdout: pd.DataFrame, spec: TrainingSpec) -> dict[str, float]:
     labels, proba = run_onnx(onnx_bytes, holdout, spec)
-    classes = record.get("classes")
-    return compute_metrics(spec.task, target_array(holdout, spec), labels, proba, classes)
+    return compute_metrics(spec.task, target_array(holdout, spec), labels, proba, record.get("classes"))
 
 
 def validate_candidate(storage: AzureStorage, request: StageRequest) -> dict[str, Any]:
@@ -234,11 +236,9 @@ def validate_candidate(storage: AzureStorage, request: StageRequest) -> dict[str
         return {"outcome": "duplicate", "status": record.get("status")}
     spec = registry.spec_at(storage, model, record["lineage"]["spec_hash"])
     holdout = _parquet(storage.read(paths.MLOPS, record["artifacts"]["holdout"]["path"]).data)
-    challenger = _onnx_metrics(storage, record, holdout, spec)
-    onnx_bytes = storage.read(paths.MLOPS, record["onnx"]["path"]).data
+    onnx_bytes = _onnx_bytes(storage, record)
+    challenger = _onnx_metrics(onnx_bytes, record, holdout, spec)
     latency = measure_latency(onnx_bytes, holdout.head(1), spec)
-    from shared.onnx_export import ParityReport  # the decision takes the typed parity report
-
     parity = ParityReport.from_dict(record["parity"])
     for _ in range(PROMOTION_ATTEMPTS):
         aliases, etag = registry.get_aliases(storage, model)
@@ -246,7 +246,7 @@ def validate_candidate(storage: AzureStorage, request: StageRequest) -> dict[str
         champion_metrics = None
         if champion_version is not None:
             champion_record = registry.get_version(storage, model, int(champion_version))
-            champion_metrics = _onnx_metrics(storage, champion_record, holdout, spec)
+            champion_metrics = _onnx_metrics(_onnx_bytes(storage, champion_record), champion_record, holdout, spec)
         decision = decide(spec, challenger, champion_metrics, latency["p99_ms"], parity)
         outcome = decision.outcome
         if outcome == "promote":
