@@ -8,10 +8,10 @@ import azure.functions as func
 from shared.errors import PayloadTooLarge
 from shared.git_push import handle_push, spec_source
 from shared.http import handles_errors, json_response
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from shared.storage import get_storage
 from shared.webhooks import (
-    MAX_BODY_BYTES, Ignored, Ping, parse_azure_devops, parse_github, verify_azure_devops, verify_github_signature,
+    MAX_BODY_BYTES, Ignored, Ping, PushEvent, parse_azure_devops, parse_github, verify_azure_devops, verify_github_signature,
 )
 
 bp = func.Blueprint()
@@ -26,6 +26,16 @@ def _body(req: func.HttpRequest) -> bytes:
     return body
 
 
+def _act_on(event: PushEvent | Ignored, settings: Settings, provider: str) -> func.HttpResponse:
+    """202 with the reason for an ignored delivery, or with what the push started."""
+    if isinstance(event, Ignored):
+        logging.info("%s webhook ignored: %s", provider, event.reason)
+        return json_response({"status": "ignored", "reason": event.reason}, 202)
+    result = handle_push(get_storage(), settings, event, spec_source(settings))
+    logging.info("%s webhook %s: %s", provider, event.delivery_id, result["status"])
+    return json_response(result, 202)
+
+
 @bp.function_name("github_webhook")
 @bp.route(route="webhooks/github", methods=["POST"], auth_level=ANONYMOUS)
 @handles_errors
@@ -37,12 +47,7 @@ def github_webhook(req: func.HttpRequest) -> func.HttpResponse:
     event = parse_github(req.headers.get("x-github-event"), req.headers.get("x-github-delivery"), body, settings.git_branch)
     if isinstance(event, Ping):
         return json_response({"status": "pong", "zen": event.zen})
-    if isinstance(event, Ignored):
-        logging.info("github webhook ignored: %s", event.reason)
-        return json_response({"status": "ignored", "reason": event.reason}, 202)
-    result = handle_push(get_storage(), settings, event, spec_source(settings))
-    logging.info("github webhook %s: %s", event.delivery_id, result["status"])
-    return json_response(result, 202)
+    return _act_on(event, settings, "github")
 
 
 @bp.function_name("azure_devops_webhook")
@@ -55,9 +60,4 @@ def azure_devops_webhook(req: func.HttpRequest) -> func.HttpResponse:
     verify_azure_devops(req.headers, basic_user=settings.ado_webhook_user, basic_password=settings.ado_webhook_password,
                         shared_secret=settings.ado_webhook_secret)
     event = parse_azure_devops(body, settings.git_branch)
-    if isinstance(event, Ignored):
-        logging.info("azure devops webhook ignored: %s", event.reason)
-        return json_response({"status": "ignored", "reason": event.reason}, 202)
-    result = handle_push(get_storage(), settings, event, spec_source(settings))
-    logging.info("azure devops webhook %s: %s", event.delivery_id, result["status"])
-    return json_response(result, 202)
+    return _act_on(event, settings, "azure devops")
