@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: run test setup clean
+.PHONY: run test lint soak setup clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv .venv
@@ -18,8 +18,16 @@ setup: $(STAMP) node_modules/.package-lock.json
 run: setup
 	$(PY) -m devhost --with-azurite --examples
 
-test: setup
+test: setup lint
 	$(PY) -m pytest
+
+# The model-based lifecycle test with many more random interleavings than `make test` runs.
+soak: setup
+	HYPOTHESIS_PROFILE=soak $(PY) -m pytest tests/unit/test_lifecycle_stateful.py -p no:cacheprovider
+
+lint: setup
+	$(PY) -m ruff check shared functions devhost function_app.py tests
+	$(PY) -m mypy
 
 clean:
 	rm -rf .venv node_modules .azurite .run

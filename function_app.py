@@ -1,7 +1,7 @@
 """The function app: one FunctionApp, one Blueprint per trigger module (a table of contents)."""
 import azure.functions as func
 
-from functions import admin, export, health, poison, prepare, retrain, score, train, validate, webhooks
+from functions import admin, export, health, poison, prepare, retrain, score, sweeper, train, validate, webhooks
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -12,6 +12,7 @@ app.register_functions(export.bp)  # queue export-requests
 app.register_functions(validate.bp)  # queue validate-requests
 app.register_functions(retrain.bp)  # queue retrain-requests
 app.register_functions(poison.bp)  # queues *-poison of the stages
+app.register_functions(sweeper.bp)  # timer: expired leases, unsynced alias flips
 app.register_functions(admin.bp)  # /api/registry/...
 app.register_functions(webhooks.bp)  # /api/webhooks/github, /api/webhooks/azure-devops
 app.register_functions(score.bp)  # POST /api/models/{model}/score

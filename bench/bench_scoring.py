@@ -373,7 +373,7 @@ def devhost_server(tmp: Path, variants: list[Variant]) -> Iterator[int]:
         for v in variants:
             version = wait_until(lambda v=v: champion(storage, v.spec.name), f"{v.spec.name} champion", 600, proc, log)
             record = registry.get_version(storage, v.spec.name, version)
-            served = storage.read(paths.MLOPS, record["onnx"]["path"]).data
+            served = storage.read(paths.MLOPS, record.artifacts["onnx"].path).data
             v.notes.append(f"devhost champion v{version}: {compare_onnx(v, served)}")
         yield port
     finally:

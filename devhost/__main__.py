@@ -23,7 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=None, help="HTTP port (default: Host.LocalHttpPort or 7071)")
     p.add_argument("--settings", type=Path, default=None, help="settings file (default: <app-dir>/local.settings.json)")
     p.add_argument("--no-auth", action="store_true", help="serve every HTTP function as anonymous")
-    p.add_argument("--with-azurite", action="store_true", help="start Azurite (data in <app-dir>/.azurite), stop it on exit")
+    p.add_argument("--with-azurite", action="store_true",
+                   help="start Azurite (data in <app-dir>/.azurite), stop it on exit")
     p.add_argument("--azurite-blob-port", type=int, default=10000)
     p.add_argument("--azurite-queue-port", type=int, default=10001)
     p.add_argument("--examples", action="store_true", help="seed the bundled example specs and datasets, "
@@ -74,11 +75,8 @@ def _report_champion(host: DevHost, model: str) -> None:
         log.exception("examples: could not build the scoring example for %s", model)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="[%(asctime)s] %(message)s")
-    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
-    stop = threading.Event()
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT or SIGTERM sets `stop`; a second one exits at once."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
@@ -88,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="[%(asctime)s] %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
+    stop = threading.Event()
+    _stop_on_signals(stop)
     azurite: Azurite | None = None
     host: DevHost | None = None
     try:

@@ -5,8 +5,8 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -76,4 +76,5 @@ def scoring_hint(model: str, port: int, key: str | None) -> str:
     row = example_frames()[model][spec.feature_names].head(1)
     body = json.dumps({"dataframe_split": {"columns": list(row.columns), "data": row.values.tolist()}})
     auth = f' -H "x-functions-key: {key}"' if key else ""
-    return f"curl -s -X POST http://127.0.0.1:{port}/api/models/{model}/score{auth} -H 'content-type: application/json' -d '{body}'"
+    return (f"curl -s -X POST http://127.0.0.1:{port}/api/models/{model}/score{auth} "
+            f"-H 'content-type: application/json' -d '{body}'")

@@ -8,13 +8,20 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 from devhost.blobs import BlobScanner
 from devhost.clock import Clock, SystemClock
-from devhost.config import DEFAULT_PORT, DevHostError, apply_values, load_host_json, load_local_settings
+from devhost.config import (
+    DEFAULT_PORT,
+    DevHostError,
+    HostConfig,
+    apply_values,
+    load_host_json,
+    load_local_settings,
+)
 from devhost.http import HttpHost
 from devhost.index import FunctionSpec, Invoker, import_app, index
 from devhost.queues import QueueListener
@@ -27,6 +34,7 @@ log = logging.getLogger("devhost")
 
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
 HOST_ID_SETTING = "AzureFunctionsWebHost__hostid"
+Listener = QueueListener | BlobScanner | TimerRunner
 START_AZURITE = ("start Azurite: `make run` (starts it for you), `python -m devhost --with-azurite`, "
                  "or `npx azurite --location .azurite` in another terminal")
 
@@ -73,7 +81,7 @@ class DevHost:
         self._grace = grace_seconds
         self._invoker = Invoker(self.app_dir)
         self._storages: dict[str, AzureStorage] = {}
-        self._listeners: list[QueueListener | BlobScanner | TimerRunner] = []
+        self._listeners: list[Listener] = []
         self._http: HttpHost | None = None
         self._saved_env: dict[str, str] | None = None
         self._added_path = False
@@ -99,7 +107,7 @@ class DevHost:
             self._storages[setting] = storage
         return self._storages[setting]
 
-    def start(self) -> "DevHost":
+    def start(self) -> DevHost:
         """Start everything; raises DevHostError (nothing left running) when the app cannot run."""
         started = time.monotonic()
         self._saved_env = dict(os.environ)
@@ -123,16 +131,9 @@ class DevHost:
             log.warning("No job functions found in %s", self.app_dir)
         http_specs = [s for s in self.functions if s.trigger_type == "httpTrigger"]
         for spec in self.functions:
-            conn = str(spec.trigger.get("connection") or DEFAULT_CONNECTION)
-            if spec.trigger_type == "queueTrigger":
-                self._listeners.append(QueueListener(spec, self.storage(conn), config.queues, self._invoker, self._clock))
-            elif spec.trigger_type == "blobTrigger":
-                self._listeners.append(BlobScanner(
-                    spec, self.storage(conn), self.storage(), _host_id(self.app_dir),
-                    poison_threshold=config.poison_blob_threshold, interval=self._scan_interval,
-                    invoker=self._invoker, clock=self._clock, message_encoding=config.queues.message_encoding))
-            elif spec.trigger_type == "timerTrigger":
-                self._listeners.append(TimerRunner(spec, self.storage(), _host_id(self.app_dir), self._invoker, self._clock))
+            poller = self._listener_for(spec, config)
+            if poller is not None:
+                self._listeners.append(poller)
         self._http = HttpHost(http_specs, self._invoker, route_prefix=config.route_prefix,
                               function_keys=settings.function_keys, master_key=settings.master_key, auth=self._auth)
         port = self._requested_port if self._requested_port is not None else (settings.port or DEFAULT_PORT)
@@ -146,6 +147,20 @@ class DevHost:
         for listener in self._listeners:
             listener.start()
         self._print_functions()
+
+    def _listener_for(self, spec: FunctionSpec, config: HostConfig) -> Listener | None:
+        """The poller for a non-HTTP trigger (None for HTTP, which the HttpHost serves)."""
+        conn = str(spec.trigger.get("connection") or DEFAULT_CONNECTION)
+        if spec.trigger_type == "queueTrigger":
+            return QueueListener(spec, self.storage(conn), config.queues, self._invoker, self._clock)
+        if spec.trigger_type == "blobTrigger":
+            return BlobScanner(
+                spec, self.storage(conn), self.storage(), _host_id(self.app_dir),
+                poison_threshold=config.poison_blob_threshold, interval=self._scan_interval,
+                invoker=self._invoker, clock=self._clock, message_encoding=config.queues.message_encoding)
+        if spec.trigger_type == "timerTrigger":
+            return TimerRunner(spec, self.storage(), _host_id(self.app_dir), self._invoker, self._clock)
+        return None
 
     def _log_auth(self, path: Path | None, have_keys: bool) -> None:
         if not self._auth:
@@ -178,22 +193,30 @@ class DevHost:
             self._http = None
         for listener in self._listeners:
             listener.stop_polling()
-        if self._invoker.inflight:
-            log.info("Waiting up to %.1fs for %d running invocation(s)", grace, self._invoker.inflight)
-        if not self._invoker.wait_idle(grace):
-            log.warning("%d invocation(s) still running after %.1fs", self._invoker.inflight, grace)
+        self._drain(grace)
         for listener in self._listeners:
             if isinstance(listener, QueueListener):
                 listener.release_unfinished()
         self._listeners = []
-        os.environ.clear()
-        os.environ.update(self._saved_env)
+        self._restore_process(self._saved_env)
         self._saved_env = None
-        if self._added_path and str(self.app_dir) in sys.path:
-            sys.path.remove(str(self.app_dir))
         log.info("Host stopped")
 
-    def __enter__(self) -> "DevHost":
+    def _drain(self, grace: float) -> None:
+        """Wait up to grace seconds for running invocations, and say so."""
+        if self._invoker.inflight:
+            log.info("Waiting up to %.1fs for %d running invocation(s)", grace, self._invoker.inflight)
+        if not self._invoker.wait_idle(grace):
+            log.warning("%d invocation(s) still running after %.1fs", self._invoker.inflight, grace)
+
+    def _restore_process(self, saved_env: dict[str, str]) -> None:
+        """Undo what start() did to the process: the environment and sys.path."""
+        os.environ.clear()
+        os.environ.update(saved_env)
+        if self._added_path and str(self.app_dir) in sys.path:
+            sys.path.remove(str(self.app_dir))
+
+    def __enter__(self) -> DevHost:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

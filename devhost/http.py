@@ -5,8 +5,9 @@ import hmac
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import azure.functions as func
 from werkzeug.serving import BaseWSGIServer, make_server

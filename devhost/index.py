@@ -10,9 +10,10 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import azure.functions as func
 
@@ -78,27 +79,35 @@ def index(app: func.FunctionRegister) -> list[FunctionSpec]:
         functions = app.get_functions()
     except ValueError as exc:  # e.g. duplicate function names
         raise DevHostError(f"function_app.py indexing failed: {exc}") from exc
-    specs = []
-    for f in functions:
-        name = f.get_function_name()
-        bindings = tuple(json.loads(raw) for raw in f.get_raw_bindings())
-        triggers = [b for b in bindings if str(b.get("type", "")).endswith("Trigger")]
-        if len(triggers) != 1:
-            raise DevHostError(f"function {name} has {len(triggers)} triggers; exactly one is required")
-        trigger = triggers[0]
-        if trigger["type"] not in SUPPORTED_TRIGGERS:
-            raise DevHostError(f"function {name}: trigger type {trigger['type']} is not supported by "
-                               f"devhost (supported: {', '.join(SUPPORTED_TRIGGERS)})")
-        for b in bindings:
-            if b is not trigger and not (b.get("type") == "http" and b.get("name") == "$return"):
-                raise DevHostError(f"function {name}: binding type {b.get('type')} (name={b.get('name')}) "
-                                   "is not supported by devhost (only triggers and the http $return)")
-        params = set(inspect.signature(f.get_user_function()).parameters)
-        extra = params - {trigger["name"], "context"}
-        if extra:
-            raise DevHostError(f"function {name}: parameters {sorted(extra)} match no binding")
-        specs.append(FunctionSpec(name, trigger, bindings, f.get_user_function(), "context" in params))
-    return specs
+    return [_function_spec(f) for f in functions]
+
+
+def _function_spec(f: func.Function) -> FunctionSpec:
+    # typed Optional, but func.Function defaults it to the Python function's __name__ (decorators/function_app.py)
+    name = f.get_function_name() or f.get_user_function().__name__
+    bindings = tuple(json.loads(raw) for raw in f.get_raw_bindings())
+    trigger = _trigger(name, bindings)
+    params = set(inspect.signature(f.get_user_function()).parameters)
+    extra = params - {trigger["name"], "context"}
+    if extra:
+        raise DevHostError(f"function {name}: parameters {sorted(extra)} match no binding")
+    return FunctionSpec(name, trigger, bindings, f.get_user_function(), "context" in params)
+
+
+def _trigger(name: str, bindings: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The one supported trigger binding; DevHostError for any other binding but the http $return."""
+    triggers = [b for b in bindings if str(b.get("type", "")).endswith("Trigger")]
+    if len(triggers) != 1:
+        raise DevHostError(f"function {name} has {len(triggers)} triggers; exactly one is required")
+    trigger = triggers[0]
+    if trigger["type"] not in SUPPORTED_TRIGGERS:
+        raise DevHostError(f"function {name}: trigger type {trigger['type']} is not supported by "
+                           f"devhost (supported: {', '.join(SUPPORTED_TRIGGERS)})")
+    for b in bindings:
+        if b is not trigger and not (b.get("type") == "http" and b.get("name") == "$return"):
+            raise DevHostError(f"function {name}: binding type {b.get('type')} (name={b.get('name')}) "
+                               "is not supported by devhost (only triggers and the http $return)")
+    return trigger
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ class TimerRunner(PollingLoop):
             # IsPastDue=true; runOnStartup functions run once at startup either way
             last = self._fire(missed, last, nxt)
         self._record(last, nxt)
-        log.info("timer %s: next occurrence %s (schedule %s)", self.spec.name, nxt.isoformat(), self.schedule.expression)
+        log.info("timer %s: next occurrence %s (schedule %s)", self.spec.name, nxt.isoformat(),
+                 self.schedule.expression)
         while not self._stop.is_set():
             left = (nxt - self._clock.now()).total_seconds()
             if left > 0:

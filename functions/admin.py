@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import paths, pipeline, registry, runs
-from shared.errors import BadRequest
+from shared import paths, registry, releases, runs
+from shared.errors import BadRequest, NotFound
 from shared.http import handles_errors, json_body, json_response
+from shared.lifecycle.records import RunStatus
+from shared.lifecycle.stages import app_context
 from shared.messages import RetrainRequest
 from shared.spec import parse_spec
 from shared.storage import get_storage
@@ -27,7 +29,7 @@ def _version(req: func.HttpRequest) -> int:
 @handles_errors
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
     """Every model with its aliases."""
-    return json_response({"models": registry.list_models(get_storage())})
+    return json_response({"models": [m.to_json() for m in registry.list_models(get_storage())]})
 
 
 @bp.function_name("list_versions")
@@ -36,8 +38,22 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
 def list_versions(req: func.HttpRequest) -> func.HttpResponse:
     """Every version of a model (status, metrics, decision)."""
     storage = get_storage()
+    versions = [v.to_json() for v in registry.list_versions(storage, _model(req))]
     aliases, _ = registry.get_aliases(storage, _model(req))
-    return json_response({"versions": registry.list_versions(storage, _model(req)), "aliases": aliases})
+    current = {"champion": aliases.champion, "previous": aliases.previous}
+    return json_response({"versions": versions, "aliases": current})
+
+
+@bp.function_name("get_aliases")
+@bp.route(route="registry/models/{model}/aliases", methods=["GET"])
+@handles_errors
+def get_aliases(req: func.HttpRequest) -> func.HttpResponse:
+    """champion, previous and the append-only history of every alias change (who, why, when)."""
+    storage = get_storage()
+    aliases, _ = registry.get_aliases(storage, _model(req))
+    if not aliases.history and not registry.model_exists(storage, _model(req)):
+        raise NotFound(f"model (name={_model(req)}) not found")
+    return json_response(aliases.to_json())
 
 
 @bp.function_name("get_version")
@@ -45,7 +61,7 @@ def list_versions(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def get_version(req: func.HttpRequest) -> func.HttpResponse:
     """One version with its full lineage and metrics."""
-    return json_response(registry.get_version(get_storage(), _model(req), _version(req)))
+    return json_response(registry.get_version(get_storage(), _model(req), _version(req)).to_json())
 
 
 @bp.function_name("list_runs")
@@ -53,7 +69,7 @@ def get_version(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     """Runs of a model, newest first."""
-    return json_response({"runs": runs.list_runs(get_storage(), _model(req))})
+    return json_response({"runs": [r.to_json() for r in runs.list_runs(get_storage(), _model(req))]})
 
 
 @bp.function_name("get_run")
@@ -61,16 +77,16 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """One run with its status timeline."""
-    return json_response(runs.get(get_storage(), _model(req), req.route_params["run_id"]))
+    return json_response(runs.get(get_storage(), _model(req), req.route_params["run_id"]).to_json())
 
 
 @bp.function_name("approve_version")
 @bp.route(route="registry/models/{model}/versions/{version:int}/approve", methods=["POST"], auth_level=ADMIN)
 @handles_errors
 def approve_version(req: func.HttpRequest) -> func.HttpResponse:
-    """Promote a version that is pending approval."""
+    """Promote a version that is pending approval (approving the champion again changes nothing)."""
     by = str(json_body(req).get("by") or "admin")
-    return json_response(pipeline.approve(get_storage(), _model(req), _version(req), by=by))
+    return json_response(releases.approve(app_context(), _model(req), _version(req), by=by).to_json())
 
 
 @bp.function_name("reject_version")
@@ -79,7 +95,7 @@ def approve_version(req: func.HttpRequest) -> func.HttpResponse:
 def reject_version(req: func.HttpRequest) -> func.HttpResponse:
     """Reject a version that is pending approval."""
     body = json_body(req)
-    result = pipeline.reject(get_storage(), _model(req), _version(req),
+    result = releases.reject(app_context(), _model(req), _version(req),
                              by=str(body.get("by") or "admin"), reason=str(body.get("reason") or ""))
     return json_response(result)
 
@@ -88,9 +104,13 @@ def reject_version(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="registry/models/{model}/rollback", methods=["POST"], auth_level=ADMIN)
 @handles_errors
 def rollback(req: func.HttpRequest) -> func.HttpResponse:
-    """Swap champion and previous."""
-    flip = registry.rollback(get_storage(), _model(req))
-    return json_response({"champion": flip.champion, "previous": flip.previous})
+    """Back to a former champion: body {"from": <expected champion>, "to": <target>} (both optional).
+
+    409 with the current aliases when the champion is no longer `from` (unless it already is `to`).
+    """
+    body = json_body(req)
+    outcome = releases.rollback(app_context(), _model(req), body, by=str(body.get("by") or "admin"))
+    return json_response(outcome.to_json())
 
 
 @bp.function_name("request_retrain")
@@ -103,7 +123,7 @@ def request_retrain(req: func.HttpRequest) -> func.HttpResponse:
     registry.current_spec(storage, model)  # 404 now rather than a poison message later
     run_id = runs.new_run_id()
     reason = str(json_body(req).get("reason") or "retrain requested via admin API")
-    runs.record(storage, model, run_id, "received", detail=reason)
+    runs.record(storage, app_context().clock, model, run_id, RunStatus.RECEIVED, detail=reason)
     storage.enqueue(paths.RETRAIN_QUEUE, RetrainRequest(model=model, reason=reason, run_id=run_id).to_payload())
     return json_response({"run_id": run_id, "queued": paths.RETRAIN_QUEUE}, 202)
 

@@ -1,26 +1,25 @@
-"""Queue triggers on the stage poison queues: mark the run failed with the last recorded error."""
+"""Queue triggers on the stage poison queues: fail the run, unless its work completed after all."""
 from __future__ import annotations
 
-import json
 import logging
 
 import azure.functions as func
 
 from shared import paths
-from shared.pipeline import fail_run_from_poison
-from shared.storage import get_storage
+from shared.errors import BadRequest
+from shared.lifecycle.stages import app_context
+from shared.releases import give_up
 
 bp = func.Blueprint()
 
 
 def _handle(queue: str, msg: func.QueueMessage) -> None:
     try:
-        payload = json.loads(msg.get_body())
-    except ValueError:
-        logging.error("poison: undecodable message in %s kept as is: %r", paths.poison(queue), msg.get_body()[:200])
+        outcome = give_up(app_context(), queue, msg.get_body())
+    except BadRequest as exc:  # kept in the poison queue as it is: nothing to attribute it to
+        logging.error("poison: unreadable message %s in %s left as is: %s", msg.id, paths.poison(queue), exc.message)
         return
-    reason = fail_run_from_poison(get_storage(), queue, payload, msg.dequeue_count or 0)
-    logging.error("poison: %s run=%s failed: %s", queue, payload.get("run_id"), reason)
+    logging.error("poison: %s message %s: %s", queue, msg.id, outcome)
 
 
 @bp.function_name("train_poison")

@@ -6,20 +6,20 @@ import logging
 import azure.functions as func
 
 from shared import paths
+from shared.lifecycle.stages import app_context
 from shared.pipeline import prepare_drop
-from shared.storage import get_storage
 
 bp = func.Blueprint()
 
 
 @bp.function_name("prepare")
 @bp.blob_trigger(arg_name="blob", path=f"{paths.DATASETS}/{{model}}/{{name}}", connection="AzureWebJobsStorage",
-                 source="EventGrid")
+                 source=func.BlobSource.EVENT_GRID)
 def prepare(blob: func.InputStream) -> None:
     """A dataset arrived: reject it with a report next to it, or prepare it and request training."""
-    storage = get_storage()
+    ctx = app_context()
     blob_path = (blob.name or "").split("/", 1)[1]
     # Read the version that fired, with its ETag (the receipt and the run id key on it).
-    current = storage.read(paths.DATASETS, blob_path)
-    result = prepare_drop(storage, blob_path, current.data, current.etag)
+    current = ctx.storage.read(paths.DATASETS, blob_path)
+    result = prepare_drop(ctx, blob_path, current.data, current.etag)
     logging.info("prepare: %s -> %s (run %s)", blob.name, result["outcome"], result["run_id"])

@@ -6,9 +6,9 @@ import logging
 import azure.functions as func
 
 from shared import paths
+from shared.lifecycle.stages import app_context
 from shared.messages import RetrainRequest, parse_message
 from shared.pipeline import request_retrain
-from shared.storage import get_storage
 
 bp = func.Blueprint()
 
@@ -18,5 +18,5 @@ bp = func.Blueprint()
 def retrain(msg: func.QueueMessage) -> None:
     """Enqueue training for the model's current data (the same path a data drop takes)."""
     request = parse_message(RetrainRequest, msg.get_body())
-    train_request = request_retrain(get_storage(), request)
-    logging.info("retrain: model=%s run=%s (%s)", request.model, train_request.run_id, request.reason)
+    result = request_retrain(app_context(), request)
+    logging.info("retrain: model=%s -> %s (%s)", request.model, result, request.reason)

@@ -6,10 +6,8 @@ import logging
 import azure.functions as func
 
 from shared import paths
-from shared.messages import TrainRequest, parse_message
-from shared.pipeline import train_candidate
-from shared.stage_errors import recorded_failures
-from shared.storage import get_storage
+from shared.lifecycle.stages import app_context
+from shared.pipeline import deliver
 
 bp = func.Blueprint()
 
@@ -17,9 +15,6 @@ bp = func.Blueprint()
 @bp.function_name("train")
 @bp.queue_trigger(arg_name="msg", queue_name=paths.TRAIN_QUEUE, connection="AzureWebJobsStorage")
 def train(msg: func.QueueMessage) -> None:
-    """Train the requested candidate and hand it to export."""
-    request = parse_message(TrainRequest, msg.get_body())
-    storage = get_storage()
-    with recorded_failures(storage, request.model, request.run_id, "train", msg.dequeue_count or 1):
-        result = train_candidate(storage, request)
-    logging.info("train: model=%s run=%s -> %s", request.model, request.run_id, result["outcome"])
+    """Train the requested candidate once per (data, spec) and hand it to export."""
+    result = deliver(app_context(), paths.TRAIN_QUEUE, msg.get_body(), msg.dequeue_count or 1)
+    logging.info("train: message %s -> %s", msg.id, result)

@@ -11,7 +11,14 @@ from shared.http import handles_errors, json_response
 from shared.settings import Settings, get_settings
 from shared.storage import get_storage
 from shared.webhooks import (
-    MAX_BODY_BYTES, Ignored, Ping, PushEvent, parse_azure_devops, parse_github, verify_azure_devops, verify_github_signature,
+    MAX_BODY_BYTES,
+    Ignored,
+    Ping,
+    PushEvent,
+    parse_azure_devops,
+    parse_github,
+    verify_azure_devops,
+    verify_github_signature,
 )
 
 bp = func.Blueprint()
@@ -44,7 +51,9 @@ def github_webhook(req: func.HttpRequest) -> func.HttpResponse:
     settings = get_settings()
     body = _body(req)
     verify_github_signature(settings.github_webhook_secret or "", body, req.headers.get("x-hub-signature-256"))
-    event = parse_github(req.headers.get("x-github-event"), req.headers.get("x-github-delivery"), body, settings.git_branch)
+    event = parse_github(
+        req.headers.get("x-github-event"), req.headers.get("x-github-delivery"), body, settings.git_branch
+    )
     if isinstance(event, Ping):
         return json_response({"status": "pong", "zen": event.zen})
     return _act_on(event, settings, "github")

@@ -13,11 +13,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared import paths, pipeline, registry, runs
+from shared import paths, registry, releases, runs
+from shared.clock import SYSTEM_CLOCK
 from shared.errors import PipelineError
+from shared.lifecycle.records import RunStatus
+from shared.lifecycle.stages import Context
 from shared.messages import RetrainRequest
 from shared.settings import STORAGE, Settings
 from shared.storage import AzureStorage
+
+
+def _context(args: argparse.Namespace) -> Context:
+    storage = _storage(args)
+    return Context(storage, Settings.from_env())
 
 
 def _load_local_settings() -> None:
@@ -55,44 +63,46 @@ def cmd_drop(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    _print(registry.list_models(_storage(args)))
+    _print([m.to_json() for m in registry.list_models(_storage(args))])
 
 
 def cmd_versions(args: argparse.Namespace) -> None:
     rows = registry.list_versions(_storage(args), args.model)
-    _print([{k: v.get(k) for k in ("version", "status", "run_id", "created")} | {
-        "decision": (v.get("decision") or {}).get("reasons")} for v in rows])
+    _print([{"version": v.version, "status": v.status, "run_id": v.run_id, "created": v.created,
+             "decision": (v.decision or {}).get("reasons")} for v in rows])
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    _print(registry.get_version(_storage(args), args.model, args.version))
+    _print(registry.get_version(_storage(args), args.model, args.version).to_json())
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    _print([{k: r.get(k) for k in ("run_id", "status", "created", "version", "error")} for r in runs.list_runs(_storage(args), args.model)])
+    _print([{"run_id": r.run_id, "status": r.status, "created": r.created, "version": r.version, "error": r.error}
+            for r in runs.list_runs(_storage(args), args.model)])
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    _print(runs.get(_storage(args), args.model, args.run_id))
+    _print(runs.get(_storage(args), args.model, args.run_id).to_json())
 
 
 def cmd_approve(args: argparse.Namespace) -> None:
-    _print(pipeline.approve(_storage(args), args.model, args.version, by=args.by))
+    _print(releases.approve(_context(args), args.model, args.version, by=args.by).to_json())
 
 
 def cmd_reject(args: argparse.Namespace) -> None:
-    _print(pipeline.reject(_storage(args), args.model, args.version, by=args.by, reason=args.reason))
+    _print(releases.reject(_context(args), args.model, args.version, by=args.by, reason=args.reason))
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
-    flip = registry.rollback(_storage(args), args.model)
-    _print({"champion": flip.champion, "previous": flip.previous})
+    body = {k: v for k, v in (("from", args.from_version), ("to", args.to)) if v is not None}
+    _print(releases.rollback(_context(args), args.model, body, by=args.by).to_json())
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
     run_id = runs.new_run_id()
-    runs.record(_storage(args), args.model, run_id, "received", detail=args.reason)
-    _storage(args).enqueue(paths.RETRAIN_QUEUE, RetrainRequest(model=args.model, reason=args.reason, run_id=run_id).to_payload())
+    runs.record(_storage(args), SYSTEM_CLOCK, args.model, run_id, RunStatus.RECEIVED, detail=args.reason)
+    request = RetrainRequest(model=args.model, reason=args.reason, run_id=run_id)
+    _storage(args).enqueue(paths.RETRAIN_QUEUE, request.to_payload())
     _print({"run_id": run_id, "queued": paths.RETRAIN_QUEUE})
 
 
@@ -119,8 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "show a run's timeline", model, ("run_id", {}))
     add("approve", cmd_approve, "approve a version pending approval", model, version, by)
     add("reject", cmd_reject, "reject a version pending approval", model, version, by, ("--reason", {"default": ""}))
-    add("rollback", cmd_rollback, "make the previous champion the champion again", model)
-    add("retrain", cmd_retrain, "retrain on the current data", model, ("--reason", {"default": "retrain requested via cli"}))
+    add("rollback", cmd_rollback, "make a former champion the champion again", model, by,
+        ("--from", {"dest": "from_version", "type": int, "help": "only if the champion is still this version"}),
+        ("--to", {"type": int, "help": "target version (default: the champion before the current one)"}))
+    add("retrain", cmd_retrain, "retrain on the current data", model,
+        ("--reason", {"default": "retrain requested via cli"}))
     return parser
 
 

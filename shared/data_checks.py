@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from shared.errors import DataRejected
 from shared.spec import TrainingSpec
-from shared.training import CATEGORICAL_MISSING, category_strings, target_array
+from shared.training import CATEGORICAL_MISSING, category_strings, prepared_frame
 
 MAX_EXAMPLES = 5
 
@@ -48,12 +48,17 @@ class RejectionReport:
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Canonical dataset: features in spec order then target, normalised dtypes."""
+    """Canonical dataset (features in spec order then target) and the source columns outside the spec.
+
+    data_hash covers frame only, so adding or changing extra columns never changes it.
+    """
 
     frame: pd.DataFrame
     parquet_bytes: bytes
     data_hash: str
     rows: int
+    extra: pd.DataFrame  # source columns outside the spec, as loaded, row-aligned with frame
+    extra_parquet_bytes: bytes | None  # None when there are no extra columns
 
 
 def load_dataset(data: bytes, filename: str) -> pd.DataFrame:
@@ -107,6 +112,16 @@ def check_dataset(df: pd.DataFrame, spec: TrainingSpec) -> RejectionReport | Non
         if column not in df.columns:
             problems.append(Problem(column, "missing_column",
                                     f"column={column} is required by the spec but absent"))
+    problems.extend(_feature_problems(df, spec))
+    if spec.target in df.columns:
+        problems.extend(_target_problems(df[spec.target], spec))
+    if not problems:
+        return None
+    return RejectionReport(rows=rows, columns=[str(c) for c in df.columns], problems=problems)
+
+
+def _feature_problems(df: pd.DataFrame, spec: TrainingSpec) -> list[Problem]:
+    problems: list[Problem] = []
     for feat in spec.features:
         if feat.name not in df.columns:
             continue
@@ -115,11 +130,7 @@ def check_dataset(df: pd.DataFrame, spec: TrainingSpec) -> RejectionReport | Non
             problems.extend(_numeric_problems(df[feat.name], feat.min, feat.max))
         else:
             problems.extend(_category_problems(df[feat.name], feat.allowed))
-    if spec.target in df.columns:
-        problems.extend(_target_problems(df[spec.target], spec))
-    if not problems:
-        return None
-    return RejectionReport(rows=rows, columns=[str(c) for c in df.columns], problems=problems)
+    return problems
 
 
 def _null_problems(column: pd.Series, limit: float) -> list[Problem]:
@@ -203,7 +214,7 @@ def _examples(values: pd.Series) -> list[Any]:
 
 
 def prepare(df: pd.DataFrame, spec: TrainingSpec) -> PreparedData:
-    """Canonical frame (features then target), deterministic Parquet bytes and data hash.
+    """Canonical frame (features then target), Parquet bytes, data hash, and the source columns outside the spec.
 
     Raises:
         DataRejected: the dataset fails check_dataset; details is the RejectionReport.
@@ -214,20 +225,26 @@ def prepare(df: pd.DataFrame, spec: TrainingSpec) -> PreparedData:
         raise DataRejected(
             f"dataset rejected for model={spec.name}: {len(report.problems)} problem(s), first: "
             f"{first.message}; see details and fix the data", details=report.to_dict())
-    columns: dict[str, Any] = {}
-    for feat in spec.features:
-        if feat.kind == "numeric":
-            columns[feat.name] = pd.to_numeric(df[feat.name]).to_numpy(np.float64)
-        else:
-            columns[feat.name] = pd.Series(category_strings(df[feat.name]), dtype=object)
-    columns[spec.target] = target_array(df, spec)
-    frame = pd.DataFrame(columns)
-    for feat in spec.features:  # pandas may infer a str dtype; we promise object + None
-        if feat.kind == "categorical":
-            frame[feat.name] = pd.Series(category_strings(df[feat.name]), dtype=object)
+    frame = prepared_frame(df, spec)
     table = _arrow_table(frame, spec)
-    return PreparedData(frame=frame, parquet_bytes=_parquet_bytes(table),
-                        data_hash=_data_hash(table), rows=len(frame))
+    used = {*spec.feature_names, spec.target}
+    extra = df[[c for c in df.columns if c not in used]].reset_index(drop=True)
+    return PreparedData(frame=frame, parquet_bytes=_parquet_bytes(table), data_hash=_data_hash(table),
+                        rows=len(frame), extra=extra, extra_parquet_bytes=_extra_parquet(extra))
+
+
+def _extra_parquet(extra: pd.DataFrame) -> bytes | None:
+    """Deterministic Parquet of the extra columns; a column Arrow cannot type is stored as strings."""
+    if extra.columns.empty:
+        return None
+    arrays = []
+    for name in extra.columns:
+        try:
+            arrays.append(pa.array(extra[name], from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            # e.g. JSONL with numbers and strings in one column: keep every value, as text.
+            arrays.append(pa.array(category_strings(extra[name]), type=pa.string()))
+    return _parquet_bytes(pa.Table.from_arrays(arrays, names=[str(c) for c in extra.columns]))
 
 
 def _arrow_table(frame: pd.DataFrame, spec: TrainingSpec) -> pa.Table:

@@ -92,3 +92,26 @@ class InProgress(PipelineError):
 
     status = 409
     code = "IN_PROGRESS"
+
+
+class ModelRejected(PipelineError):
+    """Training or export failed in a way every retry would repeat; change the data or the spec.
+
+    details holds a report shaped like a data rejection report ({"status", "stage", "problems"}).
+    """
+
+    status = 422
+    code = "MODEL_REJECTED"
+
+
+class IllegalTransition(Conflict):
+    """A lifecycle move the state machine does not allow (e.g. approving a rejected version)."""
+
+    code = "ILLEGAL_TRANSITION"
+
+
+class ArtifactCorrupt(PipelineError):
+    """A stored artifact is missing or fails its recorded sha256: it was changed after registration."""
+
+    status = 409
+    code = "ARTIFACT_CORRUPT"

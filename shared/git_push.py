@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 
-from shared import idempotency, paths, registry, runs
-from shared.errors import InvalidSpec, NotFound
+from shared import paths, registry, runs
+from shared.clock import SYSTEM_CLOCK
+from shared.errors import InProgress, InvalidSpec, NotFound
 from shared.git_source import SpecSource, source_from_settings, spec_paths
+from shared.lifecycle.claims import Busy, ClaimStore, Done
+from shared.lifecycle.records import RunStatus
 from shared.messages import GitOrigin, RetrainRequest
 from shared.settings import Settings
 from shared.spec import parse_spec
-from shared.storage import AzureStorage
+from shared.storage import Storage
 from shared.webhooks import PushEvent
 
 log = logging.getLogger("mlops.git_push")
@@ -42,26 +46,32 @@ def _model_name_of(raw: bytes, path: str) -> str:
     return PurePosixPath(path).stem
 
 
-def handle_push(storage: AzureStorage, settings: Settings, event: PushEvent, source: SpecSource) -> dict[str, Any]:
+def handle_push(storage: Storage, settings: Settings, event: PushEvent, source: SpecSource) -> dict[str, Any]:
     """Validate and store each touched spec at the pushed commit and request its training.
 
     A redelivered webhook (same delivery id) is acknowledged and starts nothing new.
     """
     key = f"{event.provider}-{event.delivery_id or event.commit}"
-    claim = idempotency.claim(storage, "delivery", key)
-    if not claim.acquired:
-        return {"status": "duplicate", "detail": f"delivery {event.delivery_id} was handled before", **(claim.result or {})}
+    claims = ClaimStore(storage, SYSTEM_CLOCK)
+    got = claims.acquire("delivery", key, owner=uuid.uuid4().hex)
+    if isinstance(got, Busy):
+        raise InProgress(f"delivery (provider={event.provider}, id={event.delivery_id}) is being handled "
+                         "right now; nothing to do")
+    if isinstance(got, Done):
+        detail = f"delivery {event.delivery_id} was handled before"
+        return {"status": "duplicate", "detail": detail, **(got.claim.result or {})}
     try:
-        results = [_handle_spec(storage, event, source, path) for path in spec_paths(source, event, settings.git_specs_folder)]
-    except Exception:
-        idempotency.release(storage, "delivery", key)
+        spec_files = spec_paths(source, event, settings.git_specs_folder)
+        results = [_handle_spec(storage, event, source, path) for path in spec_files]
+    except Exception as exc:
+        claims.release(got, f"{type(exc).__name__}: {exc}")
         raise
     outcome = {"status": "accepted", "commit": event.commit, "specs": results}
-    idempotency.complete(storage, "delivery", key, {"specs": results, "commit": event.commit})
+    claims.complete(got, {"specs": results, "commit": event.commit})
     return outcome
 
 
-def _handle_spec(storage: AzureStorage, event: PushEvent, source: SpecSource, path: str) -> dict[str, Any]:
+def _handle_spec(storage: Storage, event: PushEvent, source: SpecSource, path: str) -> dict[str, Any]:
     origin = GitOrigin(provider=event.provider, repository=event.repository, ref=event.ref, commit=event.commit,
                        delivery_id=event.delivery_id, pusher=event.pusher, path=path)
     raw = source.read_file(path, event.commit)
@@ -70,7 +80,8 @@ def _handle_spec(storage: AzureStorage, event: PushEvent, source: SpecSource, pa
     except InvalidSpec as exc:
         model = _model_name_of(raw, path)
         run_id = runs.run_id_for("git", event.provider, event.delivery_id or event.commit, path)
-        runs.record(storage, model, run_id, "rejected", detail=f"spec {path} at {event.commit[:12]} is invalid: {exc.message}",
+        runs.record(storage, SYSTEM_CLOCK, model, run_id, RunStatus.REJECTED,
+                    detail=f"spec {path} at {event.commit[:12]} is invalid: {exc.message}",
                     git=origin.to_payload(), validation_errors=exc.details)
         log.warning("git push: spec %s at %s rejected: %s", path, event.commit[:12], exc.message)
         return {"path": path, "model": model, "status": "rejected", "run_id": run_id, "errors": exc.details}
@@ -79,10 +90,10 @@ def _handle_spec(storage: AzureStorage, event: PushEvent, source: SpecSource, pa
     try:
         storage.read_json(paths.MLOPS, paths.current_data(spec.name))
     except NotFound:
-        runs.record(storage, spec.name, run_id, "received", git=origin.to_payload(), spec_hash=digest,
-                    detail="spec stored; no data yet: training starts when a dataset is dropped")
+        runs.record(storage, SYSTEM_CLOCK, spec.name, run_id, RunStatus.WAITING_FOR_DATA, git=origin.to_payload(),
+                    spec_hash=digest, detail="spec stored; no data yet: training starts when a dataset is dropped")
         return {"path": path, "model": spec.name, "status": "waiting_for_data", "run_id": run_id, "spec_hash": digest}
-    runs.record(storage, spec.name, run_id, "received", git=origin.to_payload(), spec_hash=digest,
+    runs.record(storage, SYSTEM_CLOCK, spec.name, run_id, RunStatus.RECEIVED, git=origin.to_payload(), spec_hash=digest,
                 detail=f"spec {path} changed at {event.commit[:12]}")
     request = RetrainRequest(model=spec.name, reason=f"git push {event.commit[:12]} to {event.ref}", run_id=run_id,
                              git=origin, spec_hash=digest)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import azure.functions as func
 
@@ -40,7 +41,8 @@ def handles_errors(handler: Handler) -> Handler:
             return error_response(exc)
         except Exception:
             logging.exception("%s: unexpected error", handler.__name__)
-            return json_response({"error_code": "INTERNAL_ERROR", "message": "internal error; see the function logs"}, 500)
+            body = {"error_code": "INTERNAL_ERROR", "message": "internal error; see the function logs"}
+            return json_response(body, 500)
 
     return wrapper
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Type, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -42,6 +43,8 @@ class TrainRequest(Message):
     source_blob: str | None = None
     git: GitOrigin | None = None
     reason: str = "data drop"
+    received_at: datetime | None = None  # when the drop arrived: orders current-data pointer moves
+    deferrals: int = 0  # times this delivery waited for a duplicate that was still running
 
 
 class StageRequest(Message):
@@ -50,6 +53,7 @@ class StageRequest(Message):
     run_id: str
     model: str
     version: int
+    deferrals: int = 0
 
 
 class RetrainRequest(Message):
@@ -62,7 +66,7 @@ class RetrainRequest(Message):
     spec_hash: str | None = None  # a push pins the spec at its commit; None = the current spec
 
 
-def parse_message(kind: Type[M], body: bytes | str) -> M:
+def parse_message(kind: type[M], body: bytes | str) -> M:
     """Decode a queue message body into its typed view. Raises BadRequest naming the fields."""
     try:
         data = json.loads(body)

@@ -43,9 +43,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
-from shared.errors import PipelineError
+from shared.errors import ModelRejected, PipelineError
 from shared.spec import TrainingSpec, spec_hash
-from shared.training import CATEGORICAL_MISSING, feature_frame, single_threaded
+from shared.training import CATEGORICAL_MISSING, feature_frame, model_rejected, single_threaded
 
 SIGNATURE_KEY = "mlops.signature"
 SPEC_HASH_KEY = "mlops.spec_hash"
@@ -87,7 +87,8 @@ def export_onnx(pipeline: Pipeline, spec: TrainingSpec, sample_df: pd.DataFrame)
     """Convert the fitted pipeline, embed the signature, and smoke-run it on sample_df.
 
     Raises:
-        PipelineError: conversion failed or the graph does not run on sample_df.
+        ModelRejected: skl2onnx refused the pipeline or the graph does not run on sample_df (stage
+            "export", check "onnx_conversion"); every retry would fail the same way.
     """
     initial_types = [
         (f.name, DoubleTensorType([None, 1]) if f.kind == "numeric"
@@ -105,10 +106,10 @@ def export_onnx(pipeline: Pipeline, spec: TrainingSpec, sample_df: pd.DataFrame)
                 HistGradientBoostingRegressor: _convert_hist_regressor,
             },
         )
-    except Exception as exc:
-        raise PipelineError(
-            f"ONNX conversion failed (model={spec.name}, estimator={spec.estimator.type}): "
-            f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # skl2onnx raises RuntimeError, TypeError, NotImplementedError, ...
+        raise _export_rejected(spec, sample_df, f"skl2onnx cannot convert the pipeline "
+                               f"(estimator={spec.estimator.type}): {type(exc).__name__}: {exc}; "
+                               "use an allow-listed estimator or report the converter error") from exc
     classes = list(getattr(estimator, "classes_", [])) if spec.task == "classification" else None
     signature = build_signature(spec, classes)
     onnx.helper.set_model_props(model, {SIGNATURE_KEY: json.dumps(signature, sort_keys=True),
@@ -267,11 +268,18 @@ def _smoke_run(onnx_bytes: bytes, sample_df: pd.DataFrame, spec: TrainingSpec) -
         names = [o.name for o in session.get_outputs()]
         expected = ["label", "probabilities"] if spec.task == "classification" else ["variable"]
         if names != expected:
-            raise ValueError(f"outputs={names}, expected {expected}")
+            raise ValueError(f"outputs={names}, expected {expected} for task={spec.task}")
         run_onnx(session, sample_df.head(5), spec)
-    except Exception as exc:
-        raise PipelineError(f"exported ONNX does not run (model={spec.name}): "
-                            f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
+        raise _export_rejected(spec, sample_df, f"the converted ONNX graph does not run on the sample "
+                               f"rows: {type(exc).__name__}: {exc}; check that the pipeline was "
+                               "trained with this spec") from exc
+
+
+def _export_rejected(spec: TrainingSpec, sample_df: pd.DataFrame, message: str) -> ModelRejected:
+    return model_rejected("export", f"model={spec.name}, estimator={spec.estimator.type}", len(sample_df),
+                          [str(c) for c in sample_df.columns],
+                          [{"column": None, "check": "onnx_conversion", "message": message, "count": None}])
 
 
 def _convert_imputer(scope: Any, operator: Any, container: Any) -> None:

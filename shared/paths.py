@@ -41,6 +41,16 @@ def prepared_profile(model: str, data_hash: str) -> str:
     return f"prepared/{model}/{data_hash}/profile.json"
 
 
+def prepared_extra(model: str, data_hash: str) -> str:
+    """Source columns the spec does not use, row-aligned: lets a champion with other features be scored."""
+    return f"prepared/{model}/{data_hash}/extra.parquet"
+
+
+def drop_pointer(blob_path: str) -> str:
+    """The run of the latest version of a dropped file (<model>/<file>)."""
+    return f"drops/{blob_path}.json"
+
+
 def current_data(model: str) -> str:
     """Pointer to the latest accepted dataset of a model (what a retrain uses)."""
     return f"models/{model}/current-data.json"
@@ -81,6 +91,15 @@ def runs_prefix(model: str) -> str:
 
 def idempotency_marker(stage: str, key: str) -> str:
     return f"idempotency/{stage}/{key}.json"
+
+
+def open_claim(stage: str, key: str) -> str:
+    """Pointer to an in-progress claim; the sweeper lists these instead of every claim ever made."""
+    return f"claims-open/{stage}/{key}.json"
+
+
+def open_claims_prefix() -> str:
+    return "claims-open/"
 
 
 def delivery_marker(provider: str, delivery_id: str) -> str:

@@ -1,99 +1,117 @@
 """The training pipeline's stages over storage: prepare -> train -> export -> validate -> promote.
 
-Each stage is idempotent (every trigger may fire twice) and records what it did in the run
-history; the functions/ adapters only decode the trigger and call one function here.
+prepare runs on the blob trigger (its run id is derived from the blob and its ETag); train,
+export and validate are Stages run by lifecycle.stages.run_stage, which owns the claim, the
+lease and the error policy. Each `work` is resumable: after a crash it finds what is already
+done (the version noted on its claim, the version's status) and continues from there, then
+sends the next stage's message before its claim completes, so nothing is left half-done.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
-import pandas as pd
-
-from shared import idempotency, paths, registry, runs
-from shared.clock import iso_now
-from shared.data_checks import check_dataset, load_dataset, prepare
-from shared.errors import Conflict, DataRejected, NotFound
+from shared import paths, registry, runs
+from shared.errors import ArtifactCorrupt, DataRejected, ModelRejected, NotFound
+from shared.lifecycle.claims import Held
+from shared.lifecycle.records import SETTLED_VERSION, AliasAction, Artifact, ModelVersion, RunStatus, VersionStatus
+from shared.lifecycle.stages import Context
 from shared.messages import RetrainRequest, StageRequest, TrainRequest
-from shared.onnx_export import ParityReport, export_onnx, measure_latency, onnx_facts, parity_check, run_onnx
-from shared.profile import profile_dataset
-from shared.settings import Settings
-from shared.spec import TrainingSpec
-from shared.storage import AzureStorage
-from shared.training import (
-    compute_metrics, library_versions, pipeline_from_bytes, pipeline_to_bytes, target_array, train,
-)
-from shared.validation import decide
+from shared.registry import ChampionMoved
+from shared.validation import Decision, decide
 
 log = logging.getLogger("mlops.pipeline")
-
-PROMOTION_ATTEMPTS = 5
+V = VersionStatus
+OUTCOME_STATUS = {"promote": V.PROMOTED, "reject": V.REJECTED, "pending_approval": V.PENDING_APPROVAL}
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _parquet(data: bytes) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(data))
-
-
-def _to_parquet(df: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
+def _write_artifact(ctx: Context, model: str, version: int, stem: str, suffix: str, data: bytes) -> Artifact:
+    # Content-addressed names: a late writer (a worker whose lease was taken over) can never
+    # overwrite the bytes another record's sha256 vouches for.
+    digest = _sha256(data)
+    path = paths.artifact(model, version, f"{stem}-{digest[:16]}.{suffix}")
+    ctx.storage.write(paths.MLOPS, path, data)
+    return Artifact(path=path, sha256=digest)
 
 
 # -- 1. prepare ---------------------------------------------------------------------------------
 
 
-def prepare_drop(storage: AzureStorage, blob_path: str, data: bytes, etag: str) -> dict[str, Any]:
-    """Validate a dropped dataset; reject with a report or store it prepared and request training.
+def prepare_drop(ctx: Context, blob_path: str, data: bytes, etag: str) -> dict[str, Any]:
+    """Validate a dropped dataset; reject it with a report or store it prepared and request training.
 
     `blob_path` is `<model>/<file>` inside the datasets container; the original is never touched.
     """
+    from shared.data_checks import check_dataset, load_dataset, prepare
+    from shared.profile import profile_dataset
+
+    storage = ctx.storage
     model, _, name = blob_path.partition("/")
     run_id = runs.run_id_for("drop", blob_path, etag)
-    runs.record(storage, model, run_id, "received", source_blob=f"{paths.DATASETS}/{blob_path}", source_etag=etag)
+    source = f"{paths.DATASETS}/{blob_path}"
+    _close_replaced_drop(ctx, model, blob_path, run_id)
+    run = runs.record(storage, ctx.clock, model, run_id, RunStatus.RECEIVED, source_blob=source, source_etag=etag)
     try:
         spec, digest = registry.current_spec(storage, model)
     except NotFound as exc:
-        return _reject_data(storage, model, run_id, blob_path, {
+        return _reject_drop(ctx, model, run_id, blob_path, {
             "status": "rejected", "rows": None, "columns": [],
-            "problems": [{"column": None, "check": "spec", "message": exc.message, "count": None}],
-        })
+            "problems": [{"column": None, "check": "spec", "message": exc.message, "count": None}]})
     try:
         df = load_dataset(data, name)
+        report = check_dataset(df, spec)
+        if report is not None:
+            return _reject_drop(ctx, model, run_id, blob_path, report.to_dict())
+        prepared = prepare(df, spec)
     except DataRejected as exc:
-        return _reject_data(storage, model, run_id, blob_path, exc.details or {"problems": [{"message": exc.message}]})
-    report = check_dataset(df, spec)
-    if report is not None:
-        return _reject_data(storage, model, run_id, blob_path, report.to_dict() if hasattr(report, "to_dict") else report)
-
-    prepared = prepare(df, spec)
+        details = exc.details if isinstance(exc.details, dict) else {"problems": [{"message": exc.message}]}
+        return _reject_drop(ctx, model, run_id, blob_path, details)
     if not storage.exists(paths.MLOPS, paths.prepared_data(model, prepared.data_hash)):
+        if prepared.extra_parquet_bytes is not None:
+            storage.write(paths.MLOPS, paths.prepared_extra(model, prepared.data_hash), prepared.extra_parquet_bytes)
+        storage.write_json(paths.MLOPS, paths.prepared_profile(model, prepared.data_hash),
+                           profile_dataset(prepared.frame, spec))
+        # the data blob last: its existence says the whole prepared set is there
         storage.write(paths.MLOPS, paths.prepared_data(model, prepared.data_hash), prepared.parquet_bytes)
-        storage.write_json(paths.MLOPS, paths.prepared_profile(model, prepared.data_hash), profile_dataset(prepared.frame, spec))
-    else:
-        log.info("prepare: data (model=%s, data_hash=%s) was prepared before; training will deduplicate", model, prepared.data_hash[:12])
-    source = f"{paths.DATASETS}/{blob_path}"
-    storage.write_json(paths.MLOPS, paths.current_data(model), {
-        "data_hash": prepared.data_hash, "source_blob": source, "source_etag": etag, "at": iso_now(),
-    })
-    request = TrainRequest(run_id=run_id, model=model, data_hash=prepared.data_hash, spec_hash=digest, source_blob=source)
+    request = TrainRequest(run_id=run_id, model=model, data_hash=prepared.data_hash, spec_hash=digest,
+                           source_blob=source, received_at=run.created)
     storage.enqueue(paths.TRAIN_QUEUE, request.to_payload())
-    runs.record(storage, model, run_id, "prepared", data_hash=prepared.data_hash, spec_hash=digest, rows=len(prepared.frame))
+    runs.record(storage, ctx.clock, model, run_id, RunStatus.PREPARED, data_hash=prepared.data_hash,
+                spec_hash=digest, rows=prepared.rows)
     return {"outcome": "prepared", "run_id": run_id, "data_hash": prepared.data_hash}
 
 
-def _reject_data(storage: AzureStorage, model: str, run_id: str, blob_path: str, report: dict[str, Any]) -> dict[str, Any]:
-    report = {**report, "source_blob": f"{paths.DATASETS}/{blob_path}", "run_id": run_id, "at": iso_now()}
-    storage.write_json(paths.REJECTED, paths.rejection_report(blob_path), report)
+def _close_replaced_drop(ctx: Context, model: str, blob_path: str, run_id: str) -> None:
+    """A file overwritten before its earlier version was prepared: that version's run ends here."""
+    pointer = paths.drop_pointer(blob_path)
+    try:
+        earlier = ctx.storage.read_json(paths.MLOPS, pointer)[0].get("run_id")
+    except NotFound:
+        earlier = None
+    if earlier and earlier != run_id:
+        try:
+            if runs.get(ctx.storage, model, earlier).status == RunStatus.RECEIVED:
+                why = f"{paths.DATASETS}/{blob_path} was replaced before this version was prepared; see run {run_id}"
+                runs.record(ctx.storage, ctx.clock, model, earlier, RunStatus.FAILED, detail=why, error=why)
+        except NotFound:
+            pass  # the earlier delivery died before recording its run
+    ctx.storage.write_json(paths.MLOPS, pointer, {"run_id": run_id, "at": ctx.clock.now().isoformat()})
+
+
+def _reject_drop(ctx: Context, model: str, run_id: str, blob_path: str, report: dict[str, Any]) -> dict[str, Any]:
+    report = {**report, "source_blob": f"{paths.DATASETS}/{blob_path}", "run_id": run_id,
+              "at": ctx.clock.now().isoformat()}
+    ctx.storage.write_json(paths.REJECTED, paths.rejection_report(blob_path), report)
     problems = report.get("problems") or []
     summary = "; ".join(str(p.get("message")) for p in problems[:5])
-    runs.record(storage, model, run_id, "rejected", detail=f"data rejected: {summary}",
+    runs.record(ctx.storage, ctx.clock, model, run_id, RunStatus.REJECTED, detail=f"data rejected: {summary}",
+                error=f"data rejected: {summary}",
                 rejection_report=f"{paths.REJECTED}/{paths.rejection_report(blob_path)}")
     log.warning("prepare: rejected %s/%s: %s", paths.DATASETS, blob_path, summary)
     return {"outcome": "rejected", "run_id": run_id, "problems": problems}
@@ -102,211 +120,345 @@ def _reject_data(storage: AzureStorage, model: str, run_id: str, blob_path: str,
 # -- retrain ------------------------------------------------------------------------------------
 
 
-def request_retrain(storage: AzureStorage, request: RetrainRequest) -> TrainRequest:
+def request_retrain(ctx: Context, request: RetrainRequest) -> dict[str, Any]:
     """Turn a retrain request into a training request on the model's current data and spec."""
+    storage = ctx.storage
+    run_id = request.run_id or runs.new_run_id()
     try:
         current, _ = storage.read_json(paths.MLOPS, paths.current_data(request.model))
-    except NotFound:
-        raise NotFound(f"model (name={request.model}) has no accepted data yet; drop a dataset first") from None
-    digest = request.spec_hash or registry.current_spec(storage, request.model)[1]
-    run_id = request.run_id or runs.new_run_id()
+        digest = request.spec_hash or registry.current_spec(storage, request.model)[1]
+    except NotFound as exc:
+        why = f"cannot retrain model (name={request.model}): {exc.message}; drop a dataset first"
+        runs.record(storage, ctx.clock, request.model, run_id, RunStatus.REJECTED, detail=why, error=why)
+        return {"outcome": "rejected", "run_id": run_id, "reason": why}
     train_request = TrainRequest(
         run_id=run_id, model=request.model, data_hash=current["data_hash"], spec_hash=digest,
         source_blob=current.get("source_blob"), git=request.git, reason=request.reason,
     )
-    runs.record(storage, request.model, run_id, "queued", detail=f"{request.reason}: training on data {current['data_hash'][:12]}",
+    runs.record(storage, ctx.clock, request.model, run_id, RunStatus.QUEUED,
+                detail=f"{request.reason}: training on data {current['data_hash'][:12]}",
                 source_blob=current.get("source_blob"))
     storage.enqueue(paths.TRAIN_QUEUE, train_request.to_payload())
-    return train_request
+    return {"outcome": "queued", "run_id": run_id}
 
 
 # -- 2. train -----------------------------------------------------------------------------------
 
 
-def train_candidate(storage: AzureStorage, request: TrainRequest) -> dict[str, Any]:
-    """Train once per (data hash, spec hash); store the candidate as a new version."""
-    model = request.model
-    key = f"{model}-{request.data_hash[:20]}-{request.spec_hash[:20]}"
-    claim = idempotency.claim(storage, "train", key)
-    if not claim.acquired:
-        result = claim.result or {}
-        detail = (f"same data (hash={request.data_hash[:12]}) and spec (hash={request.spec_hash[:12]}) "
-                  f"already trained as version {result.get('version')} by run {result.get('run_id')}; nothing to do")
-        if result.get("run_id") != request.run_id:
-            runs.record(storage, model, request.run_id, "duplicate", detail=detail, version=result.get("version"))
-        log.info("train: %s", detail)
-        return {"outcome": "duplicate", **result}
-    try:
+class TrainStage:
+    """Fit once per (model, data hash, spec hash) and store the candidate as a new version."""
+
+    name = "train"
+    queue = paths.TRAIN_QUEUE
+    message = TrainRequest
+
+    def key(self, request: TrainRequest) -> str:
+        return f"{request.model}-{request.data_hash[:20]}-{request.spec_hash[:20]}"
+
+    def run_of(self, request: TrainRequest) -> tuple[str, str]:
+        return request.model, request.run_id
+
+    def work(self, ctx: Context, request: TrainRequest, held: Held) -> dict[str, Any]:
+        record = self._noted_version(ctx, request, held)
+        if record is None or record.status == V.TRAINING:
+            record = self._fit(ctx, request, held, record)
+        if record.status not in SETTLED_VERSION:
+            self._move_current_data(ctx, request)
+            ctx.storage.enqueue(paths.EXPORT_QUEUE, StageRequest(
+                run_id=record.run_id or request.run_id, model=request.model, version=record.version).to_payload())
+        log.info("train: model=%s version=%s %s", request.model, record.version, record.status)
+        return {"outcome": "trained", "version": record.version, "run_id": record.run_id}
+
+    def _fit(self, ctx: Context, request: TrainRequest, held: Held, record: ModelVersion | None) -> ModelVersion:
+        storage, ml, model = ctx.storage, ctx.learner(), request.model
         spec = registry.spec_at(storage, model, request.spec_hash)
-        frame = _parquet(storage.read(paths.MLOPS, paths.prepared_data(model, request.data_hash)).data)
-        result = train(frame, spec)
-        version = (claim.notes or {}).get("version")
-        if version is None:
-            version = registry.allocate_version(storage, model, {"status": "training", "run_id": request.run_id})
-            idempotency.note(storage, "train", key, version=version)
-        pipeline_blob = pipeline_to_bytes(result.pipeline)
-        holdout_blob = _to_parquet(result.holdout)
+        frame = ml.read_frame(storage.read(paths.MLOPS, paths.prepared_data(model, request.data_hash)).data)
+        extra = None
+        if storage.exists(paths.MLOPS, paths.prepared_extra(model, request.data_hash)):
+            extra = ml.read_frame(storage.read(paths.MLOPS, paths.prepared_extra(model, request.data_hash)).data)
+        result = ml.fit(frame, spec, extra)
+        record = record or self._allocate(ctx, request, held)
         artifacts = {
-            "pipeline": {"path": paths.artifact(model, version, "pipeline.joblib"), "sha256": _sha256(pipeline_blob)},
-            "holdout": {"path": paths.artifact(model, version, "holdout.parquet"), "sha256": _sha256(holdout_blob)},
+            "pipeline": _write_artifact(ctx, model, record.version, "pipeline", "joblib",
+                                        ml.pipeline_bytes(result.pipeline)),
+            "holdout": _write_artifact(ctx, model, record.version, "holdout", "parquet",
+                                       ml.frame_bytes(result.holdout)),
         }
-        storage.write(paths.MLOPS, artifacts["pipeline"]["path"], pipeline_blob)
-        storage.write(paths.MLOPS, artifacts["holdout"]["path"], holdout_blob)
         lineage = {
             "source_blob": request.source_blob, "data_hash": request.data_hash, "spec_hash": request.spec_hash,
             "git": request.git.to_payload() if request.git else None, "seed": spec.split.seed,
-            "estimator": spec.estimator.type, "libraries": library_versions(), "reason": request.reason,
+            "estimator": spec.estimator.type, "libraries": ml.library_versions(), "reason": request.reason,
             "train_rows": result.train_rows, "holdout_rows": result.holdout_rows,
         }
-        registry.update_version(storage, model, version, lambda r: {
-            **r, "status": "trained", "run_id": request.run_id, "lineage": lineage, "task": spec.task,
-            "classes": result.classes,
-            "metrics": {"sklearn_holdout": result.metrics}, "fit_seconds": result.fit_seconds,
-            "artifacts": artifacts, "trained_at": iso_now(),
-        })
-        idempotency.complete(storage, "train", key, {"version": version, "run_id": request.run_id})
-    except Exception:
-        idempotency.release(storage, "train", key)
-        raise
-    storage.enqueue(paths.EXPORT_QUEUE, StageRequest(run_id=request.run_id, model=model, version=version).to_payload())
-    runs.record(storage, model, request.run_id, "trained", version=version, fit_seconds=result.fit_seconds)
-    log.info("train: model=%s version=%s fit=%.2fs metrics=%s", model, version, result.fit_seconds, result.metrics)
-    return {"outcome": "trained", "version": version, "fit_seconds": result.fit_seconds}
+        return registry.transition(
+            storage, ctx.clock, model, record.version, V.TRAINED, reason=f"fit in {result.fit_seconds:.2f}s",
+            lineage=lineage, task=spec.task, classes=result.classes, fit_seconds=result.fit_seconds,
+            metrics={"sklearn_holdout": result.metrics}, artifacts=artifacts, trained_at=ctx.clock.now())
 
+    @staticmethod
+    def _version_key(request: TrainRequest) -> str:
+        return f"{request.data_hash}/{request.spec_hash}"
 
-# -- 3. export ----------------------------------------------------------------------------------
-
-
-def export_candidate(storage: AzureStorage, settings: Settings, request: StageRequest) -> dict[str, Any]:
-    """Convert a candidate to ONNX and gate it on parity with the sklearn pipeline."""
-    model, version = request.model, request.version
-    record = registry.get_version(storage, model, version)
-    if record.get("onnx") or record.get("status") not in ("trained",):
-        log.info("export: model=%s version=%s already %s; passing on", model, version, record.get("status"))
-        if record.get("onnx") and record.get("status") == "exported":
-            storage.enqueue(paths.VALIDATE_QUEUE, request.to_payload())
-        return {"outcome": "duplicate", "status": record.get("status")}
-    spec = registry.spec_at(storage, model, record["lineage"]["spec_hash"])
-    pipeline = pipeline_from_bytes(storage.read(paths.MLOPS, record["artifacts"]["pipeline"]["path"]).data)
-    holdout = _parquet(storage.read(paths.MLOPS, record["artifacts"]["holdout"]["path"]).data)
-    onnx_bytes = export_onnx(pipeline, spec, holdout.head(5))
-    parity = parity_check(
-        pipeline, onnx_bytes, holdout, spec,
-        max_abs_diff=settings.parity_max_abs_diff, min_label_agreement=settings.parity_min_label_agreement,
-    )
-    parity_doc = parity.to_dict()
-    if not parity.passed:
-        reasons = [f"rejected: ONNX parity gate failed: {r}" for r in parity.reasons]
-        registry.update_version(storage, model, version, lambda r: {
-            **r, "status": "rejected", "parity": parity_doc, "decision": {"outcome": "reject", "reasons": reasons},
-        })
-        runs.record(storage, model, request.run_id, "rejected", detail="; ".join(reasons), version=version)
-        return {"outcome": "rejected", "reasons": reasons}
-    facts = onnx_facts(onnx_bytes)
-    onnx_path = paths.artifact(model, version, "model.onnx")
-    storage.write(paths.MLOPS, onnx_path, onnx_bytes)
-    registry.update_version(storage, model, version, lambda r: {
-        **r, "status": "exported", "parity": parity_doc, "exported_at": iso_now(),
-        "onnx": {**facts, "path": onnx_path},
-        "artifacts": {**r["artifacts"], "onnx": {"path": onnx_path, "sha256": facts["sha256"]}},
-    })
-    storage.enqueue(paths.VALIDATE_QUEUE, request.to_payload())
-    runs.record(storage, model, request.run_id, "exported", version=version, parity=parity_doc)
-    return {"outcome": "exported", "parity": parity_doc, "onnx": facts}
-
-
-# -- 4. validate and 5. promote -----------------------------------------------------------------
-
-
-def _onnx_bytes(storage: AzureStorage, record: dict[str, Any]) -> bytes:
-    return storage.read(paths.MLOPS, record["onnx"]["path"]).data
-
-
-def _onnx_metrics(onnx_bytes: bytes, record: dict[str, Any], holdout: pd.DataFrame, spec: TrainingSpec) -> dict[str, float]:
-    labels, proba = run_onnx(onnx_bytes, holdout, spec)
-    return compute_metrics(spec.task, target_array(holdout, spec), labels, proba, record.get("classes"))
-
-
-def validate_candidate(storage: AzureStorage, request: StageRequest) -> dict[str, Any]:
-    """Decide promote / reject / pending_approval with every reason spelled out, then apply it."""
-    model, version = request.model, request.version
-    record = registry.get_version(storage, model, version)
-    if record.get("status") != "exported":
-        log.info("validate: model=%s version=%s already %s; nothing to do", model, version, record.get("status"))
-        return {"outcome": "duplicate", "status": record.get("status")}
-    spec = registry.spec_at(storage, model, record["lineage"]["spec_hash"])
-    holdout = _parquet(storage.read(paths.MLOPS, record["artifacts"]["holdout"]["path"]).data)
-    onnx_bytes = _onnx_bytes(storage, record)
-    challenger = _onnx_metrics(onnx_bytes, record, holdout, spec)
-    latency = measure_latency(onnx_bytes, holdout.head(1), spec)
-    parity = ParityReport.from_dict(record["parity"])
-    for _ in range(PROMOTION_ATTEMPTS):
-        aliases, etag = registry.get_aliases(storage, model)
-        champion_version = aliases.get(registry.CHAMPION)
-        champion_metrics = None
-        if champion_version is not None:
-            champion_record = registry.get_version(storage, model, int(champion_version))
-            champion_metrics = _onnx_metrics(_onnx_bytes(storage, champion_record), champion_record, holdout, spec)
-        decision = decide(spec, challenger, champion_metrics, latency["p99_ms"], parity)
-        outcome = decision.outcome
-        if outcome == "promote":
-            try:
-                registry.set_champion(storage, model, version, expected_etag=etag)
-            except Conflict:
-                log.info("validate: aliases of %s changed during validation of version %s; deciding again", model, version)
-                continue
-        status = {"promote": "promoted", "reject": "rejected", "pending_approval": "pending_approval"}[outcome]
-        decision_doc = {**decision.to_dict(), "champion_version": champion_version, "champion_metrics": champion_metrics, "at": iso_now()}
-        registry.update_version(storage, model, version, lambda r: {
-            **r, "status": status, "metrics": {**r.get("metrics", {}), "onnx_holdout": challenger},
-            "latency": latency, "decision": decision_doc, "validated_at": iso_now(),
-        })
-        runs.record(storage, model, request.run_id, "validated", version=version, decision=decision_doc)
-        runs.record(storage, model, request.run_id, status, detail="; ".join(decision.reasons), version=version)
-        log.info("validate: model=%s version=%s -> %s (%s)", model, version, status, "; ".join(decision.reasons))
-        return {"outcome": status, "reasons": decision.reasons}
-    raise Conflict(f"model (name={model}) champion kept changing while validating version {version}; retry")
-
-
-def approve(storage: AzureStorage, model: str, version: int, *, by: str = "admin") -> dict[str, Any]:
-    """Promote a version that waits for manual approval (ETag-safe against concurrent flips)."""
-    record = registry.get_version(storage, model, version)
-    if record.get("status") != "pending_approval":
-        raise Conflict(f"model version (name={model}, version={version}) is {record.get('status')}, not pending_approval")
-    for _ in range(PROMOTION_ATTEMPTS):
-        _, etag = registry.get_aliases(storage, model)
+    def _noted_version(self, ctx: Context, request: TrainRequest, held: Held) -> ModelVersion | None:
+        noted = held.claim.notes.get("version")
+        if noted is None:
+            return None
         try:
-            flip = registry.set_champion(storage, model, version, expected_etag=etag)
-            break
-        except Conflict:
-            continue
-    else:
-        raise Conflict(f"aliases of model (name={model}) kept changing; approve again")
-    registry.update_version(storage, model, version, lambda r: {**r, "status": "promoted", "approved_by": by, "approved_at": iso_now()})
-    if record.get("run_id"):
-        runs.record(storage, model, record["run_id"], "promoted", detail=f"approved by {by}", version=version)
-    return {"champion": flip.champion, "previous": flip.previous}
+            record = registry.get_version(ctx.storage, request.model, int(noted))
+        except NotFound:
+            return None  # noted, then crashed before creating it: _allocate creates it
+        return record if record.key == self._version_key(request) else None
+
+    def _allocate(self, ctx: Context, request: TrainRequest, held: Held) -> ModelVersion:
+        # Note the number on the claim BEFORE creating the version: after a crash the takeover
+        # finds it and reuses it, so one (data, spec) never gets two versions.
+        noted = held.claim.notes.get("version")
+        listed = ctx.storage.list(paths.MLOPS, paths.versions_prefix(request.model))
+        n = int(noted) if noted is not None else len(listed) + 1
+        key = self._version_key(request)
+        for _ in range(1000):
+            ctx.claims.note(held, version=n)
+            record = ModelVersion(model=request.model, version=n, status=V.TRAINING, created=ctx.clock.now(),
+                                  status_at=ctx.clock.now(), run_id=request.run_id, key=key)
+            if ctx.storage.create_json(paths.MLOPS, paths.version_record(request.model, n), record.to_json()):
+                return record
+            existing = registry.get_version(ctx.storage, request.model, n)
+            if existing.key == key:
+                return existing
+            n += 1
+        raise RuntimeError(f"could not allocate a version for model (name={request.model})")
+
+    def _move_current_data(self, ctx: Context, request: TrainRequest) -> None:
+        """Point retrains at this data, only after it trained and only if no newer drop already did."""
+        if request.received_at is None:
+            return  # a retrain: the pointer already names this data
+        new: dict[str, Any] = {"data_hash": request.data_hash, "source_blob": request.source_blob,
+               "received_at": request.received_at.isoformat(), "run_id": request.run_id,
+               "at": ctx.clock.now().isoformat()}
+
+        def change(current: dict[str, Any] | None) -> dict[str, Any]:
+            older = current is None or str(current.get("received_at") or "") <= new["received_at"]
+            return new if older else current  # type: ignore[return-value]  # current is not None here
+
+        ctx.storage.update_json(paths.MLOPS, paths.current_data(request.model), change)
+
+    def on_done(self, ctx: Context, request: TrainRequest, result: dict[str, Any], by_run: str | None) -> None:
+        if by_run == request.run_id or result.get("run_id") == request.run_id:
+            return  # a redelivery of our own run's message
+        same = f"same data (hash={request.data_hash[:12]}) and spec (hash={request.spec_hash[:12]})"
+        if result.get("outcome") == "rejected":
+            why = f"{same} were rejected by run {by_run}: {result.get('reason')}"
+            runs.record(ctx.storage, ctx.clock, request.model, request.run_id, RunStatus.REJECTED, detail=why,
+                        error=why)
+            return
+        version = result.get("version")
+        detail = (f"{same} {'trained' if result.get('outcome') == 'trained' else 'being trained'} by run {by_run}"
+                  + (f" as version {version}" if version else "") + "; nothing to do")
+        runs.record(ctx.storage, ctx.clock, request.model, request.run_id, RunStatus.DUPLICATE, detail=detail,
+                    version=version, duplicate_of=by_run)
+        log.info("train: %s", detail)
+
+    def on_reject(self, ctx: Context, request: TrainRequest, held: Held,
+                  exc: DataRejected | ModelRejected) -> dict[str, Any]:
+        report = {**(exc.details if isinstance(exc.details, dict) else {}), "status": "rejected", "stage": self.name,
+                  "message": exc.message, "run_id": request.run_id, "source_blob": request.source_blob,
+                  "data_hash": request.data_hash, "spec_hash": request.spec_hash, "at": ctx.clock.now().isoformat()}
+        where = _store_report(ctx, request.model, request.run_id, request.source_blob, report)
+        noted = self._noted_version(ctx, request, held)
+        if noted is not None and noted.status not in SETTLED_VERSION:
+            registry.transition(ctx.storage, ctx.clock, request.model, noted.version, V.REJECTED, reason=exc.message,
+                                decision={"outcome": "reject", "reasons": [f"rejected: {exc.message}"]})
+        runs.record(ctx.storage, ctx.clock, request.model, request.run_id, RunStatus.REJECTED,
+                    detail=f"training rejected: {exc.message}", error=exc.message, rejection_report=where)
+        log.warning("train: run %s rejected: %s", request.run_id, exc.message)
+        return {"outcome": "rejected", "reason": exc.message, "run_id": request.run_id, "report": where}
+
+    def on_fail(self, ctx: Context, request: TrainRequest, notes: dict[str, Any], reason: str) -> None:
+        _fail(ctx, request.model, request.run_id, notes.get("version"), reason)
 
 
-def reject(storage: AzureStorage, model: str, version: int, *, by: str = "admin", reason: str = "") -> dict[str, Any]:
-    """Reject a version waiting for approval."""
-    record = registry.get_version(storage, model, version)
-    if record.get("status") != "pending_approval":
-        raise Conflict(f"model version (name={model}, version={version}) is {record.get('status')}, not pending_approval")
-    why = f"rejected by {by}" + (f": {reason}" if reason else "")
-    registry.update_version(storage, model, version, lambda r: {**r, "status": "rejected", "rejected_by": by, "rejected_reason": why})
-    if record.get("run_id"):
-        runs.record(storage, model, record["run_id"], "rejected", detail=why, version=version)
-    return {"status": "rejected", "reason": why}
+def _store_report(ctx: Context, model: str, run_id: str, source_blob: str | None, report: dict[str, Any]) -> str:
+    """Write a rejection report next to the dropped file (or with the run); returns where."""
+    prefix = f"{paths.DATASETS}/"
+    if source_blob and source_blob.startswith(prefix):
+        path = paths.rejection_report(source_blob[len(prefix):])
+        ctx.storage.write_json(paths.REJECTED, path, report)
+        return f"{paths.REJECTED}/{path}"
+    path = paths.run_record(model, run_id).removesuffix(".json") + ".rejection.json"
+    ctx.storage.write_json(paths.MLOPS, path, report)
+    return f"{paths.MLOPS}/{path}"
 
 
-def fail_run_from_poison(storage: AzureStorage, queue: str, payload: dict[str, Any], dequeue_count: int) -> str | None:
-    """Mark the run of a message that ended in a poison queue as failed, with the last error."""
-    model, run_id = payload.get("model"), payload.get("run_id")
-    if not (model and run_id):
-        log.error("poison: message in %s has no model/run_id: %s", paths.poison(queue), payload)
-        return None
-    error = runs.last_error(storage, model, run_id) or "unknown error"
-    reason = f"message moved to {paths.poison(queue)} after repeated failures; last error: {error}"
-    runs.record(storage, model, run_id, "failed", error=reason)
-    return reason
+def _fail(ctx: Context, model: str, run_id: str, version: int | None, reason: str) -> None:
+    """Mark a run failed, and its version if the pipeline was still working on it."""
+    if version is not None:
+        try:
+            record = registry.get_version(ctx.storage, model, int(version))
+            if record.status not in SETTLED_VERSION:
+                registry.transition(ctx.storage, ctx.clock, model, record.version, V.FAILED, reason=reason,
+                                    decision={"outcome": "failed", "error": reason})
+        except NotFound:
+            pass
+    try:
+        runs.record(ctx.storage, ctx.clock, model, run_id, RunStatus.FAILED, detail=reason, error=reason)
+    except Exception as exc:  # a settled run (e.g. promoted) cannot fail: the registry already says why
+        log.error("run (model=%s, run_id=%s) not marked failed: %s", model, run_id, exc)
+
+
+# -- 3. export and 4. validate ------------------------------------------------------------------
+
+
+class _VersionStage:
+    """Shared by export and validate: keyed by the version, the run is the version's."""
+
+    name = ""
+    queue = ""
+    message = StageRequest
+
+    def key(self, request: StageRequest) -> str:
+        return f"{request.model}-{request.version:06d}"
+
+    def run_of(self, request: StageRequest) -> tuple[str, str]:
+        return request.model, request.run_id
+
+    def on_done(self, ctx: Context, request: StageRequest, result: dict[str, Any], by_run: str | None) -> None:
+        log.info("%s: model=%s version=%s already %s", self.name, request.model, request.version, result.get("outcome"))
+
+    def on_reject(self, ctx: Context, request: StageRequest, held: Held,
+                  exc: DataRejected | ModelRejected) -> dict[str, Any]:
+        reasons = [f"rejected: {exc.message}"]
+        record = registry.get_version(ctx.storage, request.model, request.version)
+        if record.status not in SETTLED_VERSION:
+            registry.transition(ctx.storage, ctx.clock, request.model, request.version, V.REJECTED, reason=exc.message,
+                                decision={"outcome": "reject", "reasons": reasons, "stage": self.name})
+        return {"outcome": "rejected", "reasons": reasons}
+
+    def on_fail(self, ctx: Context, request: StageRequest, notes: dict[str, Any], reason: str) -> None:
+        _fail(ctx, request.model, request.run_id, request.version, reason)
+
+
+class ExportStage(_VersionStage):
+    """Convert a trained candidate to ONNX and gate it on parity with the sklearn pipeline."""
+
+    name = "export"
+    queue = paths.EXPORT_QUEUE
+
+    def work(self, ctx: Context, request: StageRequest, held: Held) -> dict[str, Any]:
+        record = registry.get_version(ctx.storage, request.model, request.version)
+        if record.status == V.TRAINED:
+            record = self._export(ctx, record)
+        if record.status == V.EXPORTED:
+            ctx.storage.enqueue(paths.VALIDATE_QUEUE, request.model_copy(update={"deferrals": 0}).to_payload())
+        return {"outcome": str(record.status), "version": record.version}
+
+    def _export(self, ctx: Context, record: ModelVersion) -> ModelVersion:
+        storage, ml, settings = ctx.storage, ctx.learner(), ctx.settings
+        spec = registry.spec_at(storage, record.model, (record.lineage or {})["spec_hash"])
+        pipeline = ml.load_pipeline(registry.read_artifact(storage, record, "pipeline"))
+        holdout = ml.read_frame(registry.read_artifact(storage, record, "holdout"))
+        onnx_bytes = ml.export(pipeline, spec, holdout)
+        parity = ml.parity(pipeline, onnx_bytes, holdout, spec, settings)
+        if not parity.passed:
+            reasons = [f"rejected: ONNX parity gate failed: {r}" for r in parity.reasons]
+            return registry.transition(storage, ctx.clock, record.model, record.version, V.REJECTED,
+                                       reason="; ".join(reasons), parity=parity.to_dict(),
+                                       decision={"outcome": "reject", "reasons": reasons})
+        onnx = _write_artifact(ctx, record.model, record.version, "model", "onnx", onnx_bytes)
+        facts = ml.onnx_facts(onnx_bytes)
+        return registry.transition(
+            storage, ctx.clock, record.model, record.version, V.EXPORTED, reason="ONNX parity gate passed",
+            parity=parity.to_dict(), onnx={**facts, "path": onnx.path},
+            artifacts={**record.artifacts, "onnx": onnx}, exported_at=ctx.clock.now())
+
+
+class ValidateStage(_VersionStage):
+    """Decide promote / reject / pending_approval with every reason spelled out, then apply it."""
+
+    name = "validate"
+    queue = paths.VALIDATE_QUEUE
+    attempts = 5
+
+    def work(self, ctx: Context, request: StageRequest, held: Held) -> dict[str, Any]:
+        from shared.onnx_export import ParityReport
+
+        storage, ml = ctx.storage, ctx.learner()
+        record = registry.get_version(storage, request.model, request.version)
+        if record.status != V.EXPORTED:
+            return {"outcome": str(record.status), "version": record.version}
+        spec = registry.spec_at(storage, record.model, (record.lineage or {})["spec_hash"])
+        holdout = ml.read_frame(registry.read_artifact(storage, record, "holdout"))
+        onnx_bytes = registry.read_artifact(storage, record, "onnx")
+        challenger = ml.evaluate(onnx_bytes, holdout, spec, record.classes)
+        latency = ml.latency(onnx_bytes, holdout, spec)
+        parity = ParityReport.from_dict(record.parity or {})
+        for _ in range(self.attempts):
+            aliases, _ = registry.get_aliases(storage, record.model)
+            champion = aliases.champion
+            if champion == record.version:  # an earlier try flipped, then died: never decide against itself
+                registry.transition(storage, ctx.clock, record.model, record.version, V.PROMOTED,
+                                    reason="promoted by an earlier try of this validation")
+                return {"outcome": str(V.PROMOTED), "version": record.version}
+            champion_metrics, problem = self._champion_metrics(ctx, record, champion, holdout)
+            decision = decide(spec, challenger, champion_metrics, latency["p99_ms"], parity)
+            if problem is not None and decision.outcome != "reject":
+                why = f"pending: {problem}; a reviewer must compare and approve (whatever the spec's approval mode)"
+                decision = Decision("pending_approval", [*decision.reasons, why])
+            doc = {**decision.to_dict(), "champion_version": champion, "champion_metrics": champion_metrics,
+                   "champion_problem": problem, "at": ctx.clock.now().isoformat()}
+            facts = {"decision": doc, "onnx_holdout": challenger, "latency": latency}
+            registry.update_version(storage, record.model, record.version, partial(_with_decision, facts=facts))
+            reason = "; ".join(decision.reasons)
+            if decision.outcome == "promote":
+                try:
+                    registry.promote(storage, ctx.clock, record.model, record.version, action=AliasAction.PROMOTE,
+                                     by="pipeline", reason=reason, run_id=record.run_id, expected=champion)
+                except ChampionMoved:
+                    log.info("validate: champion of %s moved while deciding on version %s; deciding again",
+                             record.model, record.version)
+                    continue
+            status = OUTCOME_STATUS[decision.outcome]
+            registry.transition(storage, ctx.clock, record.model, record.version, status, reason=reason)
+            log.info("validate: model=%s version=%s -> %s (%s)", record.model, record.version, status, reason)
+            return {"outcome": str(status), "version": record.version, "reasons": decision.reasons}
+        raise ChampionMoved(f"model (name={record.model}) champion kept changing while validating "
+                                     f"version {record.version}; retry")
+
+    def _champion_metrics(self, ctx: Context, record: ModelVersion, champion: int | None,
+                          holdout: Any) -> tuple[dict[str, float] | None, str | None]:
+        """The champion's metrics on the challenger's holdout rows (its own feature set), or why not."""
+        if champion is None:
+            return None, None
+        storage, ml = ctx.storage, ctx.learner()
+        champ = registry.get_version(storage, record.model, champion)
+        champ_spec = registry.spec_at(storage, record.model, (champ.lineage or {})["spec_hash"])
+        frame, missing = ml.frame_for_spec(holdout, champ_spec)
+        if frame is None:
+            return None, (f"the champion (version {champion}) cannot be scored on this data: column(s) "
+                          f"{', '.join(missing)} absent from the new data")
+        try:
+            champ_onnx = registry.read_artifact(storage, champ, "onnx")
+        except ArtifactCorrupt as exc:
+            return None, f"the champion (version {champion}) cannot be scored: {exc.message}"
+        return ml.evaluate(champ_onnx, frame, champ_spec, champ.classes), None
+
+
+def _with_decision(record: ModelVersion, facts: dict[str, Any]) -> ModelVersion:
+    """The version with its decision written BEFORE any flip, so a takeover never loses it."""
+    return record.model_copy(update={"decision": facts["decision"], "latency": facts["latency"],
+                                     "metrics": {**record.metrics, "onnx_holdout": facts["onnx_holdout"]}})
+
+
+TRAIN = TrainStage()
+EXPORT = ExportStage()
+VALIDATE = ValidateStage()
+STAGES: dict[str, TrainStage | ExportStage | ValidateStage] = {s.queue: s for s in (TRAIN, EXPORT, VALIDATE)}
+
+
+def deliver(ctx: Context, queue: str, body: bytes, dequeue_count: int) -> dict[str, Any]:
+    """Run one delivery of a stage queue's message (what the queue functions call)."""
+    from shared.lifecycle.stages import Stage, run_stage
+    from shared.messages import parse_message
+
+    stage = STAGES[queue]
+    request = parse_message(stage.message, body)
+    return run_stage(ctx, cast("Stage[Any]", stage), request, attempt=dequeue_count)

@@ -212,7 +212,8 @@ def _lines(record: _Record) -> Iterable[str]:
     stamp = datetime.fromtimestamp(record.at, tz=UTC).isoformat(timespec="milliseconds")
     head = {"request_id": record.request_id, "model": record.model, "version": record.version, "timestamp": stamp}
     outputs = _output_rows(record.outputs, record.rows)
-    for inputs, out in zip(_input_rows(record.inputs), outputs):
+    # strict=False: a ragged record logs its common rows rather than failing the whole flush
+    for inputs, out in zip(_input_rows(record.inputs), outputs, strict=False):
         yield json.dumps({**head, "inputs": inputs, "outputs": out}, default=str, allow_nan=False)
 
 
@@ -221,7 +222,8 @@ def _input_rows(inputs: Inputs) -> list[dict[str, Any]]:
         return [{k: _clean(v) for k, v in row.items()} for row in inputs]
     names = list(inputs)
     columns = [[_clean(v) for v in np.asarray(inputs[n]).reshape(-1).tolist()] for n in names]
-    return [dict(zip(names, values)) for values in zip(*columns)]
+    # strict=False on the columns for the same reason; each row then has exactly one value per name
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=False)]
 
 
 def _output_rows(outputs: Mapping[str, Any], rows: int) -> list[dict[str, Any]]:

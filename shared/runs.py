@@ -1,16 +1,32 @@
-"""Run history: every run has an id and a status timeline, kept in storage under ETags."""
+"""Run history: every run has an id, a typed status and a timeline, kept in storage under ETags.
+
+A run's status moves only by `advance_run` (records.py): forward through the pipeline, then
+with its version. Failed tries are kept as attempts, not as statuses, so a run never ends
+"retrying" and an error never sticks to a run that succeeded.
+"""
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from shared import paths
-from shared.clock import iso_now
-from shared.errors import NotFound
-from shared.storage import AzureStorage
+from shared.clock import Clock
+from shared.errors import Conflict, IllegalTransition, NotFound
+from shared.lifecycle.records import (
+    Attempt,
+    ModelVersion,
+    RunEvent,
+    RunRecord,
+    RunStatus,
+    advance_run,
+    migrate_run,
+)
+from shared.storage import Storage
 
-TERMINAL = frozenset({"promoted", "rejected", "pending_approval", "failed", "duplicate"})
+log = logging.getLogger("mlops.runs")
 _NAMESPACE = uuid.UUID("6f1c3f0e-5b8e-4f55-9d7c-2f0c7a1e9b41")
+ATTEMPTS = 20
 
 
 def run_id_for(*parts: str) -> str:
@@ -22,47 +38,95 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
-def record(
-    storage: AzureStorage, model: str, run_id: str, status: str, *,
-    detail: str | None = None, error: str | None = None, **fields: Any,
-) -> dict[str, Any]:
-    """Append a status to a run's timeline (creating the run) and merge extra fields."""
+def _update(storage: Storage, clock: Clock, model: str, run_id: str, change: Any) -> RunRecord:
+    path = paths.run_record(model, run_id)
+    for _ in range(ATTEMPTS):
+        try:
+            body, etag = storage.read_json(paths.MLOPS, path)
+            current: RunRecord | None = migrate_run(body)
+        except NotFound:
+            current, etag = None, None
+        new = change(current)
+        if current is not None and new is current:
+            return current
+        try:
+            if etag is None:
+                storage.write_json(paths.MLOPS, path, new.to_json(), create_only=True)
+            else:
+                storage.write_json(paths.MLOPS, path, new.to_json(), if_match=etag)
+            return new
+        except Conflict:
+            continue
+    raise Conflict(f"run (model={model}, run_id={run_id}) kept changing; retry")
 
-    def change(current: dict[str, Any] | None) -> dict[str, Any]:
-        run = current or {"run_id": run_id, "model": model, "created": iso_now(), "timeline": []}
-        entry: dict[str, Any] = {"status": status, "at": iso_now()}
-        if detail:
-            entry["detail"] = detail
-        if error:
-            entry["error"] = error
-            run["error"] = error
-        run["timeline"].append(entry)
-        run["status"] = status
-        run.update(fields)
-        return run
 
-    return storage.update_json(paths.MLOPS, paths.run_record(model, run_id), change)
+def record(storage: Storage, clock: Clock, model: str, run_id: str, status: RunStatus, *,
+           detail: str | None = None, error: str | None = None, **fields: Any) -> RunRecord:
+    """Move a run to `status` (creating it), merging extra facts. Raises IllegalTransition."""
+    def change(run: RunRecord | None) -> RunRecord:
+        if run is None:  # the first status of a new run is its first timeline entry
+            event = RunEvent(status=status, at=clock.now(), detail=detail, error=error)
+            return RunRecord(run_id=run_id, model=model, created=clock.now(), status=status, timeline=[event],
+                             error=error if status in (RunStatus.FAILED, RunStatus.REJECTED) else None, **fields)
+        return advance_run(run, status, at=clock.now(), detail=detail, error=error, **fields)
+
+    return _update(storage, clock, model, run_id, change)
 
 
-def get(storage: AzureStorage, model: str, run_id: str) -> dict[str, Any]:
+def add_attempt(storage: Storage, clock: Clock, model: str, run_id: str, stage: str, attempt: int,
+                exc: BaseException, *, transient: bool) -> RunRecord:
+    """Keep a failed try on the run (type and message); its status does not change."""
+    message = getattr(exc, "message", None) or str(exc)
+    entry = Attempt(stage=stage, attempt=attempt, error_type=type(exc).__name__, error=message, at=clock.now(),
+                    transient=transient)
+    def change(run: RunRecord | None) -> RunRecord:
+        run = run or RunRecord(run_id=run_id, model=model, created=clock.now())
+        return run.model_copy(update={"attempts": [*run.attempts, entry][-20:]})
+
+    return _update(storage, clock, model, run_id, change)
+
+
+def follow_version(storage: Storage, clock: Clock, version: ModelVersion, *, detail: str | None = None) -> None:
+    """Bring the run that made a version to the version's status (run history agrees with the registry)."""
+    if not version.run_id:
+        return
+    status = RunStatus(version.status.value) if version.status.value in RunStatus.__members__.values() else None
+    if status is None:
+        return  # training: the run is still at its own pipeline step
+    try:
+        record(storage, clock, version.model, version.run_id, status, detail=detail, version=version.version,
+               error=_version_error(version))
+    except IllegalTransition as exc:  # the registry is the truth; say loudly that the run could not follow
+        log.error("run (model=%s, run_id=%s) cannot follow version %s to %s: %s", version.model, version.run_id,
+                  version.version, status, exc.message)
+
+
+def _version_error(version: ModelVersion) -> str | None:
+    decision = version.decision or {}
+    if version.status.value in ("rejected", "failed"):
+        reasons = [r for r in decision.get("reasons") or [] if str(r).startswith("rejected")]
+        return "; ".join(reasons) or decision.get("error")
+    return None
+
+
+def get(storage: Storage, model: str, run_id: str) -> RunRecord:
     """A run record. Raises NotFound."""
     try:
-        return storage.read_json(paths.MLOPS, paths.run_record(model, run_id))[0]
+        return migrate_run(storage.read_json(paths.MLOPS, paths.run_record(model, run_id))[0])
     except NotFound:
         raise NotFound(f"run (model={model}, run_id={run_id}) not found") from None
 
 
-def list_runs(storage: AzureStorage, model: str) -> list[dict[str, Any]]:
+def list_runs(storage: Storage, model: str) -> list[RunRecord]:
     """All runs of a model, newest first."""
-    runs = [storage.read_json(paths.MLOPS, b.name)[0] for b in storage.list(paths.MLOPS, paths.runs_prefix(model))]
-    return sorted(runs, key=lambda r: r.get("created", ""), reverse=True)
+    found = [migrate_run(storage.read_json(paths.MLOPS, b.name)[0])
+             for b in storage.list(paths.MLOPS, paths.runs_prefix(model)) if b.name.endswith(".json")]
+    return sorted(found, key=lambda r: r.created, reverse=True)
 
 
-def last_error(storage: AzureStorage, model: str, run_id: str) -> str | None:
-    """The most recent error recorded on a run's timeline, if any."""
-    try:
-        run = get(storage, model, run_id)
-    except NotFound:
+def last_error(run: RunRecord) -> str | None:
+    """The real last exception of a run's failed tries (type: message), if any."""
+    if not run.attempts:
         return None
-    errors = [e["error"] for e in run["timeline"] if e.get("error")]
-    return errors[-1] if errors else None
+    last = run.attempts[-1]
+    return f"{last.stage} attempt {last.attempt}: {last.error_type}: {last.error}"

@@ -29,11 +29,6 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-try:  # optional: parses large bodies about 5x faster than the stdlib; same errors (ValueError subclasses)
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover - depends on the deployment's requirements
-    from json import loads as _loads
-
 from shared.errors import (
     BadRequest,
     NotFound,
@@ -42,6 +37,12 @@ from shared.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+
+_loads: Callable[[bytes], Any]
+try:  # optional: parses large bodies about 5x faster than the stdlib; same errors (ValueError subclasses)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - depends on the deployment's requirements
+    _loads = json.loads
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,8 @@ def parse_request(
         from_text = False
     ordered = _select(names, columns, signature)
     convert = _text_column if from_text else _json_column
-    return {f.name: convert(col, f, signature.categorical_missing) for f, col in zip(signature.features, ordered)}
+    missing = signature.categorical_missing
+    return {f.name: convert(col, f, missing) for f, col in zip(signature.features, ordered, strict=True)}
 
 
 def check_size(body: bytes, max_bytes: int) -> None:
@@ -346,7 +348,7 @@ def _transpose(rows: list[Any], width: int, where: str) -> list[Sequence[Any]]:
                 raise BadRequest(f"{where} row {i}: expected a list of {width} values, got {_show(row)}")
             if len(row) != width:
                 raise BadRequest(f"{where} row {i} has {len(row)} values; expected {width}, one per column")
-    return list(zip(*rows))
+    return list(zip(*rows, strict=True))
 
 
 def _table_from_records(records: list[Any], key: str, signature: Signature) -> Table:
@@ -361,7 +363,7 @@ def _table_from_records(records: list[Any], key: str, signature: Signature) -> T
         except KeyError:
             pass
         else:
-            return names, (list(zip(*got)) if len(names) > 1 else [got])
+            return names, (list(zip(*got, strict=True)) if len(names) > 1 else [got])
     seen: set[Any] = set().union(*records)
     # A key absent from some records but present in others is a null there, as in pandas/MLflow;
     # unknown keys and keys absent from every record are reported by _select.
@@ -409,7 +411,7 @@ def _select(names: Sequence[Any], columns: Sequence[Sequence[Any]], signature: S
         raise BadRequest(
             f"{'; '.join(p for p in parts if p)}; the model expects {list(signature.feature_names)}"
         )
-    by_name = dict(zip(names, columns))
+    by_name = dict(zip(names, columns, strict=True))
     return _check_rows([by_name[f] for f in signature.feature_names])
 
 
@@ -522,7 +524,7 @@ def _per_class(keys: tuple[str, ...], rows: list[list[Any]]) -> list[dict[str, A
     if len(keys) == 2:  # binary models are the common case, and a dict display is 3x faster than dict(zip)
         first, second = keys
         return [{first: a, second: b} for a, b in rows]
-    return [dict(zip(keys, row)) for row in rows]
+    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def _json_list(values: np.ndarray) -> list[Any]:
@@ -628,6 +630,13 @@ class ModelCache:
         if state is not None and state.version == version:
             self._aliases[key] = replace(state, etag=etag, checked_at=now)
             return state.model
+        return self._swap_alias(model, alias, state, version, etag, now)
+
+    def _swap_alias(
+        self, model: str, alias: str, state: _AliasState | None, version: int, etag: str, now: float
+    ) -> LoadedModel:
+        """Point the alias at a newly resolved version once it has loaded; keep the last good one if it cannot."""
+        key = (model, alias)
         try:
             loaded = self._version(model, version)
         except Exception:

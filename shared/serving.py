@@ -27,20 +27,24 @@ class Scorer:
         self._settings = settings
         self.cache = ModelCache(self._resolve, self._fetch, settings.scoring_recheck_seconds)
         self.logger = PredictionLogger(
-            lambda path, data: storage.write(paths.PREDICTIONS, path, data, content_type="application/x-ndjson"),
+            self._write_log,
             flush_rows=settings.prediction_log_flush_rows, flush_seconds=settings.prediction_log_flush_seconds,
             sample_rate=settings.prediction_log_sample_rate,
         )
+
+    def _write_log(self, path: str, data: bytes) -> None:
+        self._storage.write(paths.PREDICTIONS, path, data, content_type="application/x-ndjson")
 
     def _resolve(self, model: str, alias: str) -> tuple[int, str]:
         return registry.resolve_alias(self._storage, model, alias)
 
     def _fetch(self, model: str, version: int) -> tuple[bytes, str]:
         record = registry.get_version(self._storage, model, version)
-        onnx = record.get("onnx")
-        if not onnx:
-            raise NotFound(f"model version (name={model}, version={version}) has no ONNX artifact (status={record.get('status')})")
-        return self._storage.read(paths.MLOPS, onnx["path"]).data, onnx["sha256"]
+        onnx = record.artifacts.get("onnx")
+        if onnx is None:
+            raise NotFound(f"model version (name={model}, version={version}) has no ONNX artifact "
+                           f"(status={record.status})")
+        return self._storage.read(paths.MLOPS, onnx.path).data, onnx.sha256
 
     def score(
         self, model: str, body: bytes, content_type: str | None, *, alias: str | None = None,

@@ -6,9 +6,9 @@ in Azure they are app settings (secrets as Key Vault references, resolved by the
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Mapping
 
 # Variable names live here only.
 STORAGE = "AzureWebJobsStorage"
@@ -81,7 +81,7 @@ class Settings:
     app_version: str = VERSION
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from an environment mapping (os.environ by default)."""
         e = os.environ if env is None else env
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -30,6 +30,7 @@ EstimatorType = Literal[
     "hist_gradient_boosting_regressor",
 ]
 JsonScalar = bool | int | float | str | None
+AddProblem = Callable[[str, str], None]  # (field, message)
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 FEATURE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -264,7 +265,7 @@ def _semantic_problems(spec: TrainingSpec) -> list[dict[str, str]]:
     return problems
 
 
-def _feature_problems(spec: TrainingSpec, add: Any) -> None:
+def _feature_problems(spec: TrainingSpec, add: AddProblem) -> None:
     seen: set[str] = set()
     for i, feat in enumerate(spec.features):
         at = f"features.{i}"
@@ -276,19 +277,24 @@ def _feature_problems(spec: TrainingSpec, add: Any) -> None:
         seen.add(feat.name)
         if feat.name == spec.target:
             add(f"{at}.name", f"feature name={feat.name} is also the target")
-        if feat.kind == "numeric" and feat.allowed is not None:
-            add(f"{at}.allowed", "allowed categories only apply to kind=categorical")
-        if feat.kind == "categorical" and (feat.min is not None or feat.max is not None):
-            add(f"{at}.min", "min/max only apply to kind=numeric")
-        if feat.min is not None and feat.max is not None and feat.min > feat.max:
-            add(f"{at}.min", f"min={feat.min} is greater than max={feat.max}")
-        if feat.allowed is not None and len(set(feat.allowed)) != len(feat.allowed):
-            add(f"{at}.allowed", "allowed categories contain duplicates")
-        if feat.allowed is not None and not feat.allowed:
-            add(f"{at}.allowed", "allowed must list at least one category (or be omitted)")
+        _feature_value_problems(feat, at, add)
 
 
-def _estimator_problems(spec: TrainingSpec, add: Any) -> None:
+def _feature_value_problems(feat: FeatureSpec, at: str, add: AddProblem) -> None:
+    """Problems with one feature's allowed categories or numeric range."""
+    if feat.kind == "numeric" and feat.allowed is not None:
+        add(f"{at}.allowed", "allowed categories only apply to kind=categorical")
+    if feat.kind == "categorical" and (feat.min is not None or feat.max is not None):
+        add(f"{at}.min", "min/max only apply to kind=numeric")
+    if feat.min is not None and feat.max is not None and feat.min > feat.max:
+        add(f"{at}.min", f"min={feat.min} is greater than max={feat.max}")
+    if feat.allowed is not None and len(set(feat.allowed)) != len(feat.allowed):
+        add(f"{at}.allowed", "allowed categories contain duplicates")
+    if feat.allowed is not None and not feat.allowed:
+        add(f"{at}.allowed", "allowed must list at least one category (or be omitted)")
+
+
+def _estimator_problems(spec: TrainingSpec, add: AddProblem) -> None:
     est_task, allowed = ESTIMATOR_PARAMS[spec.estimator.type]
     if est_task != spec.task:
         fitting = sorted(k for k, (t, _) in ESTIMATOR_PARAMS.items() if t == spec.task)
@@ -297,26 +303,29 @@ def _estimator_problems(spec: TrainingSpec, add: Any) -> None:
         return
     bad = False
     for key, value in spec.estimator.params.items():
-        if key == "random_state":
-            add(f"estimator.params.{key}", "random_state is set from split.seed; remove it")
-            bad = True
-        elif key not in allowed:
-            add(f"estimator.params.{key}", f"unknown parameter (estimator={spec.estimator.type}, "
-                                           f"param={key}); allowed: {', '.join(sorted(allowed))}")
-            bad = True
-        elif isinstance(value, float) and not math.isfinite(value):
-            add(f"estimator.params.{key}", f"param={key} must be finite")
-            bad = True
-        elif (key in PARAM_LIMITS and isinstance(value, int | float)
-              and not isinstance(value, bool) and value > PARAM_LIMITS[key]):
-            add(f"estimator.params.{key}", f"param={key} value={value} exceeds the limit "
-                                           f"{PARAM_LIMITS[key]}; lower it")
+        problem = _param_problem(spec.estimator.type, allowed, key, value)
+        if problem is not None:
+            add(f"estimator.params.{key}", problem)
             bad = True
     if not bad:
         _sklearn_param_problems(spec, add)
 
 
-def _sklearn_param_problems(spec: TrainingSpec, add: Any) -> None:
+def _param_problem(estimator: str, allowed: tuple[str, ...], key: str, value: JsonScalar) -> str | None:
+    """What is wrong with one estimator keyword before sklearn sees it, or None."""
+    if key == "random_state":
+        return "random_state is set from split.seed; remove it"
+    if key not in allowed:
+        return f"unknown parameter (estimator={estimator}, param={key}); allowed: {', '.join(sorted(allowed))}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"param={key} must be finite"
+    if (key in PARAM_LIMITS and isinstance(value, int | float)
+            and not isinstance(value, bool) and value > PARAM_LIMITS[key]):
+        return f"param={key} value={value} exceeds the limit {PARAM_LIMITS[key]}; lower it"
+    return None
+
+
+def _sklearn_param_problems(spec: TrainingSpec, add: AddProblem) -> None:
     """Let scikit-learn's own constraint table judge the values, before any data is touched.
 
     _validate_params is private but is what fit() calls first (stable since sklearn 1.2); the
@@ -334,7 +343,19 @@ def _sklearn_param_problems(spec: TrainingSpec, add: Any) -> None:
         add(field, str(exc))
 
 
-def _metric_problems(spec: TrainingSpec, add: Any) -> None:
+def _metric_problems(spec: TrainingSpec, add: AddProblem) -> None:
+    _unknown_metric_problems(spec, add)
+    for metric, bound in spec.quality_bar.items():
+        problem = _bound_problem(metric, bound)
+        if problem is not None:
+            add(f"quality_bar.{metric}", problem)
+    for metric, rule in (spec.comparison or {}).items():
+        if (rule.min_improvement is None) == (rule.max_regression is None):
+            add(f"comparison.{metric}", "give exactly one of min_improvement or max_regression")
+
+
+def _unknown_metric_problems(spec: TrainingSpec, add: AddProblem) -> None:
+    """Quality bars and comparison rules may only name metrics computed for the spec's task."""
     computed = metrics_for_task(spec.task)
     sections = (("quality_bar", spec.quality_bar), ("comparison", spec.comparison or {}))
     for section, rules in sections:
@@ -342,16 +363,17 @@ def _metric_problems(spec: TrainingSpec, add: Any) -> None:
             if metric not in computed:
                 add(f"{section}.{metric}", f"metric={metric} is not computed for task={spec.task}; "
                                            f"use one of: {', '.join(computed)}")
-    for metric, bound in spec.quality_bar.items():
-        if (bound.min is None) == (bound.max is None):
-            add(f"quality_bar.{metric}", "give exactly one of min or max")
-        elif metric in HIGHER_IS_BETTER and bound.min is None:
-            add(f"quality_bar.{metric}", f"{metric} is higher-is-better; use {{min: x}}")
-        elif metric in LOWER_IS_BETTER and bound.max is None:
-            add(f"quality_bar.{metric}", f"{metric} is lower-is-better; use {{max: x}}")
-    for metric, rule in (spec.comparison or {}).items():
-        if (rule.min_improvement is None) == (rule.max_regression is None):
-            add(f"comparison.{metric}", "give exactly one of min_improvement or max_regression")
+
+
+def _bound_problem(metric: str, bound: Bound) -> str | None:
+    """A quality bar needs exactly one bound, on the side where the metric gets worse."""
+    if (bound.min is None) == (bound.max is None):
+        return "give exactly one of min or max"
+    if metric in HIGHER_IS_BETTER and bound.min is None:
+        return f"{metric} is higher-is-better; use {{min: x}}"
+    if metric in LOWER_IS_BETTER and bound.max is None:
+        return f"{metric} is lower-is-better; use {{max: x}}"
+    return None
 
 
 def _normalise(spec: TrainingSpec) -> TrainingSpec:

@@ -1,18 +1,24 @@
-"""The one storage gateway over blobs and queues, with ETag semantics, used by everything.
+"""The one storage interface (Storage) over blobs and queues, with ETag semantics, and its Azure gateway.
 
-Works against Azure Storage (connection string or identity-based) and Azurite alike. Vendor
-errors are translated here and only here: ResourceExistsError / ResourceModifiedError ->
-Conflict, ResourceNotFoundError -> NotFound, connection failures -> StorageUnreachable.
+AzureStorage works against Azure Storage (connection string or identity-based) and Azurite alike;
+shared.memory_storage.MemoryStorage is the in-memory fake, held to the same contract tests
+(tests/contract). Vendor errors are translated here and only here: ResourceExistsError /
+ResourceModifiedError / 412 / 409 -> Conflict, ResourceNotFoundError and a stale pop receipt ->
+NotFound, connection failures, 5xx and 429 -> StorageUnreachable.
 """
 from __future__ import annotations
 
 import base64
+import builtins
 import json
+import re
 import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Iterator, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -21,6 +27,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueServiceClient
@@ -63,22 +70,206 @@ class QueuedMessage:
     next_visible_on: datetime | None
 
 
+@runtime_checkable
 class Storage(Protocol):
-    """What the app needs from storage; one Azure implementation serves Azure and Azurite."""
+    """What the app needs from storage: blobs with ETags, queues with visibility; Azure or in memory."""
 
-    def read(self, container: str, path: str) -> Blob: ...
+    blob_endpoint: str
+    queue_endpoint: str
+
+    def read(self, container: str, path: str) -> Blob:
+        """Read a blob and its ETag. Raises NotFound ("blob (container=..., path=...) not found")."""
+        ...
+
+    def read_json(self, container: str, path: str) -> tuple[Any, str]:
+        """Read a JSON blob and its ETag. Raises NotFound."""
+        ...
+
     def write(
         self, container: str, path: str, data: bytes, *, if_match: str | None = None,
         create_only: bool = False, content_type: str | None = None,
-    ) -> str: ...
-    def list(self, container: str, prefix: str = "") -> list[BlobInfo]: ...
-    def enqueue(self, queue: str, payload: Any, *, delay_seconds: int = 0) -> str: ...
+    ) -> str:
+        """Write a blob (creating its container), returning the new ETag.
+
+        With if_match only over that ETag, with create_only only if absent. Raises Conflict when the
+        condition fails, including if_match on a missing blob (Azure answers 412 there).
+        """
+        ...
+
+    def write_json(
+        self, container: str, path: str, obj: Any, *, if_match: str | None = None, create_only: bool = False,
+    ) -> str:
+        """Write a JSON blob (same conditions as write), returning the new ETag."""
+        ...
+
+    def create_json(self, container: str, path: str, obj: Any) -> bool:
+        """Create a JSON blob only if absent; False when it already existed."""
+        ...
+
+    def update_json(
+        self, container: str, path: str, change: Callable[[Any | None], T], *, attempts: int = 20,
+    ) -> T:
+        """Read-modify-write under an ETag: `change` gets the current value (None if absent) and returns the new.
+
+        Retries on a lost race. Raises Conflict after `attempts`.
+        """
+        ...
+
+    def exists(self, container: str, path: str) -> bool:
+        """True if the blob exists."""
+        ...
+
+    def list(self, container: str, prefix: str = "") -> list[BlobInfo]:
+        """Blobs under a prefix in name order, ETags quoted as read returns them; empty if no container."""
+        ...
+
+    # below a method named `list`, mypy reads `list[...]` in annotations as that method: hence builtins.list
+
+    def delete(self, container: str, path: str, *, if_match: str | None = None) -> bool:
+        """Delete a blob, with if_match only at that ETag; True if deleted, False if it was absent.
+
+        Raises Conflict when if_match fails, including if_match on a missing blob (Azure answers 412).
+        """
+        ...
+
+    def enqueue(self, queue: str, payload: Any, *, delay_seconds: int = 0) -> str:
+        """Send a message encoded as queue triggers expect (base64 JSON), hidden for delay_seconds; returns its id."""
+        ...
+
+    def enqueue_raw(self, queue: str, text: str, *, delay_seconds: int = 0) -> str:
+        """Send text exactly as given (poison queues keep the original body this way); returns its id."""
+        ...
+
+    def receive(self, queue: str, *, max_messages: int, visibility_timeout: int) -> builtins.list[QueuedMessage]:
+        """Receive up to max_messages visible messages, each hidden for visibility_timeout seconds.
+
+        Each receive increments the message's dequeue_count and gives it a new pop receipt.
+        """
+        ...
+
+    def delete_message(self, queue: str, message: QueuedMessage) -> None:
+        """Delete a message we finished with. Raises NotFound if it is gone or its pop receipt is stale."""
+        ...
+
+    def release(self, queue: str, message: QueuedMessage, *, visibility_timeout: int) -> None:
+        """Make a message visible again after visibility_timeout seconds (a retry); its pop receipt goes stale.
+
+        Raises NotFound if it is gone or its pop receipt is stale.
+        """
+        ...
+
+    def renew(self, queue: str, message: QueuedMessage, *, visibility_timeout: int) -> QueuedMessage:
+        """Hide a received message for visibility_timeout seconds from now; returns it with its new pop receipt.
+
+        Raises NotFound if it is gone or its pop receipt is stale.
+        """
+        ...
+
+    def peek(self, queue: str, max_messages: int = 32) -> builtins.list[str]:
+        """Raw texts of visible messages, without dequeuing them (tests, admin)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StorageUnreachable unless both blob and queue endpoints answer."""
+        ...
 
 
 def encode_message(payload: Any) -> str:
     """Encode a payload the way queue triggers expect by default (base64 of UTF-8 JSON)."""
     text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def blob_label(container: str, path: str) -> str:
+    """How errors name a blob, the same for every backend."""
+    return f"blob (container={container}, path={path})"
+
+
+def message_label(queue: str, message_id: str) -> str:
+    """How errors name a queue message, the same for every backend."""
+    return f"message (queue={queue}, id={message_id})"
+
+
+def stale_receipt(what: str) -> NotFound:
+    """The error for a pop receipt that no longer matches: the message was received or updated since."""
+    return NotFound(f"{what} not found with this pop receipt: it was received, released or renewed since; "
+                    "use the receipt the last receive or renew returned")
+
+
+class JsonBlobs(ABC):
+    """The JSON helpers of Storage, built only on read and write so every backend shares them."""
+
+    @abstractmethod
+    def read(self, container: str, path: str) -> Blob: ...
+
+    @abstractmethod
+    def write(
+        self, container: str, path: str, data: bytes, *, if_match: str | None = None,
+        create_only: bool = False, content_type: str | None = None,
+    ) -> str: ...
+
+    def read_json(self, container: str, path: str) -> tuple[Any, str]:
+        blob = self.read(container, path)
+        return json.loads(blob.data), blob.etag
+
+    def write_json(
+        self, container: str, path: str, obj: Any, *, if_match: str | None = None, create_only: bool = False,
+    ) -> str:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
+        return self.write(container, path, data, if_match=if_match, create_only=create_only,
+                          content_type="application/json")
+
+    def create_json(self, container: str, path: str, obj: Any) -> bool:
+        try:
+            self.write_json(container, path, obj, create_only=True)
+            return True
+        except Conflict:
+            return False
+
+    def update_json(
+        self, container: str, path: str, change: Callable[[Any | None], T], *, attempts: int = 20,
+    ) -> T:
+        for _ in range(attempts):
+            etag: str | None
+            try:
+                current, etag = self.read_json(container, path)
+            except NotFound:
+                current, etag = None, None
+            new = change(current)
+            try:
+                # absent: create-only, so two creators cannot both win
+                self.write_json(container, path, new, if_match=etag, create_only=etag is None)
+                return new
+            except Conflict:
+                continue
+        raise Conflict(f"{blob_label(container, path)} kept changing; gave up after {attempts} attempts")
+
+
+def _redacted(text: str) -> str:
+    # SAS connection strings put the token in the client's URL (and so in urllib3's messages):
+    # drop every query string so no `sig=` reaches a log or an HTTP answer
+    return re.sub(r"\?[^\s'\"<>()]*", "", text)
+
+
+def _unreachable(endpoint: str, detail: str) -> StorageUnreachable:
+    return StorageUnreachable(f"storage (endpoint={_redacted(endpoint)}) is unreachable: {_redacted(detail)}")
+
+
+def _http_error(what: str, endpoint: str, exc: HttpResponseError) -> Exception | None:
+    status = exc.status_code or 0
+    if status == 412:
+        return Conflict(f"{what} was changed by someone else (precondition failed)")
+    if status == 409:
+        return Conflict(f"{what} already exists or is being changed ({exc.reason})")
+    if status == 400 and getattr(exc, "error_code", None) == "PopReceiptMismatch":  # set by the storage SDK
+        # Azure documents 404 for a stale pop receipt on Delete/Update Message, Azurite answers
+        # 400 PopReceiptMismatch: both mean "not yours any more"
+        # https://learn.microsoft.com/rest/api/storageservices/delete-message2
+        return stale_receipt(what)
+    if status >= 500 or status == 429:
+        # throttled or a server fault after the SDK's own retries: transient, let the host retry
+        return _unreachable(endpoint, f"it answered {status} ({exc.reason}) after retries; transient, retry later")
+    return None
 
 
 @contextmanager
@@ -90,20 +281,25 @@ def _translated(what: str, endpoint: str) -> Iterator[None]:
     except (ResourceExistsError, ResourceModifiedError) as exc:
         raise Conflict(f"{what} was changed by someone else (ETag or existence condition failed)") from exc
     except HttpResponseError as exc:
-        if exc.status_code == 412:
-            raise Conflict(f"{what} was changed by someone else (precondition failed)") from exc
-        if exc.status_code == 409:
-            raise Conflict(f"{what} already exists or is being changed ({exc.reason})") from exc
-        raise
-    except ServiceRequestError as exc:
-        raise StorageUnreachable(
-            f"storage (endpoint={endpoint}) is unreachable: {exc}. Locally, start Azurite "
-            "(`make azurite` or `npx azurite --location .azurite`) or check AzureWebJobsStorage."
+        translated = _http_error(what, endpoint, exc)
+        if translated is None:
+            raise
+        raise translated from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        # request never sent (refused, DNS) or no answer read (connection dropped, read timeout)
+        raise _unreachable(
+            endpoint, f"{type(exc).__name__}: {exc}. Locally, start Azurite (`make azurite` or "
+            "`npx azurite --location .azurite`) or check AzureWebJobsStorage."
         ) from exc
 
 
-class AzureStorage:
-    """The gateway over Azure Blob + Queue storage (or Azurite)."""
+def _if_match(etag: str | None) -> dict[str, Any]:
+    # the SDK's spelling of an If-Match header
+    return {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+
+
+class AzureStorage(JsonBlobs):
+    """Storage over Azure Blob + Queue storage (or Azurite)."""
 
     def __init__(self, blobs: BlobServiceClient, queues: QueueServiceClient) -> None:
         self._blobs = blobs
@@ -115,11 +311,11 @@ class AzureStorage:
         self.queue_endpoint = queues.url
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "AzureStorage":
+    def from_settings(cls, settings: Settings) -> AzureStorage:
         """Connection string locally; identity-based (DefaultAzureCredential) in Azure."""
         # The SDK's default back-off starts at 15 s; a Functions invocation should fail fast and
         # let the host's own retry (dequeue count, blob receipts) take over.
-        retry = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2,
+        retry: dict[str, Any] = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2,
                  "connection_timeout": 5, "read_timeout": 30}
         if settings.storage_connection_string:
             conn = settings.storage_connection_string
@@ -160,88 +356,51 @@ class AzureStorage:
         return client
 
     def read(self, container: str, path: str) -> Blob:
-        """Read a blob and its ETag. Raises NotFound."""
         blob = self._blobs.get_blob_client(container, path)
-        with _translated(f"blob (container={container}, path={path})", self.blob_endpoint):
+        with _translated(blob_label(container, path), self.blob_endpoint):
             downloader = blob.download_blob()
             data = downloader.readall()
         return Blob(data=data, etag=downloader.properties.etag)
-
-    def read_json(self, container: str, path: str) -> tuple[Any, str]:
-        """Read a JSON blob and its ETag. Raises NotFound."""
-        blob = self.read(container, path)
-        return json.loads(blob.data), blob.etag
 
     def write(
         self, container: str, path: str, data: bytes, *, if_match: str | None = None,
         create_only: bool = False, content_type: str | None = None,
     ) -> str:
-        """Write a blob; with if_match only over that ETag, with create_only only if absent.
-
-        Raises Conflict when the condition fails.
-        """
         self._container(container, create=True)
         blob = self._blobs.get_blob_client(container, path)
-        kwargs: dict[str, Any] = {"overwrite": not create_only}
-        if if_match is not None:
-            kwargs.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+        kwargs: dict[str, Any] = {"overwrite": not create_only, **_if_match(if_match)}
         if content_type:
             kwargs["content_settings"] = ContentSettings(content_type=content_type)
-        with _translated(f"blob (container={container}, path={path})", self.blob_endpoint):
+        with _translated(blob_label(container, path), self.blob_endpoint):
             result = blob.upload_blob(data, **kwargs)
         return str(result["etag"])
 
-    def write_json(self, container: str, path: str, obj: Any, **kwargs: Any) -> str:
-        """Write a JSON blob (same conditions as write)."""
-        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
-        return self.write(container, path, data, content_type="application/json", **kwargs)
-
-    def create_json(self, container: str, path: str, obj: Any) -> bool:
-        """Create a JSON blob only if absent; False when it already existed."""
-        try:
-            self.write_json(container, path, obj, create_only=True)
-            return True
-        except Conflict:
-            return False
-
-    def update_json(
-        self, container: str, path: str, change: Callable[[Any | None], T], *, attempts: int = 20,
-    ) -> T:
-        """Read-modify-write under an ETag; `change` gets the current value (None if absent)
-        and returns the new one. Retries on a lost race. Raises Conflict after `attempts`."""
-        for _ in range(attempts):
-            try:
-                current, etag = self.read_json(container, path)
-            except NotFound:
-                current, etag = None, None
-            new = change(current)
-            try:
-                if etag is None:
-                    self.write_json(container, path, new, create_only=True)
-                else:
-                    self.write_json(container, path, new, if_match=etag)
-                return new
-            except Conflict:
-                continue
-        raise Conflict(f"blob (container={container}, path={path}) kept changing; gave up after {attempts} attempts")
-
     def exists(self, container: str, path: str) -> bool:
-        """True if the blob exists."""
         blob = self._blobs.get_blob_client(container, path)
-        with _translated(f"blob (container={container}, path={path})", self.blob_endpoint):
+        with _translated(blob_label(container, path), self.blob_endpoint):
             return bool(blob.exists())
 
     def list(self, container: str, prefix: str = "") -> list[BlobInfo]:
-        """Blobs under a prefix (empty when the container does not exist)."""
         client = self._container(container, create=False)
         out: list[BlobInfo] = []
         with _translated(f"container (name={container})", self.blob_endpoint):
             try:
                 for props in client.list_blobs(name_starts_with=prefix or None):
-                    out.append(BlobInfo(container, props.name, props.etag, props.size or 0, props.last_modified))
+                    # listings give ETags unquoted, reads and writes quoted: one form, usable as if_match
+                    etag = props.etag if props.etag.startswith('"') else f'"{props.etag}"'
+                    out.append(BlobInfo(container, props.name, etag, props.size or 0, props.last_modified))
             except ResourceNotFoundError:
                 return []
         return out
+
+    def delete(self, container: str, path: str, *, if_match: str | None = None) -> bool:
+        blob = self._blobs.get_blob_client(container, path)
+        with _translated(blob_label(container, path), self.blob_endpoint):
+            try:
+                blob.delete_blob(**_if_match(if_match))
+            except ResourceNotFoundError:  # blob or container absent; with if_match Azure answers 412
+                return False
+        return True
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -258,18 +417,15 @@ class AzureStorage:
         return client
 
     def enqueue(self, queue: str, payload: Any, *, delay_seconds: int = 0) -> str:
-        """Send a message encoded as queue triggers expect (base64 JSON); returns its id."""
         return self.enqueue_raw(queue, encode_message(payload), delay_seconds=delay_seconds)
 
     def enqueue_raw(self, queue: str, text: str, *, delay_seconds: int = 0) -> str:
-        """Send text exactly as given (poison queues keep the original body this way)."""
         client = self._queue(queue)
         with _translated(f"queue (name={queue})", self.queue_endpoint):
             sent = client.send_message(text, visibility_timeout=delay_seconds or None)
         return str(sent.id)
 
-    def receive(self, queue: str, *, max_messages: int, visibility_timeout: int) -> list[QueuedMessage]:
-        """Receive up to max_messages, hidden for visibility_timeout seconds."""
+    def receive(self, queue: str, *, max_messages: int, visibility_timeout: int) -> builtins.list[QueuedMessage]:
         client = self._queue(queue)
         with _translated(f"queue (name={queue})", self.queue_endpoint):
             # messages_per_page too: with max_messages alone the SDK fetches one message per call;
@@ -277,7 +433,7 @@ class AzureStorage:
             pages = client.receive_messages(
                 messages_per_page=max_messages, max_messages=max_messages, visibility_timeout=visibility_timeout
             ).by_page()
-            batch = list(next(pages, []))
+            batch = builtins.list(next(pages, []))
             return [
                 QueuedMessage(
                     id=m.id, pop_receipt=m.pop_receipt, content=m.content or "",
@@ -288,32 +444,24 @@ class AzureStorage:
             ]
 
     def delete_message(self, queue: str, message: QueuedMessage) -> None:
-        """Delete a message we finished with."""
-        with _translated(f"message (queue={queue}, id={message.id})", self.queue_endpoint):
+        with _translated(message_label(queue, message.id), self.queue_endpoint):
             self._queue(queue).delete_message(message.id, message.pop_receipt)
 
     def release(self, queue: str, message: QueuedMessage, *, visibility_timeout: int) -> None:
-        """Make a message visible again after visibility_timeout seconds (a retry)."""
-        with _translated(f"message (queue={queue}, id={message.id})", self.queue_endpoint):
-            self._queue(queue).update_message(
-                message.id, message.pop_receipt, visibility_timeout=visibility_timeout
-            )
+        self.renew(queue, message, visibility_timeout=visibility_timeout)
 
     def renew(self, queue: str, message: QueuedMessage, *, visibility_timeout: int) -> QueuedMessage:
-        """Extend a received message's invisibility; returns it with its new pop receipt."""
-        with _translated(f"message (queue={queue}, id={message.id})", self.queue_endpoint):
+        with _translated(message_label(queue, message.id), self.queue_endpoint):
             updated = self._queue(queue).update_message(
                 message.id, message.pop_receipt, visibility_timeout=visibility_timeout
             )
         return replace(message, pop_receipt=updated.pop_receipt, next_visible_on=updated.next_visible_on)
 
-    def peek(self, queue: str, max_messages: int = 32) -> list[str]:
-        """Peek raw message texts without dequeuing (tests, admin)."""
+    def peek(self, queue: str, max_messages: int = 32) -> builtins.list[str]:
         with _translated(f"queue (name={queue})", self.queue_endpoint):
             return [m.content for m in self._queue(queue).peek_messages(max_messages=max_messages)]
 
     def ping(self) -> None:
-        """Raise StorageUnreachable unless both blob and queue endpoints answer."""
         with _translated("blob service", self.blob_endpoint):
             self._blobs.get_service_properties()
         with _translated("queue service", self.queue_endpoint):

@@ -4,8 +4,11 @@ from __future__ import annotations
 import io
 import platform
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import joblib
 import numpy as np
@@ -38,8 +41,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from shared.errors import DataRejected
-from shared.spec import TrainingSpec
+from shared.errors import DataRejected, ModelRejected
+from shared.spec import FeatureKind, TrainingSpec
 
 # How a missing categorical value is spelled, in training and at scoring time. skl2onnx only
 # converts a string imputer whose missing_values is a string (not None/NaN), so missing
@@ -63,6 +66,28 @@ FLOAT32_TREE_MODELS = frozenset({
     "random_forest", "gradient_boosting", "hist_gradient_boosting", "random_forest_regressor",
     "gradient_boosting_regressor", "hist_gradient_boosting_regressor",
 })
+# What sklearn raises when the numbers themselves make a fit or prediction impossible; every
+# retry would raise it again, so it becomes a ModelRejected (LinAlgError is a ValueError too).
+SKLEARN_NUMERIC_ERRORS = (ValueError, FloatingPointError, np.linalg.LinAlgError)
+
+
+class ModelProblem(TypedDict):
+    """One reason a model was rejected; the same keys as a data_checks Problem."""
+
+    column: str | None
+    check: str
+    message: str
+    count: int | None
+
+
+class ModelReport(TypedDict):
+    """ModelRejected.details: shaped like a data rejection report, plus the stage."""
+
+    status: Literal["rejected"]
+    stage: str
+    rows: int
+    columns: list[str]
+    problems: list[ModelProblem]
 
 
 @dataclass(frozen=True)
@@ -155,48 +180,282 @@ def target_array(df: pd.DataFrame, spec: TrainingSpec) -> np.ndarray:
     return np.array([str(v) for v in column.tolist()], dtype=object)
 
 
-def train(df: pd.DataFrame, spec: TrainingSpec) -> TrainResult:
+def prepared_column(column: pd.Series, kind: FeatureKind) -> pd.Series:
+    """One feature as prepare() stores it: numeric float64 (NaN if missing), categorical object str/None.
+
+    Unparseable numbers become NaN as at scoring time; prepare() has already refused them.
+    """
+    if kind == "numeric":
+        values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        return pd.Series(values, dtype=np.float64)
+    return pd.Series(category_strings(column), dtype=object)
+
+
+def prepared_frame(df: pd.DataFrame, spec: TrainingSpec) -> pd.DataFrame:
+    """The spec's features (prepared_column) then its target (target_array), on a fresh RangeIndex."""
+    columns: dict[str, Any] = {f.name: prepared_column(df[f.name], f.kind) for f in spec.features}
+    columns[spec.target] = target_array(df, spec)
+    frame = pd.DataFrame(columns)
+    for feat in spec.features:  # pandas may infer a str dtype; we promise object + None
+        if feat.kind == "categorical":
+            frame[feat.name] = columns[feat.name]
+    return frame
+
+
+def frame_for_spec(df: pd.DataFrame, spec: TrainingSpec) -> tuple[pd.DataFrame | None, list[str]]:
+    """df (e.g. a holdout made for another spec) in the prepared form spec expects, or (None, absent columns)."""
+    missing = [c for c in [*spec.feature_names, spec.target] if c not in df.columns]
+    if missing:
+        return None, missing
+    return prepared_frame(df, spec), []
+
+
+def model_rejected(stage: str, subject: str, rows: int, columns: list[str],
+                   problems: list[ModelProblem]) -> ModelRejected:
+    """A ModelRejected whose details is a ModelReport; the message leads with the first problem."""
+    report: ModelReport = {"status": "rejected", "stage": stage, "rows": rows, "columns": columns,
+                           "problems": problems}
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return ModelRejected(f"{stage} rejected ({subject}): {problems[0]['message']}{more}; see details",
+                         details=report)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a training rejection names: the spec and the frame it was trained on."""
+
+    spec: TrainingSpec
+    rows: int
+    columns: list[str]
+
+    def reject(self, problems: list[ModelProblem]) -> ModelRejected:
+        subject = f"model={self.spec.name}, estimator={self.spec.estimator.type}"
+        return model_rejected("train", subject, self.rows, self.columns, problems)
+
+
+@contextmanager
+def quiet_numerics() -> Iterator[None]:
+    """Silence numpy overflow/invalid warnings: callers check results for non-finite values instead."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+@contextmanager
+def _sklearn_errors(ctx: _Context, doing: str) -> Iterator[None]:
+    """Turn the numeric errors sklearn raises while `doing` into a fit_failed rejection."""
+    try:
+        yield
+    except SKLEARN_NUMERIC_ERRORS as exc:
+        raise ctx.reject([{
+            "column": None, "check": "fit_failed", "count": None,
+            "message": f"sklearn failed while {doing} (estimator={ctx.spec.estimator.type}): "
+                       f"{type(exc).__name__}: {exc}; fix the data or the estimator params in the spec",
+        }]) from exc
+
+
+def train(df: pd.DataFrame, spec: TrainingSpec, extra: pd.DataFrame | None = None) -> TrainResult:
     """Split, fit and score on the holdout; deterministic for (data, spec).
+
+    extra: source columns outside the spec, row-aligned with df; the holdout carries them after
+    the spec's columns so a champion with another feature set can be scored on the same rows.
 
     Raises:
         DataRejected: a stratified split is impossible (a class with fewer than 2 rows).
+        ModelRejected: the data cannot be trained on (details is a ModelReport; checks
+            non_finite_after_preprocessing, single_class, fit_failed, non_finite_output).
     """
-    df = df.reset_index(drop=True)  # holdout rows are looked up by index below
+    df = df.reset_index(drop=True)  # holdout rows are looked up by position below
+    extra = _aligned_extra(df, spec, extra)
+    ctx = _Context(spec, len(df), [str(c) for c in df.columns])
     features = feature_frame(df, spec)
     y = target_array(df, spec)
+    x_train, x_hold, y_train, y_hold = _split(features, y, spec, ctx)
+    if spec.task == "classification":
+        _require_two_classes(y_train, y, spec, ctx)
+    pipeline = build_pipeline(spec)
+    fitted = _fit_and_predict(pipeline, x_train, y_train, x_hold, ctx)
+    classes = pipeline.classes_.tolist() if spec.task == "classification" else None
+    with quiet_numerics(), _sklearn_errors(ctx, "scoring the holdout"):
+        metrics = compute_metrics(spec.task, y_hold, fitted.predictions, fitted.proba, classes)
+    _check_finite_metrics(metrics, fitted, ctx)
+    # Holdout rows as given (prepared form, None for a missing category), for parity and
+    # champion/challenger scoring through ONNX; raw extra columns follow for other specs.
+    rows = x_hold.index.to_numpy()
+    holdout = pd.concat([df.loc[rows, [*spec.feature_names, spec.target]].reset_index(drop=True),
+                         extra.iloc[rows].reset_index(drop=True)], axis=1)
+    return TrainResult(
+        pipeline=pipeline,
+        metrics=metrics,
+        holdout=holdout,
+        train_rows=len(x_train),
+        holdout_rows=len(x_hold),
+        fit_seconds=fitted.fit_seconds,
+        classes=classes,
+    )
+
+
+class _Fitted(NamedTuple):
+    """What the checks after fitting need: holdout outputs and the matrix that produced them."""
+
+    fit_seconds: float
+    predictions: np.ndarray
+    proba: np.ndarray | None
+    hold_matrix: np.ndarray
+    sources: list[str | None]
+
+
+def _aligned_extra(df: pd.DataFrame, spec: TrainingSpec, extra: pd.DataFrame | None) -> pd.DataFrame:
+    if extra is None:
+        return pd.DataFrame(index=df.index)
+    if len(extra) != len(df):
+        raise ValueError(f"extra has rows={len(extra)} but the training frame has rows={len(df)}; "
+                         "pass PreparedData.extra with its frame")
+    clash = sorted(set(map(str, extra.columns)) & {*spec.feature_names, spec.target})
+    if clash:
+        raise ValueError(f"extra columns={clash} are spec columns; pass only columns outside the spec")
+    return extra.reset_index(drop=True)
+
+
+def _split(features: pd.DataFrame, y: np.ndarray, spec: TrainingSpec, ctx: _Context) -> list[Any]:
     try:
-        x_train, x_hold, y_train, y_hold = train_test_split(
-            features, y, test_size=spec.split.holdout, random_state=spec.split.seed,
-            stratify=y if spec.split.stratify else None,
-        )
+        return list(train_test_split(features, y, test_size=spec.split.holdout,
+                                     random_state=spec.split.seed,
+                                     stratify=y if spec.split.stratify else None))
     except ValueError as exc:
         raise DataRejected(
             f"holdout split failed (model={spec.name}, holdout={spec.split.holdout}): {exc}; "
             "add rows for rare classes or set split.stratify=false",
-            details={"status": "rejected", "rows": len(df), "columns": list(df.columns),
+            details={"status": "rejected", "stage": "train", "rows": ctx.rows, "columns": ctx.columns,
                      "problems": [{"column": spec.target, "check": "split",
                                    "message": str(exc), "count": None}]},
         ) from exc
-    pipeline = build_pipeline(spec)
-    with single_threaded():
-        started = time.perf_counter()
-        pipeline.fit(x_train, y_train)
-        fit_seconds = time.perf_counter() - started
-        classes = pipeline.classes_.tolist() if spec.task == "classification" else None
-        predictions = pipeline.predict(x_hold)
-        proba = pipeline.predict_proba(x_hold) if classes is not None else None
-    # Holdout rows as given (prepared form, None for a missing category), for parity and
-    # champion/challenger scoring through ONNX.
-    holdout = df.loc[x_hold.index, [*spec.feature_names, spec.target]].reset_index(drop=True)
-    return TrainResult(
-        pipeline=pipeline,
-        metrics=compute_metrics(spec.task, y_hold, predictions, proba, classes),
-        holdout=holdout,
-        train_rows=len(x_train),
-        holdout_rows=len(x_hold),
-        fit_seconds=fit_seconds,
-        classes=classes,
-    )
+
+
+def _require_two_classes(y_train: np.ndarray, y: np.ndarray, spec: TrainingSpec, ctx: _Context) -> None:
+    present = pd.unique(pd.Series(y_train)).tolist()
+    if len(present) >= 2:
+        return
+    raise ctx.reject([{
+        "column": spec.target, "check": "single_class", "count": len(present),
+        "message": f"the training split of target column={spec.target} has only class {present} of "
+                   f"{len(pd.unique(pd.Series(y)))} (holdout={spec.split.holdout}, "
+                   f"stratify={spec.split.stratify}); add rows of the other classes or set "
+                   "split.stratify=true",
+    }])
+
+
+def _fit_and_predict(pipeline: Pipeline, x_train: pd.DataFrame, y_train: np.ndarray, x_hold: pd.DataFrame,
+                     ctx: _Context) -> _Fitted:
+    """Fit preprocessing and estimator separately so the matrix between them can be checked.
+
+    Same steps as pipeline.fit / predict (Pipeline slices share the fitted step objects).
+    """
+    preprocess, estimator = pipeline[:-1], pipeline[-1]
+    with single_threaded(), quiet_numerics():
+        with _sklearn_errors(ctx, "fitting"):
+            started = time.perf_counter()
+            train_matrix = np.asarray(preprocess.fit_transform(x_train, y_train))
+            sources = _source_columns(pipeline)
+            _check_finite_matrix(train_matrix, sources, "training", ctx)
+            estimator.fit(train_matrix, y_train)
+            fit_seconds = time.perf_counter() - started
+        with _sklearn_errors(ctx, "predicting the holdout"):
+            hold_matrix = np.asarray(preprocess.transform(x_hold))
+            _check_finite_matrix(hold_matrix, sources, "holdout", ctx)
+            predictions = np.asarray(estimator.predict(hold_matrix))
+            proba = (np.asarray(estimator.predict_proba(hold_matrix))
+                     if ctx.spec.task == "classification" else None)
+    outputs = proba if proba is not None else predictions.astype(np.float64).reshape(len(predictions), -1)
+    bad_rows = np.asarray(~np.isfinite(outputs).all(axis=1), dtype=bool)
+    if bad_rows.any():
+        what = "inf/NaN probabilities" if proba is not None else "inf/NaN predictions"
+        raise ctx.reject([_output_problem(column, count, what)
+                          for column, count in _driving_columns(hold_matrix, bad_rows, sources)])
+    return _Fitted(fit_seconds, predictions, proba, hold_matrix, sources)
+
+
+def _source_columns(pipeline: Pipeline) -> list[str | None]:
+    """The spec feature behind each column of the preprocessed matrix (None if unknown)."""
+    preprocess: ColumnTransformer = pipeline.named_steps["preprocess"]
+    sources: list[str | None] = []
+    for name, transformer, columns in preprocess.transformers_:
+        if name == "remainder":
+            continue
+        encoder = transformer[-1]
+        # The median imputer drops an all-NaN column, so read the names it kept.
+        inputs = list(transformer[:-1].get_feature_names_out(columns))
+        if isinstance(encoder, OneHotEncoder):
+            sources.extend(c for c, cats in zip(inputs, encoder.categories_, strict=True) for _ in cats)
+        else:
+            sources.extend(inputs)  # the scaler keeps one column per input
+    return sources
+
+
+def _column_of(sources: list[str | None], index: int) -> str | None:
+    return sources[index] if index < len(sources) else None
+
+
+def _check_finite_matrix(matrix: np.ndarray, sources: list[str | None], split: str, ctx: _Context) -> None:
+    finite = np.isfinite(matrix)
+    if finite.all():
+        return
+    problems: list[ModelProblem] = []
+    by_column: dict[str | None, np.ndarray] = {}
+    for index in np.flatnonzero(~finite.all(axis=0)):
+        column = _column_of(sources, int(index))
+        rows = ~finite[:, index]
+        by_column[column] = by_column[column] | rows if column in by_column else rows
+    cast = ", float32 cast" if ctx.spec.estimator.type in FLOAT32_TREE_MODELS else ""
+    for column, rows in by_column.items():
+        problems.append({
+            "column": column, "check": "non_finite_after_preprocessing", "count": int(rows.sum()),
+            "message": f"{int(rows.sum())} {split} row(s) of column={column} are inf/NaN after "
+                       f"preprocessing (median imputation, standard scaling{cast}): values too large "
+                       f"to scale (e.g. near 1e308); rescale column={column} (e.g. other units), set "
+                       "min/max for it in the spec, or remove the outliers",
+        })
+    raise ctx.reject(problems)
+
+
+def _driving_columns(matrix: np.ndarray, rows: np.ndarray, sources: list[str | None]) -> list[tuple[str | None, int]]:
+    """For the given rows, the feature with the largest |preprocessed value|, with row counts."""
+    counts: dict[str | None, int] = {}
+    if matrix.ndim == 2 and matrix.shape[1]:
+        for index in np.abs(matrix[rows]).argmax(axis=1):
+            column = _column_of(sources, int(index))
+            counts[column] = counts.get(column, 0) + 1
+    return list(counts.items()) or [(None, int(rows.sum()))]
+
+
+def _output_problem(column: str | None, count: int, what: str) -> ModelProblem:
+    return {
+        "column": column, "check": "non_finite_output", "count": count,
+        "message": f"{count} holdout row(s) give {what}; their largest scaled input is column={column}: "
+                   "values far outside the training range overflow the model; set min/max for "
+                   f"column={column} in the spec or remove the outliers",
+    }
+
+
+def _check_finite_metrics(metrics: dict[str, float], fitted: _Fitted, ctx: _Context) -> None:
+    """A metric is inf/NaN when a squared error overflows: blame the inputs if predictions are huge."""
+    bad = sorted(name for name, value in metrics.items() if not np.isfinite(value))
+    if not bad:
+        return
+    if fitted.proba is None:
+        with quiet_numerics():
+            predictions = fitted.predictions.astype(np.float64).ravel()
+            huge = ~np.isfinite(np.square(predictions))
+        if huge.any():
+            raise ctx.reject([_output_problem(column, count, f"predictions too large for metrics={bad}")
+                              for column, count in _driving_columns(fitted.hold_matrix, huge, fitted.sources)])
+    target = ctx.spec.target
+    cause = ("target values too large to square; rescale the target (e.g. other units) or remove the outliers"
+             if fitted.proba is None else "check the holdout rows of the target and the class labels")
+    raise ctx.reject([{
+        "column": target, "check": "non_finite_output", "count": len(bad),
+        "message": f"holdout metrics={bad} are inf/NaN for target column={target}: {cause}",
+    }])
 
 
 def compute_metrics(task: str, y_true: Any, y_pred: Any, proba: Any,

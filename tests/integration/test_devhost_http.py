@@ -94,7 +94,9 @@ def test_unhandled_exception_is_500_and_logged_with_the_function_name(
     assert any("Executing 'Functions.boom'" in r.getMessage() for r in caplog.records)
 
 
-def test_the_function_list_is_printed_with_urls_from_the_bindings(host: DevHost, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_function_list_is_printed_with_urls_from_the_bindings(
+    host: DevHost, capsys: pytest.CaptureFixture[str],
+) -> None:
     host._print_functions()
     out = capsys.readouterr().out
     assert f"  get_item: [GET] {host.url}/api/items/{{id:int}}" in out

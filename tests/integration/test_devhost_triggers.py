@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -58,7 +58,9 @@ def test_failing_message_goes_to_poison_after_max_dequeue_count_with_its_origina
     assert storage.peek(queue) == []
 
 
-def test_message_that_fails_once_is_retried_and_then_deleted(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+def test_message_that_fails_once_is_retried_and_then_deleted(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
     start()
     storage.enqueue(env["FLAKY_QUEUE"], {"fail_times": 1})
     runs = wait_for(lambda: [r for r in records(storage, env, "flaky") if r["dequeue_count"] == 2], "the retry")
@@ -141,7 +143,9 @@ def test_blob_outside_the_path_pattern_does_not_fire(start: Start, storage: Azur
     assert blob_runs(storage, env, "top-level.txt") == []
 
 
-def test_blob_poison_after_five_failures_like_the_host(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+def test_blob_poison_after_five_failures_like_the_host(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
     container = env["BLOB_CONTAINER"]
     start()
     storage.write(container, "g/bad.txt", b"fail please")
@@ -157,7 +161,9 @@ def test_blob_poison_after_five_failures_like_the_host(start: Start, storage: Az
     assert len(blob_runs(storage, env, "g/bad.txt")) == 5
 
 
-def test_event_grid_blob_trigger_is_served_by_scanning(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
+def test_event_grid_blob_trigger_is_served_by_scanning(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
     start()
     storage.write(env["EG_CONTAINER"], "e.txt", b"abc")
     [run] = wait_for(lambda: records(storage, env, "blob-eg"), "the EventGrid-sourced blob trigger")
@@ -166,8 +172,10 @@ def test_event_grid_blob_trigger_is_served_by_scanning(start: Start, storage: Az
 
 # -- timers -----------------------------------------------------------------------------------
 
-def test_timer_runs_on_startup_then_on_its_ncrontab_schedule(start: Start, storage: AzureStorage, env: dict[str, str]) -> None:
-    clock = FakeClock(datetime(2024, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
+def test_timer_runs_on_startup_then_on_its_ncrontab_schedule(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
+    clock = FakeClock(datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC))
     start(clock=clock, env={"TICK_SCHEDULE": "0 */5 * * * *"})
     [first] = wait_for(lambda: records(storage, env, "tick"), "the runOnStartup invocation")
     assert first["past_due"] is False
@@ -180,13 +188,13 @@ def test_timer_runs_on_startup_then_on_its_ncrontab_schedule(start: Start, stora
 def test_occurrence_missed_while_stopped_runs_at_startup_as_past_due_like_the_host(
     start: Start, storage: AzureStorage, env: dict[str, str],
 ) -> None:
-    clock = FakeClock(datetime(2024, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC))
     schedule = {"TICK_SCHEDULE": "0 */5 * * * *"}
     host = start(clock=clock, env=schedule)
     wait_for(lambda: records(storage, env, "tick"), "the runOnStartup invocation")
     wait_for(lambda: storage.list("azure-webjobs-hosts", f"timers/test-{env['FIXTURE_RECORDS'][4:]}/"), "status")
     host.stop()
-    start(clock=FakeClock(datetime(2024, 1, 1, 0, 20, 0, tzinfo=timezone.utc)), env=schedule)
+    start(clock=FakeClock(datetime(2024, 1, 1, 0, 20, 0, tzinfo=UTC)), env=schedule)
     ticks = wait_for(lambda: (t := records(storage, env, "tick")) and len(t) == 2 and t, "the past-due run")
     assert sorted(t["past_due"] for t in ticks) == [False, True]
 

@@ -1,80 +1,155 @@
-"""The storage gateway against a real Azurite: ETag semantics, create-only, queues."""
+"""AzureStorage only: how Azure SDK failures become our errors. The shared behaviour is in tests/contract.
+
+Servers that answer 5xx / 429 or drop the connection are tiny local HTTP servers, not mocks: the real
+SDK talks to them over a socket, so these tests see exactly what the gateway sees in production.
+"""
 from __future__ import annotations
 
-import base64
-import json
+import socket
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
 
-from shared.errors import Conflict, NotFound, StorageUnreachable
+from shared.errors import StorageUnreachable
 from shared.settings import Settings
 from shared.storage import AzureStorage
 
-
-def test_write_then_read_returns_data_and_etag(storage, unique):
-    etag = storage.write("gateway", f"{unique}/a.bin", b"hello")
-    blob = storage.read("gateway", f"{unique}/a.bin")
-    assert blob.data == b"hello" and blob.etag == etag
+SECRET = "TOPSECRETSIGNATURE"
 
 
-def test_reading_a_missing_blob_raises_not_found_naming_it(storage, unique):
-    with pytest.raises(NotFound, match=f"path={unique}/missing"):
-        storage.read("gateway", f"{unique}/missing")
+def _connection_string(port: int, *, sas: bool = False) -> str:
+    endpoints = (f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+                 f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+    if sas:  # a SAS token lives in the client's URL, so it could leak into error messages
+        return endpoints + f"SharedAccessSignature=sv=2021-08-06&ss=bq&srt=sco&sp=rwdl&sig={SECRET}"
+    return "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;" + endpoints
 
 
-def test_create_only_refuses_to_overwrite(storage, unique):
-    assert storage.create_json("gateway", f"{unique}/v1.json", {"n": 1}) is True
-    assert storage.create_json("gateway", f"{unique}/v1.json", {"n": 2}) is False
-    assert storage.read_json("gateway", f"{unique}/v1.json")[0] == {"n": 1}
+def _gateway(port: int, *, sas: bool = False) -> AzureStorage:
+    # no SDK retries: the same error comes out after retries, only slower (from_settings retries twice)
+    conn = _connection_string(port, sas=sas)
+    return AzureStorage(BlobServiceClient.from_connection_string(conn, retry_total=0),
+                        QueueServiceClient.from_connection_string(conn, retry_total=0))
 
 
-def test_write_with_stale_etag_is_a_conflict(storage, unique):
-    path = f"{unique}/alias.json"
-    first = storage.write_json("gateway", path, {"v": 1})
-    storage.write_json("gateway", path, {"v": 2}, if_match=first)
-    with pytest.raises(Conflict):
-        storage.write_json("gateway", path, {"v": 3}, if_match=first)
-    assert storage.read_json("gateway", path)[0] == {"v": 2}
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A local HTTP server on a free port for the duration of the block."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
-def test_concurrent_update_json_loses_no_increment(storage, unique):
-    path = f"{unique}/counter.json"
+def _answering(status: int) -> type[BaseHTTPRequestHandler]:
+    # the error body Azure Storage sends (e.g. 503 ServerBusy), so the SDK parses it as it would in Azure
+    body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>Simulated{status}</Code>'
+            f"<Message>simulated status {status}</Message></Error>").encode()
 
-    def bump() -> None:
-        for _ in range(5):
-            storage.update_json("gateway", path, lambda cur: {"n": (cur or {"n": 0})["n"] + 1})
+    class Answer(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(status)
+            self.send_header("x-ms-error-code", f"Simulated{status}")
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
-    threads = [threading.Thread(target=bump) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert storage.read_json("gateway", path)[0] == {"n": 20}
+        do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _answer
 
+        def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
+            pass
 
-def test_list_by_prefix(storage, unique):
-    for name in ("a", "b", "c"):
-        storage.write("gateway", f"{unique}/list/{name}", b"x")
-    names = sorted(i.name for i in storage.list("gateway", f"{unique}/list/"))
-    assert names == [f"{unique}/list/a", f"{unique}/list/b", f"{unique}/list/c"]
-    assert storage.list(f"nocontainer{unique}") == []
-
-
-def test_enqueue_encodes_base64_json_like_the_trigger_expects(storage, unique):
-    queue = f"q-{unique}"
-    storage.enqueue(queue, {"run": 1})
-    [raw] = storage.peek(queue)
-    assert json.loads(base64.b64decode(raw)) == {"run": 1}
-    [msg] = storage.receive(queue, max_messages=1, visibility_timeout=30)
-    assert msg.dequeue_count == 1
-    storage.delete_message(queue, msg)
-    assert storage.peek(queue) == []
+    return Answer
 
 
-def test_unreachable_storage_names_the_endpoint():
+class Hangup(BaseHTTPRequestHandler):
+    """Reads the request, then closes the connection without an answer."""
+
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _hang_up
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def _refusing() -> Iterator[int]:
+    """A port that refuses connections: bound, never listening."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
+OPERATIONS: dict[str, Callable[[AzureStorage], object]] = {
+    "read": lambda g: g.read("c", "p"),
+    "write": lambda g: g.write("c", "p", b"x"),
+    "list": lambda g: g.list("c"),
+    "delete": lambda g: g.delete("c", "p"),
+    "enqueue": lambda g: g.enqueue("q", {"a": 1}),
+    "receive": lambda g: g.receive("q", max_messages=1, visibility_timeout=30),
+    "ping": lambda g: g.ping(),
+}
+
+
+def test_unreachable_storage_names_the_endpoint() -> None:
     dead = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
             "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;")
     gateway = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": dead}))
-    with pytest.raises(StorageUnreachable, match="127.0.0.1:9"):
+    with pytest.raises(StorageUnreachable, match="127.0.0.1:9") as info:
         gateway.ping()
+    assert info.value.status == 503
+    assert "start Azurite" in info.value.message
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_a_server_error_or_throttling_is_storage_unreachable_naming_the_endpoint(status: int, operation: str) -> None:
+    with _serving(_answering(status)) as port:
+        with pytest.raises(StorageUnreachable, match=rf"endpoint=http://127.0.0.1:{port}/.* answered {status}") \
+                as info:
+            OPERATIONS[operation](_gateway(port))
+        assert info.value.status == 503
+
+
+def test_a_dropped_connection_is_storage_unreachable_not_an_azure_error() -> None:
+    with _serving(Hangup) as port:
+        with pytest.raises(StorageUnreachable, match=rf"endpoint=http://127.0.0.1:{port}/.*ServiceResponseError"):
+            _gateway(port).read("c", "p")
+
+
+def test_a_client_error_that_is_not_ours_to_translate_still_escapes() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    with _serving(_answering(403)) as port:
+        with pytest.raises(HttpResponseError) as info:
+            _gateway(port).read("c", "p")
+        assert not isinstance(info.value, StorageUnreachable)
+        assert info.value.status_code == 403
+
+
+@pytest.mark.parametrize("server", ["refused", "503", "hangup"])
+def test_unreachable_messages_never_contain_the_sas_token(server: str) -> None:
+    servers = {"refused": _refusing, "503": lambda: _serving(_answering(503)), "hangup": lambda: _serving(Hangup)}
+    with servers[server]() as port:
+        gateway = _gateway(port, sas=True)
+        assert SECRET in gateway.blob_endpoint  # the SDK keeps the token in the URL we report
+        for operation in ("read", "ping", "enqueue"):
+            with pytest.raises(StorageUnreachable, match=f"127.0.0.1:{port}") as info:
+                OPERATIONS[operation](gateway)
+            assert SECRET not in str(info.value), operation
+            assert "sig=" not in str(info.value), operation

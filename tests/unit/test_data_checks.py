@@ -120,6 +120,7 @@ def test_prepare_refuses_data_that_fails_the_checks() -> None:
     with pytest.raises(DataRejected) as caught:
         prepare(clean_frame(rows=5), make_spec())
     assert caught.value.status == 422
+    assert isinstance(caught.value.details, dict)
     assert caught.value.details["problems"][0]["check"] == "min_rows"
 
 
@@ -149,7 +150,9 @@ def test_changing_one_value_changes_the_hash() -> None:
     frame = clean_frame()
     spec = make_spec()
     before = prepare(frame, spec).data_hash
-    frame.loc[7, "speed"] = np.nextafter(frame.loc[7, "speed"], np.inf)
+    speed = frame["speed"].to_numpy(copy=True)
+    speed[7] = np.nextafter(speed[7], np.inf)
+    frame["speed"] = speed
     assert prepare(frame, spec).data_hash != before
 
 
@@ -170,6 +173,7 @@ def test_unreadable_files_are_rejected_with_a_report(name: str, data: bytes) -> 
     with pytest.raises(DataRejected) as caught:
         load_dataset(data, name)
     report = caught.value.details
+    assert isinstance(report, dict)
     assert report["status"] == "rejected" and report["problems"][0]["check"] == "parse"
     assert name in caught.value.message
 
@@ -197,3 +201,47 @@ def test_profile_folds_rare_categories_into_other() -> None:
     machine = profile_dataset(frame, spec)["features"]["machine_type"]
     assert len(machine["counts"]) == 21 and machine["counts"]["__other__"] == 20
     assert machine["distinct"] == 30
+
+
+# Pinned before PreparedData.extra existed: the hash covers the canonical frame only.
+CLEAN_FRAME_HASH = "6efd2ce0bcf7bac656de87b931cf260ae6be2e8778e96afcb9825f1e188ce100"
+
+
+def test_extra_columns_never_change_the_data_hash() -> None:
+    spec = make_spec()
+    with_unused = clean_frame()
+    more = with_unused.assign(batch=np.arange(40) % 3, note=[f"n{i}" for i in range(40)])
+    hashes = {prepare(df, spec).data_hash for df in (with_unused, with_unused.drop(columns=["unused"]), more)}
+    assert hashes == {CLEAN_FRAME_HASH}
+
+
+def test_prepare_keeps_source_columns_outside_the_spec_beside_the_frame() -> None:
+    source = clean_frame().assign(batch=np.arange(40) % 3)
+    source.index = source.index + 100  # row-aligned by position, not by the source's index
+    prepared = prepare(source, make_spec())
+    assert list(prepared.extra.columns) == ["unused", "batch"]
+    assert len(prepared.extra) == prepared.rows == 40
+    assert prepared.extra.index.equals(prepared.frame.index)
+    assert prepared.extra["batch"].tolist() == (np.arange(40) % 3).tolist()
+    assert prepared.extra["batch"].dtype == np.int64 and prepared.extra["unused"].tolist() == ["x"] * 40
+    assert prepared.extra_parquet_bytes is not None
+    stored = pd.read_parquet(io.BytesIO(prepared.extra_parquet_bytes))
+    assert stored["batch"].tolist() == prepared.extra["batch"].tolist()
+    assert stored["unused"].tolist() == prepared.extra["unused"].tolist()
+    assert prepare(source, make_spec()).extra_parquet_bytes == prepared.extra_parquet_bytes
+
+
+def test_without_extra_columns_extra_is_empty_with_the_row_count() -> None:
+    prepared = prepare(clean_frame().drop(columns=["unused"]), make_spec())
+    assert prepared.extra.columns.empty and len(prepared.extra) == 40
+    assert prepared.extra_parquet_bytes is None
+
+
+def test_an_extra_column_arrow_cannot_type_is_stored_as_text() -> None:
+    lines = [json.dumps({"machine_type": "L", "torque": float(i), "speed": 1.0, "failure": i % 2,
+                         "mixed": i if i % 2 else f"v{i}"}) for i in range(12)]
+    prepared = prepare(load_dataset("\n".join(lines).encode(), "data.jsonl"), make_spec())
+    assert prepared.extra["mixed"].tolist()[:3] == ["v0", 1, "v2"]  # as loaded
+    assert prepared.extra_parquet_bytes is not None
+    stored = pd.read_parquet(io.BytesIO(prepared.extra_parquet_bytes))
+    assert stored["mixed"].tolist()[:3] == ["v0", "1", "v2"]

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from examples import datasets
-from shared.data_checks import prepare
+from shared.data_checks import load_dataset, prepare
 from shared.errors import DataRejected
 from shared.onnx_export import (
     SIGNATURE_KEY,
@@ -31,6 +31,7 @@ from shared.spec import ESTIMATOR_PARAMS, TrainingSpec, parse_spec
 from shared.training import (
     CATEGORICAL_MISSING,
     compute_metrics,
+    frame_for_spec,
     library_versions,
     pipeline_from_bytes,
     pipeline_to_bytes,
@@ -205,7 +206,8 @@ def test_a_class_too_rare_to_stratify_is_a_data_rejection() -> None:
     data.loc[0, "label"] = "maybe"  # one row of a third class
     with pytest.raises(DataRejected) as caught:
         train(data, spec)
-    assert "stratify" in caught.value.message
+    assert "stratify" in caught.value.message and caught.value.status == 422
+    assert isinstance(caught.value.details, dict)
     assert caught.value.details["problems"][0]["check"] == "split"
 
 
@@ -216,7 +218,7 @@ def test_pipeline_bytes_round_trip() -> None:
     features = result.holdout[spec.feature_names].fillna({"colour": CATEGORICAL_MISSING})
     assert np.array_equal(loaded.predict_proba(features), result.pipeline.predict_proba(features))
     with pytest.raises(TypeError):
-        pipeline_from_bytes(pipeline_to_bytes({"not": "a pipeline"}))  # type: ignore[arg-type]
+        pipeline_from_bytes(pipeline_to_bytes({"not": "a pipeline"}))
 
 
 def test_metrics_cover_the_task_and_fit_time_is_measured() -> None:
@@ -274,3 +276,88 @@ def test_a_holdout_stored_as_parquet_scores_the_same() -> None:
     before, _ = run_onnx(onnx_bytes, result.holdout, spec)
     after, _ = run_onnx(onnx_bytes, reread, spec)
     assert before.tolist() == after.tolist()
+
+
+def loaded_source() -> pd.DataFrame:
+    """frame() plus raw columns no spec uses, through CSV as a dropped dataset is loaded."""
+    raw = frame().assign(row_id=np.arange(400), note=[f"n{i % 7}" for i in range(400)])
+    return load_dataset(raw.to_csv(index=False).encode(), "data.csv")
+
+
+def parquet_round_trip(df: pd.DataFrame) -> pd.DataFrame:
+    """What the pipeline stores and reads back (pandas 3: str dtype, NaN for missing)."""
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, index=False)
+    return pd.read_parquet(io.BytesIO(buffer.getvalue()))
+
+
+def test_the_holdout_carries_extra_columns_after_the_spec_columns() -> None:
+    spec = make_spec("logistic_regression", "label")
+    source = loaded_source()
+    prepared = prepare(source, spec)
+    result = train(prepared.frame, spec, extra=prepared.extra)
+    plain = train(prepared.frame, spec)
+    assert list(result.holdout.columns) == ["a", "b", "colour", "label", "grade", "amount", "row_id", "note"]
+    assert result.holdout[plain.holdout.columns].equals(plain.holdout) and result.metrics == plain.metrics
+    # Same row selection: each holdout row's raw columns are the source row's.
+    by_id = source.set_index("row_id").loc[result.holdout["row_id"]]
+    assert result.holdout["note"].tolist() == by_id["note"].tolist()
+    assert np.allclose(result.holdout["a"], by_id["a"], equal_nan=True)
+    with pytest.raises(ValueError, match="rows="):
+        train(prepared.frame, spec, extra=prepared.extra.head(3))
+
+
+def challenger_and_champion() -> tuple[TrainingSpec, TrainingSpec]:
+    """The challenger drops feature b; the champion was trained on a, b and colour."""
+    challenger = make_spec("logistic_regression", "label", features=[
+        {"name": "a", "kind": "numeric"}, {"name": "colour", "kind": "categorical"}])
+    return challenger, make_spec("random_forest", "label")
+
+
+def challenger_holdout(challenger: TrainingSpec) -> pd.DataFrame:
+    prepared = prepare(loaded_source(), challenger)
+    return parquet_round_trip(train(prepared.frame, challenger, extra=prepared.extra).holdout)
+
+
+def test_frame_for_spec_rebuilds_the_champion_frame_from_a_challenger_holdout() -> None:
+    challenger, champion = challenger_and_champion()
+    holdout = challenger_holdout(challenger)
+    assert "b" not in challenger.feature_names and "b" in holdout.columns  # b rode along as raw
+    rebuilt, missing = frame_for_spec(holdout, champion)
+    assert missing == [] and rebuilt is not None
+    own = prepare(loaded_source(), champion).frame.iloc[holdout["row_id"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rebuilt, own)  # values, column order and prepare's dtypes
+    assert rebuilt["colour"].dtype == object and rebuilt["b"].dtype == np.float64
+    assert any(v is None for v in rebuilt["colour"])
+
+
+def test_frame_for_spec_types_a_raw_frame_exactly_as_prepare_does() -> None:
+    spec = make_spec("logistic_regression", "grade")
+    source = loaded_source()
+    rebuilt, missing = frame_for_spec(source, spec)
+    assert missing == [] and rebuilt is not None
+    pd.testing.assert_frame_equal(rebuilt, prepare(source, spec).frame)
+
+
+def test_frame_for_spec_lists_every_column_absent_from_the_frame() -> None:
+    challenger, _ = challenger_and_champion()
+    holdout = challenger_holdout(challenger)
+    other = make_spec("logistic_regression", "label", features=[
+        {"name": "a", "kind": "numeric"}, {"name": "torque", "kind": "numeric"}])
+    assert frame_for_spec(holdout, other) == (None, ["torque"])
+    renamed = make_spec("logistic_regression", "failed", features=[{"name": "speed", "kind": "numeric"}])
+    assert frame_for_spec(holdout, renamed) == (None, ["speed", "failed"])
+
+
+def test_a_champion_scores_a_rebuilt_frame_like_its_own_prepared_rows() -> None:
+    challenger, champion = challenger_and_champion()
+    holdout = challenger_holdout(challenger)
+    own = prepare(loaded_source(), champion).frame
+    model = train(own, champion)
+    onnx_bytes = export_onnx(model.pipeline, champion, model.holdout)
+    rebuilt, _ = frame_for_spec(holdout, champion)
+    assert rebuilt is not None
+    labels, proba = run_onnx(onnx_bytes, rebuilt, champion)
+    own_labels, own_proba = run_onnx(onnx_bytes, own.iloc[holdout["row_id"]], champion)
+    assert labels.tolist() == own_labels.tolist()
+    assert proba is not None and own_proba is not None and np.array_equal(proba, own_proba)

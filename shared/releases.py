@@ -1,0 +1,113 @@
+"""Human and operational release actions: approve, reject, rollback, and giving up on poisoned work.
+
+Each is idempotent: approving the champion, rejecting a rejected version or rolling back to where
+the champion already is answers "nothing changed" instead of changing something twice.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shared import paths, registry, runs
+from shared.errors import BadRequest, Conflict, IllegalTransition, NotFound
+from shared.lifecycle.records import AliasAction, ModelVersion, VersionStatus
+from shared.lifecycle.stages import Context
+from shared.messages import parse_message
+from shared.registry import AliasOutcome
+
+log = logging.getLogger("mlops.releases")
+V = VersionStatus
+
+
+def approve(ctx: Context, model: str, version: int, *, by: str) -> AliasOutcome:
+    """Promote a version waiting for approval; approving the champion again changes nothing.
+
+    Raises IllegalTransition (not pending approval), Conflict (being rejected right now), NotFound.
+    """
+    storage = ctx.storage
+    aliases, _ = registry.get_aliases(storage, model)
+    if aliases.champion == version:
+        registry.sync_statuses(storage, ctx.clock, model, full=not aliases.synced)
+        return AliasOutcome(aliases, False, f"version {version} is already the champion; nothing changed")
+    # Mark the approval on the version first (under its ETag): a concurrent reject then fails
+    # instead of rejecting a version that is about to become the champion.
+    record = registry.update_version(storage, model, version, lambda r: _mark_approval(r, by, ctx))
+    return registry.promote(storage, ctx.clock, model, version, action=AliasAction.APPROVE, by=by,
+                            reason=f"approved by {by}", run_id=record.run_id)
+
+
+def _mark_approval(record: ModelVersion, by: str, ctx: Context) -> ModelVersion:
+    if record.status != V.PENDING_APPROVAL:
+        raise IllegalTransition(f"model version (name={record.model}, version={record.version}) is {record.status}, "
+                                "not pending_approval; only a pending version can be approved")
+    if getattr(record, "approval", None):
+        return record  # approved before; finish the promotion
+    return record.model_copy(update={"approval": {"by": by, "at": ctx.clock.now().isoformat()}})
+
+
+def reject(ctx: Context, model: str, version: int, *, by: str, reason: str) -> dict[str, Any]:
+    """Reject a version waiting for approval; rejecting it again changes nothing.
+
+    Raises IllegalTransition (not pending), Conflict (an approval of it is under way), NotFound.
+    """
+    why = f"rejected by {by}" + (f": {reason}" if reason else "")
+
+    def change(record: ModelVersion) -> ModelVersion:
+        if record.status == V.REJECTED:
+            return record
+        if getattr(record, "approval", None):
+            raise Conflict(f"model version (name={model}, version={version}) is being approved by "
+                           f"{record.approval['by']}; it cannot be rejected now")  # type: ignore[attr-defined]
+        if record.status != V.PENDING_APPROVAL:
+            raise IllegalTransition(f"model version (name={model}, version={version}) is {record.status}, "
+                                    "not pending_approval; only a pending version can be rejected")
+        from shared.lifecycle.records import advance_version
+
+        return advance_version(record, V.REJECTED, at=ctx.clock.now(), by=by, reason=why)
+
+    before = registry.get_version(ctx.storage, model, version)
+    after = registry.update_version(ctx.storage, model, version, change)
+    runs.follow_version(ctx.storage, ctx.clock, after, detail=why)
+    changed = before.status != V.REJECTED
+    return {"model": model, "version": version, "status": str(after.status), "changed": changed,
+            "message": why if changed else f"version {version} was already rejected; nothing changed"}
+
+
+def rollback(ctx: Context, model: str, body: dict[str, Any], *, by: str) -> AliasOutcome:
+    """Roll back per an API body {"from": N, "to": M} (both optional). Raises BadRequest, Conflict."""
+    def version_field(name: str) -> int | None:
+        value = body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadRequest(f"rollback field {name!r} must be a positive integer version, got {value!r}")
+        return value
+
+    unknown = sorted(set(body) - {"from", "to", "reason", "by"})
+    if unknown:
+        raise BadRequest(f"rollback body has unknown field(s) {', '.join(unknown)}; expected from, to, reason")
+    return registry.rollback(ctx.storage, ctx.clock, model, expected_from=version_field("from"),
+                             to=version_field("to"), by=by, reason=str(body.get("reason") or f"rollback by {by}"))
+
+
+def give_up(ctx: Context, queue: str, body: bytes) -> str:
+    """A stage message reached its poison queue: fail its run unless its work completed after all."""
+    from shared.lifecycle.claims import ClaimState
+    from shared.pipeline import STAGES
+
+    stage = STAGES[queue]
+    request = parse_message(stage.message, body)
+    model, run_id = stage.run_of(request)  # type: ignore[arg-type]
+    key = stage.key(request)  # type: ignore[arg-type]
+    claim = ctx.claims.get(stage.name, key)
+    if claim is not None and claim.state == ClaimState.COMPLETED:
+        return f"work (stage={stage.name}, key={key}) completed; run {run_id} is not failed"
+    try:
+        last = runs.last_error(runs.get(ctx.storage, model, run_id))
+    except NotFound:
+        last = None
+    reason = (f"message moved to {paths.poison(queue)} after repeated failures; last error: "
+              f"{last or 'none recorded (the invocation timed out or its worker died)'}")
+    stage.on_fail(ctx, request, claim.notes if claim else {}, reason)  # type: ignore[arg-type]
+    ctx.claims.fail(stage.name, key, reason)
+    return reason

@@ -1,0 +1,1 @@
+"""Contract tests: one test file per interface, every test run against every backend."""
