@@ -56,13 +56,19 @@ def prepare_drop(ctx: Context, blob_path: str, data: bytes, etag: str) -> dict[s
     run_id = runs.run_id_for("drop", blob_path, etag)
     source = f"{paths.DATASETS}/{blob_path}"
     _close_replaced_drop(ctx, model, blob_path, run_id)
-    run = runs.record(storage, ctx.clock, model, run_id, RunStatus.RECEIVED, source_blob=source, source_etag=etag)
     try:
         spec, digest = registry.current_spec(storage, model)
     except NotFound as exc:
+        runs.record(storage, ctx.clock, model, run_id, RunStatus.RECEIVED, source_blob=source, source_etag=etag)
         return _reject_drop(ctx, model, run_id, blob_path, {
             "status": "rejected", "rows": None, "columns": [],
             "problems": [{"column": None, "check": "spec", "message": exc.message, "count": None}]})
+    # The first delivery pins the spec on the run: a redelivery after a spec upload trains the same.
+    run = runs.record(storage, ctx.clock, model, run_id, RunStatus.RECEIVED, source_blob=source, source_etag=etag,
+                      spec_hash=digest)
+    pinned = str(run.to_json().get("spec_hash") or digest)
+    if pinned != digest:
+        spec, digest = registry.spec_at(storage, model, pinned), pinned
     try:
         df = load_dataset(data, name)
         report = check_dataset(df, spec)
@@ -125,8 +131,7 @@ def request_retrain(ctx: Context, request: RetrainRequest) -> dict[str, Any]:
     storage = ctx.storage
     run_id = request.run_id or runs.new_run_id()
     try:
-        current, _ = storage.read_json(paths.MLOPS, paths.current_data(request.model))
-        digest = request.spec_hash or registry.current_spec(storage, request.model)[1]
+        current, digest = _retrain_inputs(ctx, request, run_id)
     except NotFound as exc:
         why = f"cannot retrain model (name={request.model}): {exc.message}; drop a dataset first"
         runs.record(storage, ctx.clock, request.model, run_id, RunStatus.REJECTED, detail=why, error=why)
@@ -137,9 +142,24 @@ def request_retrain(ctx: Context, request: RetrainRequest) -> dict[str, Any]:
     )
     runs.record(storage, ctx.clock, request.model, run_id, RunStatus.QUEUED,
                 detail=f"{request.reason}: training on data {current['data_hash'][:12]}",
-                source_blob=current.get("source_blob"))
+                source_blob=current.get("source_blob"), data_hash=current["data_hash"], spec_hash=digest)
     storage.enqueue(paths.TRAIN_QUEUE, train_request.to_payload())
     return {"outcome": "queued", "run_id": run_id}
+
+
+def _retrain_inputs(ctx: Context, request: RetrainRequest, run_id: str) -> tuple[dict[str, Any], str]:
+    """(current data, spec hash) of a retrain; a redelivery reuses what its first delivery chose.
+
+    Raises NotFound.
+    """
+    try:
+        run = runs.get(ctx.storage, request.model, run_id).to_json()
+    except NotFound:
+        run = {}
+    if run.get("data_hash") and run.get("spec_hash"):  # pinned: the spec may have changed since
+        return {"data_hash": run["data_hash"], "source_blob": run.get("source_blob")}, str(run["spec_hash"])
+    current, _ = ctx.storage.read_json(paths.MLOPS, paths.current_data(request.model))
+    return current, request.spec_hash or registry.current_spec(ctx.storage, request.model)[1]
 
 
 # -- 2. train -----------------------------------------------------------------------------------
@@ -207,7 +227,8 @@ class TrainStage:
             record = registry.get_version(ctx.storage, request.model, int(noted))
         except NotFound:
             return None  # noted, then crashed before creating it: _allocate creates it
-        return record if record.key == self._version_key(request) else None
+        usable = record.key == self._version_key(request) and record.status != V.FAILED
+        return record if usable else None
 
     def _allocate(self, ctx: Context, request: TrainRequest, held: Held) -> ModelVersion:
         # Note the number on the claim BEFORE creating the version: after a crash the takeover
@@ -223,7 +244,7 @@ class TrainStage:
             if ctx.storage.create_json(paths.MLOPS, paths.version_record(request.model, n), record.to_json()):
                 return record
             existing = registry.get_version(ctx.storage, request.model, n)
-            if existing.key == key:
+            if existing.key == key and existing.status != V.FAILED:
                 return existing
             n += 1
         raise RuntimeError(f"could not allocate a version for model (name={request.model})")

@@ -25,15 +25,28 @@ def approve(ctx: Context, model: str, version: int, *, by: str) -> AliasOutcome:
     Raises IllegalTransition (not pending approval), Conflict (being rejected right now), NotFound.
     """
     storage = ctx.storage
-    aliases, _ = registry.get_aliases(storage, model)
-    if aliases.champion == version:
-        registry.sync_statuses(storage, ctx.clock, model, full=not aliases.synced)
-        return AliasOutcome(aliases, False, f"version {version} is already the champion; nothing changed")
+    already = _already_champion(ctx, model, version)
+    if already is not None:
+        return already
     # Mark the approval on the version first (under its ETag): a concurrent reject then fails
     # instead of rejecting a version that is about to become the champion.
-    record = registry.update_version(storage, model, version, lambda r: _mark_approval(r, by, ctx))
+    try:
+        record = registry.update_version(storage, model, version, lambda r: _mark_approval(r, by, ctx))
+    except IllegalTransition:
+        already = _already_champion(ctx, model, version)  # a parallel approval finished meanwhile
+        if already is None:
+            raise
+        return already
     return registry.promote(storage, ctx.clock, model, version, action=AliasAction.APPROVE, by=by,
                             reason=f"approved by {by}", run_id=record.run_id)
+
+
+def _already_champion(ctx: Context, model: str, version: int) -> AliasOutcome | None:
+    aliases, _ = registry.get_aliases(ctx.storage, model)
+    if aliases.champion != version:
+        return None
+    registry.sync_statuses(ctx.storage, ctx.clock, model, full=not aliases.synced)
+    return AliasOutcome(aliases, False, f"version {version} is already the champion; nothing changed")
 
 
 def _mark_approval(record: ModelVersion, by: str, ctx: Context) -> ModelVersion:

@@ -21,7 +21,8 @@ def check_always(storage: Storage, model: str) -> None:
     assert (aliases.champion, aliases.previous) == (stack[-1] if stack else None, stack[-2] if len(stack) > 1 else None)
     listed = registry.list_versions(storage, model) if registry.model_exists(storage, model) else []
     versions = {v.version: v for v in listed}
-    keys = Counter(v.key for v in versions.values() if v.key)
+    # a failed version never produced a model: a later run may train the same (data, spec) again
+    keys = Counter(v.key for v in versions.values() if v.key and v.status != VersionStatus.FAILED)
     assert all(n == 1 for n in keys.values()), f"two versions for one (data, spec): {keys}"
     for alias in (aliases.champion, aliases.previous):
         if alias is not None:

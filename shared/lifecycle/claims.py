@@ -151,6 +151,7 @@ class ClaimStore:
                 "takeovers": current.takeovers + 1, "swept_at": None, "reason": None,
                 "run_id": current.run_id if resume else run_id, "queue": current.queue if resume else queue,
                 "payload": current.payload if resume else payload,
+                "notes": current.notes if resume else {},  # a new run after a failed one starts afresh
             })
             self._index(taken)
             try:

@@ -68,6 +68,7 @@ def api(app_host: DevHost):  # type: ignore[no-untyped-def]
             headers["x-functions-key"] = app_host.function_key
         elif key == "master":
             headers["x-functions-key"] = MASTER_KEY
-        return session.request(method, f"http://127.0.0.1:{app_host.port}/api/{route}", headers=headers, timeout=60, **kwargs)
+        url = f"http://127.0.0.1:{app_host.port}/api/{route}"
+        return session.request(method, url, headers=headers, timeout=60, **kwargs)
 
     return call

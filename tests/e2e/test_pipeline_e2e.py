@@ -1,17 +1,26 @@
 """The training pipeline end to end through the local host: a data drop becomes a champion."""
 from __future__ import annotations
 
-import threading
 import uuid
 
 import pytest
 
 from examples.datasets import breast_cancer, diabetes
 from shared import paths, registry, runs
-from shared.errors import Conflict
+from shared.clock import SYSTEM_CLOCK
+from shared.lifecycle.records import AliasAction, RunStatus, VersionStatus
 from shared.messages import TrainRequest
-from tests.e2e.support import champion, drop, example_spec, upload, wait_for_run
-from tests.fixtures.devhost_support import wait_for
+from tests.e2e.support import (
+    assert_invariants,
+    champion,
+    drop,
+    example_spec,
+    in_parallel,
+    upload,
+    wait_for_run,
+    wait_for_run_id,
+)
+from tests.fixtures.devhost_support import decode_json_message
 
 
 def name(prefix: str) -> str:
@@ -31,22 +40,26 @@ def test_a_drop_becomes_a_champion_with_complete_lineage(storage):
 
     run = wait_for_run(storage, model, "data.csv")
 
-    assert run["status"] == "promoted", run
-    timeline = [e["status"] for e in run["timeline"]]
-    for step in ("received", "prepared", "trained", "exported", "validated", "promoted"):
-        assert step in timeline
+    assert run.status == RunStatus.PROMOTED, run
+    timeline = [e.status for e in run.timeline]
+    assert timeline == ["received", "prepared", "trained", "exported", "promoted"], timeline
+    assert run.error is None and run.attempts == []
     version = registry.get_version(storage, model, champion(storage, model))
-    lineage = version["lineage"]
+    assert version.status == VersionStatus.PROMOTED and version.run_id == run.run_id and run.version == 1
+    lineage = version.lineage
     assert lineage["source_blob"] == f"datasets/{model}/data.csv"
     assert lineage["spec_hash"] == spec_hash and len(lineage["data_hash"]) == 64
+    assert version.key == f"{lineage['data_hash']}/{spec_hash}"
     assert lineage["seed"] == 42 and set(lineage["libraries"]) >= {"sklearn", "skl2onnx", "onnx", "onnxruntime"}
-    assert version["metrics"]["onnx_holdout"]["roc_auc"] >= 0.95
-    assert version["parity"]["passed"] and version["parity"]["max_abs_diff"] <= 1e-5
-    assert version["latency"]["p99_ms"] > 0
-    assert version["onnx"]["sha256"] == version["artifacts"]["onnx"]["sha256"]
-    assert any("no champion" in r for r in version["decision"]["reasons"])
-    onnx = storage.read(paths.MLOPS, version["onnx"]["path"]).data
-    assert len(onnx) == version["onnx"]["size_bytes"]
+    assert version.metrics["onnx_holdout"]["roc_auc"] >= 0.95
+    assert version.parity["passed"] and version.parity["max_abs_diff"] <= 1e-5
+    assert version.latency["p99_ms"] > 0
+    assert version.onnx["sha256"] == version.artifacts["onnx"].sha256
+    assert [h.status for h in version.history] == ["trained", "exported", "promoted"]
+    assert any("no champion" in r for r in version.decision["reasons"])
+    onnx = storage.read(paths.MLOPS, version.onnx["path"]).data
+    assert len(onnx) == version.onnx["size_bytes"]
+    assert_invariants(storage, model)
 
 
 def test_bad_data_gets_a_report_next_to_it_and_nothing_trains(storage):
@@ -59,7 +72,8 @@ def test_bad_data_gets_a_report_next_to_it_and_nothing_trains(storage):
 
     run = wait_for_run(storage, model, "broken.csv")
 
-    assert run["status"] == "rejected"
+    assert run.status == RunStatus.REJECTED
+    assert run.error and run.error.startswith("data rejected:")
     report, _ = storage.read_json(paths.REJECTED, paths.rejection_report(original))
     checks = {(p["column"], p["check"]) for p in report["problems"]}
     assert ("mean_radius", "missing_column") in checks
@@ -74,33 +88,39 @@ def test_the_same_data_dropped_twice_trains_once(storage):
     model = name("dup")
     upload(storage, example_spec("diabetes", model))
     drop(storage, model, "first.csv", diabetes())
-    assert wait_for_run(storage, model, "first.csv")["status"] == "promoted"
+    first = wait_for_run(storage, model, "first.csv")
+    assert first.status == RunStatus.PROMOTED
 
     drop(storage, model, "second.csv", diabetes())
     run = wait_for_run(storage, model, "second.csv")
 
-    assert run["status"] == "duplicate"
-    assert "already trained as version 1" in run["timeline"][-1]["detail"]
-    assert [v["version"] for v in registry.list_versions(storage, model)] == [1]
+    assert run.status == RunStatus.DUPLICATE
+    assert "trained by run" in run.timeline[-1].detail and "as version 1" in run.timeline[-1].detail
+    assert run.version == 1 and run.duplicate_of == first.run_id
+    assert [v.version for v in registry.list_versions(storage, model)] == [1]
+    assert_invariants(storage, model)
 
 
 def test_a_worse_model_is_rejected_with_reasons_and_the_champion_stays(storage, api):
     model = name("worse")
     upload(storage, example_spec("diabetes", model, quality_bar={"rmse": {"max": 1000}}))
     drop(storage, model, "good.csv", diabetes())
-    assert wait_for_run(storage, model, "good.csv")["status"] == "promoted"
+    assert wait_for_run(storage, model, "good.csv").status == RunStatus.PROMOTED
 
     upload(storage, example_spec("diabetes", model, quality_bar={"rmse": {"max": 1000}},
                                  estimator={"type": "ridge", "params": {"alpha": 10000.0}}))
     response = api("POST", f"registry/models/{model}/retrain", key="master", json={"reason": "heavier regularisation"})
     assert response.status_code == 202, response.text
-    run = wait_for(lambda: (r := runs.get(storage, model, response.json()["run_id"]))["status"] in {"rejected", "promoted", "failed"} and r,
-                   "the retrain run to finish", timeout=120)
+    run = wait_for_run_id(storage, model, response.json()["run_id"])
 
-    assert run["status"] == "rejected", run
-    reasons = registry.get_version(storage, model, run["version"])["decision"]["reasons"]
+    assert run.status == RunStatus.REJECTED, run
+    version = registry.get_version(storage, model, run.version)
+    assert version.status == VersionStatus.REJECTED and version.run_id == run.run_id
+    reasons = version.decision["reasons"]
     assert any(r.startswith("rejected: rmse") and "worse than champion" in r for r in reasons), reasons
+    assert run.error and "worse than champion" in run.error
     assert champion(storage, model) == 1
+    assert_invariants(storage, model)
 
 
 def test_manual_approval_waits_then_promotes_and_reject_keeps_the_champion(storage, api):
@@ -108,82 +128,97 @@ def test_manual_approval_waits_then_promotes_and_reject_keeps_the_champion(stora
     upload(storage, example_spec("diabetes", model, approval="manual", comparison={"rmse": {"max_regression": 100.0}}))
     drop(storage, model, "a.csv", diabetes())
     run = wait_for_run(storage, model, "a.csv")
-    assert run["status"] == "pending_approval" and champion(storage, model) is None
+    assert run.status == RunStatus.PENDING_APPROVAL and champion(storage, model) is None
 
     assert api("POST", f"registry/models/{model}/versions/1/approve", key="function").status_code == 401
     approved = api("POST", f"registry/models/{model}/versions/1/approve", key="master", json={"by": "reviewer"})
     assert approved.status_code == 200, approved.text
+    assert approved.json() | {"message": None} == {"champion": 1, "previous": None, "changed": True, "message": None}
     assert champion(storage, model) == 1
-    assert registry.get_version(storage, model, 1)["approved_by"] == "reviewer"
+    assert registry.get_version(storage, model, 1).approval["by"] == "reviewer"
+    assert runs.get(storage, model, run.run_id).status == RunStatus.PROMOTED
     again = api("POST", f"registry/models/{model}/versions/1/approve", key="master")
-    assert again.status_code == 409 and "not pending_approval" in again.json()["message"]
+    assert again.status_code == 200 and again.json()["changed"] is False, again.text
+    assert "already the champion" in again.json()["message"]
 
     drop(storage, model, "b.csv", diabetes().sample(frac=0.9, random_state=1))
-    assert wait_for_run(storage, model, "b.csv")["status"] == "pending_approval"
+    assert wait_for_run(storage, model, "b.csv").status == RunStatus.PENDING_APPROVAL
     rejected = api("POST", f"registry/models/{model}/versions/2/reject", key="master", json={"reason": "not now"})
-    assert rejected.status_code == 200 and registry.get_version(storage, model, 2)["status"] == "rejected"
+    assert rejected.status_code == 200 and rejected.json()["changed"] is True, rejected.text
+    assert registry.get_version(storage, model, 2).status == VersionStatus.REJECTED
+    late = api("POST", f"registry/models/{model}/versions/2/approve", key="master")
+    assert late.status_code == 409 and late.json()["error_code"] == "ILLEGAL_TRANSITION", late.text
+    assert "not pending_approval" in late.json()["message"]
     assert champion(storage, model) == 1
+    assert_invariants(storage, model)
 
 
 def test_rollback_restores_the_previous_champion(storage, api):
     model = name("roll")
     upload(storage, example_spec("diabetes", model, comparison={"rmse": {"max_regression": 100.0}}))
     drop(storage, model, "a.csv", diabetes())
-    assert wait_for_run(storage, model, "a.csv")["status"] == "promoted"
-    assert api("POST", f"registry/models/{model}/rollback", key="master").status_code == 400  # nothing to roll back to
+    assert wait_for_run(storage, model, "a.csv").status == RunStatus.PROMOTED
+    nothing = api("POST", f"registry/models/{model}/rollback", key="master")
+    assert nothing.status_code == 400 and "no previous champion" in nothing.json()["message"], nothing.text
     drop(storage, model, "b.csv", diabetes().sample(frac=0.95, random_state=3))
-    assert wait_for_run(storage, model, "b.csv")["status"] == "promoted"
+    second = wait_for_run(storage, model, "b.csv")
+    assert second.status == RunStatus.PROMOTED
     assert champion(storage, model) == 2
 
-    response = api("POST", f"registry/models/{model}/rollback", key="master")
+    response = api("POST", f"registry/models/{model}/rollback", key="master", json={"from": 2})
 
-    assert response.status_code == 200 and response.json() == {"champion": 1, "previous": 2}
+    assert response.status_code == 200, response.text
+    assert response.json() | {"message": None} == {"champion": 1, "previous": None, "changed": True, "message": None}
     assert champion(storage, model) == 1
-    assert registry.get_version(storage, model, 2)["status"] == "rolled_back"
+    assert registry.get_version(storage, model, 2).status == VersionStatus.ROLLED_BACK
+    assert runs.get(storage, model, second.run_id).status == RunStatus.ROLLED_BACK
     listed = api("GET", f"registry/models/{model}/versions").json()
     assert listed["aliases"]["champion"] == 1 and len(listed["versions"]) == 2
+    history = api("GET", f"registry/models/{model}/aliases").json()["history"]
+    assert [(h["action"], h.get("from_version"), h["to_version"]) for h in history] == [
+        ("promote", None, 1), ("promote", 1, 2), ("rollback", 2, 1)]
+    assert_invariants(storage, model)
 
 
-def test_concurrent_promotions_have_exactly_one_winner(storage):
+def test_parallel_approvals_of_one_pending_version_flip_the_champion_once(storage, api):
     model = name("race")
-    upload(storage, example_spec("diabetes", model))
-    for version in (1, 2):
-        registry.allocate_version(storage, model, {"status": "exported"})
-    _, etag = registry.get_aliases(storage, model)
-    outcomes: dict[int, str] = {}
-    barrier = threading.Barrier(2)
+    upload(storage, example_spec("diabetes", model, approval="manual", comparison={"rmse": {"max_regression": 100.0}}))
+    drop(storage, model, "a.csv", diabetes())
+    assert wait_for_run(storage, model, "a.csv").status == RunStatus.PENDING_APPROVAL
+    assert api("POST", f"registry/models/{model}/versions/1/approve", key="master").status_code == 200
+    drop(storage, model, "b.csv", diabetes().sample(frac=0.9, random_state=2))
+    assert wait_for_run(storage, model, "b.csv").status == RunStatus.PENDING_APPROVAL
 
-    def promote(version: int) -> None:
-        barrier.wait()
-        try:
-            registry.set_champion(storage, model, version, expected_etag=etag)
-            outcomes[version] = "won"
-        except Conflict:
-            outcomes[version] = "conflict"
+    answers = in_parallel([lambda i=i: api("POST", f"registry/models/{model}/versions/2/approve", key="master",
+                                          json={"by": f"reviewer-{i}"}) for i in range(6)])
 
-    threads = [threading.Thread(target=promote, args=(v,)) for v in (1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-    assert sorted(outcomes.values()) == ["conflict", "won"]
-    winner = next(v for v, o in outcomes.items() if o == "won")
-    assert champion(storage, model) == winner
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    bodies = [a.json() for a in answers]
+    assert sum(b["changed"] for b in bodies) == 1, bodies
+    [flip] = [b for b in bodies if b["changed"]]
+    assert (flip["champion"], flip["previous"]) == (2, 1)
+    assert all(b["champion"] == 2 for b in bodies), bodies
+    aliases, _ = registry.get_aliases(storage, model)
+    assert [(h.action, h.from_version, h.to_version) for h in aliases.history] == [
+        (AliasAction.APPROVE, None, 1), (AliasAction.APPROVE, 1, 2)]
+    assert_invariants(storage, model)
 
 
-def test_a_stage_that_keeps_failing_ends_in_poison_and_fails_the_run(storage):
+def test_a_stage_that_fails_deterministically_fails_the_run_at_once_with_the_real_error(storage):
     model = name("poison")
     spec_hash = upload(storage, example_spec("diabetes", model))
     run_id = runs.new_run_id()
-    runs.record(storage, model, run_id, "received")
+    runs.record(storage, SYSTEM_CLOCK, model, run_id, RunStatus.RECEIVED)
     storage.enqueue(paths.TRAIN_QUEUE, TrainRequest(run_id=run_id, model=model, data_hash="0" * 64,
                                                     spec_hash=spec_hash).to_payload())
 
-    run = wait_for(lambda: (r := runs.get(storage, model, run_id))["status"] == "failed" and r,
-                   "the run to be marked failed from the poison queue", timeout=90)
+    run = wait_for_run_id(storage, model, run_id, timeout=90)
 
-    retries = [e for e in run["timeline"] if e["status"] == "retrying"]
-    assert len(retries) == 5  # maxDequeueCount in host.json
-    assert "train-requests-poison" in run["error"] and "not found" in run["error"]
+    assert run.status == RunStatus.FAILED, run
+    assert run.error.startswith("train failed: NotFound: "), run.error
+    assert paths.prepared_data(model, "0" * 64) in run.error and "not found" in run.error
+    [attempt] = run.attempts  # a missing blob fails the same way every time: no retries
+    assert (attempt.stage, attempt.error_type, attempt.transient) == ("train", "NotFound", False)
     assert registry.list_versions(storage, model) == []
+    poisoned = [decode_json_message(m) for m in storage.peek(paths.poison(paths.TRAIN_QUEUE))]
+    assert not [m for m in poisoned if m.get("run_id") == run_id]

@@ -1,8 +1,8 @@
 """Scoring end to end: a trained breast-cancer model served by the real app in the local host.
 
 One module-scoped model with three versions (trained from slightly different drops so their data
-hashes differ): aliases are set to champion=1, previous=2, and version 3 is never loaded until the
-tamper test asks for it.
+hashes differ) held for approval: approving 2 then 1 over the admin API leaves champion=1,
+previous=2, and version 3 (still pending) is never loaded until the tamper test asks for it.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import io
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -21,9 +20,12 @@ from devhost.azurite import Azurite
 from devhost.host import DevHost
 from examples.datasets import breast_cancer
 from shared import paths, registry
+from shared.clock import SYSTEM_CLOCK
 from shared.errors import NotFound
+from shared.lifecycle.records import AliasAction, RunStatus, VersionStatus
 from shared.settings import Settings
 from shared.storage import AzureStorage
+from tests.e2e.conftest import MASTER_KEY
 from tests.e2e.support import drop, example_spec, upload, wait_for_run
 from tests.fixtures.devhost_support import wait_for
 
@@ -49,24 +51,27 @@ def rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def model(app_host: DevHost, gateway: AzureStorage, frame: pd.DataFrame) -> str:
-    """A breast-cancer model with versions 1..3 exported; aliases champion=1, previous=2."""
+    """A breast-cancer model with versions 1..3 exported; 2 then 1 approved: champion=1, previous=2."""
     name = f"bc-{uuid.uuid4().hex[:8]}"
-    upload(gateway, example_spec("breast-cancer", name))
+    upload(gateway, example_spec("breast-cancer", name, approval="manual"))
     versions = []
     for i in range(3):
         source = f"v{i + 1}.csv"
         drop(gateway, name, source, frame.iloc[: len(frame) - i])  # fewer rows: a new data hash
         run = wait_for_run(gateway, name, source)
-        assert run.get("version"), f"run {run} produced no version"
-        versions.append(int(run["version"]))
+        assert run.status == RunStatus.PENDING_APPROVAL and run.version, f"run {run} is not waiting for approval"
+        versions.append(run.version)
     assert versions == [1, 2, 3]
     for version in (1, 2, 3):
-        assert registry.get_version(gateway, name, version).get("onnx"), f"version {version} was not exported"
-    # Whatever validation decided, pin the aliases so the tests know what is loaded.
-    for version in (2, 1):
-        _, etag = registry.get_aliases(gateway, name)
-        registry.set_champion(gateway, name, version, expected_etag=etag)
-    assert registry.get_aliases(gateway, name)[0] | {"updated": None} == {"champion": 1, "previous": 2, "updated": None}
+        assert registry.get_version(gateway, name, version).onnx, f"version {version} was not exported"
+    for version in (2, 1):  # the real path: a reviewer approves over the admin API
+        approved = requests.post(f"{app_host.url}/api/registry/models/{name}/versions/{version}/approve",
+                                 json={"by": "e2e"}, headers={"x-functions-key": MASTER_KEY}, timeout=60)
+        assert approved.status_code == 200 and approved.json()["changed"], approved.text
+    aliases, _ = registry.get_aliases(gateway, name)
+    assert (aliases.champion, aliases.previous) == (1, 2)
+    assert [h.action for h in aliases.history] == [AliasAction.APPROVE, AliasAction.APPROVE]
+    assert registry.get_version(gateway, name, 3).status == VersionStatus.PENDING_APPROVAL
     return name
 
 
@@ -126,7 +131,7 @@ def test_every_request_format_gives_the_same_predictions(api: Any, model: str, r
         assert body["model"] == {"name": model, "version": 1}, fmt
         assert body["predictions"] == reference["predictions"], fmt
         assert len(body["probabilities"]) == 5, fmt
-        for got, want in zip(body["probabilities"], reference["probabilities"]):
+        for got, want in zip(body["probabilities"], reference["probabilities"], strict=True):
             assert set(got) == {"benign", "malignant"}, fmt
             assert got == pytest.approx(want, abs=1e-9), fmt
             assert sum(got.values()) == pytest.approx(1.0, abs=1e-4), fmt
@@ -253,8 +258,8 @@ def test_rollback_hot_swaps_the_champion_under_concurrent_requests_without_failu
     try:
         wait_for(lambda: all(len(out) >= 3 for out in seen) or crashes, "every client scoring the champion", 30)
         assert not crashes, crashes
-        flip = registry.rollback(gateway, model)
-        assert (flip.champion, flip.previous) == (2, 1)
+        flip = registry.rollback(gateway, SYSTEM_CLOCK, model, expected_from=1, by="e2e", reason="hot swap under load")
+        assert flip.changed and (flip.aliases.champion, flip.aliases.previous) == (2, None)
         wait_for(lambda: all(any(v == "2" for _, v in list(out)) for out in seen) or crashes,
                  "every client seeing version 2 after the rollback", 30)
     finally:
@@ -269,14 +274,17 @@ def test_rollback_hot_swaps_the_champion_under_concurrent_requests_without_failu
         versions = [v for _, v in out]
         first_new = versions.index("2")
         assert set(versions[first_new:]) == {"2"}, versions
-    # Put the aliases back: champion=1, previous=2.
-    registry.rollback(gateway, model)
+    # Put the aliases back (roll forward to 1): champion=1, previous=2.
+    back = registry.rollback(gateway, SYSTEM_CLOCK, model, expected_from=2, to=1, by="e2e", reason="restore")
+    assert back.changed and (back.aliases.champion, back.aliases.previous) == (1, 2)
+    assert [registry.get_version(gateway, model, v).status for v in (1, 2)] == [
+        VersionStatus.PROMOTED, VersionStatus.ROLLED_BACK]
 
 
 def test_a_tampered_artifact_is_refused_while_the_champion_keeps_serving(
     api: Any, model: str, gateway: AzureStorage, rows: pd.DataFrame
 ) -> None:
-    artifact = paths.artifact(model, 3, "model.onnx")
+    artifact = registry.get_version(gateway, model, 3).artifacts["onnx"].path
     original = gateway.read(paths.MLOPS, artifact).data
     gateway.write(paths.MLOPS, artifact, original[:-16] + b"tampered-bytes!!")
     try:

@@ -14,13 +14,11 @@ import yaml
 
 from examples.datasets import diabetes
 from shared import registry, runs
-from shared.errors import NotFound
+from shared.lifecycle.records import RunRecord, RunStatus
 from tests.e2e.conftest import ADO_SECRET, GITHUB_SECRET, git
-from tests.e2e.support import champion, drop, example_spec, upload, wait_for_run
-from tests.fixtures.devhost_support import wait_for
+from tests.e2e.support import champion, drop, example_spec, upload, wait_for_run, wait_for_run_id
 
 EVENTS = Path(__file__).parents[1] / "events"
-TERMINAL = runs.TERMINAL
 
 
 def event(name: str) -> dict[str, Any]:
@@ -62,20 +60,12 @@ def push_payload(sha: str, path: str) -> bytes:
 
 
 def run_ids(storage, model: str) -> set[str]:  # type: ignore[no-untyped-def]
-    return {r["run_id"] for r in runs.list_runs(storage, model)}
+    return {r.run_id for r in runs.list_runs(storage, model)}
 
 
-def finished(storage, model: str, run_id: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def finished(storage, model: str, run_id: str) -> RunRecord:  # type: ignore[no-untyped-def]
     """Poll one run until it reaches a terminal status."""
-
-    def check() -> dict[str, Any] | None:
-        try:
-            run = runs.get(storage, model, run_id)
-        except NotFound:
-            return None
-        return run if run["status"] in TERMINAL else None
-
-    return wait_for(check, f"run {run_id} of {model} to finish", timeout=120)
+    return wait_for_run_id(storage, model, run_id, timeout=120)
 
 
 def ridge(model: str, alpha: float) -> dict[str, Any]:
@@ -93,7 +83,7 @@ def model(app_host, azurite) -> str:  # type: ignore[no-untyped-def]
     upload(store, example_spec("diabetes", name))
     drop(store, name, "data.csv", diabetes())
     run = wait_for_run(store, name, "data.csv")
-    assert run["status"] == "promoted", run
+    assert run.status == RunStatus.PROMOTED, run
     return name
 
 
@@ -110,12 +100,13 @@ def test_a_signed_push_to_main_retrains_the_touched_model_at_that_commit(storage
     [entry] = result["specs"]
     assert entry["model"] == model and entry["path"] == path and entry["status"] == "queued"
     run = finished(storage, model, entry["run_id"])
-    assert run["status"] in {"promoted", "rejected"}, run
+    assert run.status in {RunStatus.PROMOTED, RunStatus.REJECTED}, run
     assert run_ids(storage, model) - before == {entry["run_id"]}
-    version = registry.get_version(storage, model, run["version"])
-    assert version["lineage"]["git"]["commit"] == sha
-    assert version["lineage"]["git"]["path"] == path
-    assert version["lineage"]["spec_hash"] == entry["spec_hash"]
+    version = registry.get_version(storage, model, run.version)
+    assert version.run_id == run.run_id and str(version.status) == str(run.status)
+    assert version.lineage["git"]["commit"] == sha
+    assert version.lineage["git"]["path"] == path
+    assert version.lineage["spec_hash"] == entry["spec_hash"]
 
 
 def test_a_redelivered_push_is_acknowledged_as_duplicate_and_trains_nothing(storage, spec_repo, api, model):
@@ -234,7 +225,7 @@ def test_an_azure_devops_push_with_the_shared_secret_queues_a_run(storage, spec_
     [entry] = [s for s in response.json()["specs"] if s["model"] == model]
     assert entry["status"] == "queued" and entry["path"] == path
     run = finished(storage, model, entry["run_id"])
-    assert registry.get_version(storage, model, run["version"])["lineage"]["git"]["commit"] == sha
+    assert registry.get_version(storage, model, run.version).lineage["git"]["commit"] == sha
 
 
 def test_an_azure_devops_push_with_the_wrong_secret_is_refused(storage, spec_repo, api, model):
