@@ -23,7 +23,7 @@ test: setup lint
 
 # The model-based lifecycle test with many more random interleavings than `make test` runs.
 soak: setup
-	HYPOTHESIS_PROFILE=soak $(PY) -m pytest tests/unit/test_lifecycle_stateful.py -p no:cacheprovider
+	HYPOTHESIS_PROFILE=soak $(PY) -m pytest tests/unit/test_lifecycle_stateful.py -p no:cacheprovider --timeout=3600
 
 lint: setup
 	$(PY) -m ruff check shared functions devhost function_app.py tests

@@ -1,4 +1,4 @@
-"""Timer: every 30 s, re-send the work of expired stage leases and finish unsynced alias flips."""
+"""Timer: every 10 s, re-send the work of dead or stranded claims and finish half-done flips."""
 from __future__ import annotations
 
 import logging
@@ -12,9 +12,9 @@ bp = func.Blueprint()
 
 
 @bp.function_name("sweeper")
-@bp.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", run_on_startup=False)
+@bp.timer_trigger(arg_name="timer", schedule="*/10 * * * * *", run_on_startup=False)
 def sweeper(timer: func.TimerRequest) -> None:
     """Finish what crashed workers left behind (see shared/lifecycle/sweeper.py)."""
     report = sweep(app_context())
-    if report.resent or report.synced:
+    if report.resent or report.synced or report.followed:
         logging.warning("sweeper: %s", report.to_json())

@@ -102,5 +102,14 @@ def open_claims_prefix() -> str:
     return "claims-open/"
 
 
+def run_follow(model: str, version: int) -> str:
+    """Marks a version whose run has not yet followed its latest status (the sweeper finishes it)."""
+    return f"runs-to-follow/{model}/{version:06d}.json"
+
+
+def run_follow_prefix() -> str:
+    return "runs-to-follow/"
+
+
 def delivery_marker(provider: str, delivery_id: str) -> str:
     return f"deliveries/{provider}/{delivery_id}.json"

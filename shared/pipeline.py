@@ -11,16 +11,28 @@ from __future__ import annotations
 import hashlib
 import logging
 from functools import partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from shared import paths, registry, runs
 from shared.errors import ArtifactCorrupt, DataRejected, ModelRejected, NotFound
 from shared.lifecycle.claims import Held
-from shared.lifecycle.records import SETTLED_VERSION, AliasAction, Artifact, ModelVersion, RunStatus, VersionStatus
-from shared.lifecycle.stages import Context
+from shared.lifecycle.records import (
+    SETTLED_VERSION,
+    AliasAction,
+    Artifact,
+    ModelVersion,
+    RunRecord,
+    RunStatus,
+    VersionStatus,
+)
+from shared.lifecycle.stages import Context, Stage
 from shared.messages import RetrainRequest, StageRequest, TrainRequest
 from shared.registry import ChampionMoved
 from shared.validation import Decision, decide
+
+if TYPE_CHECKING:
+    from shared.data_checks import PreparedData
+    from shared.spec import TrainingSpec
 
 log = logging.getLogger("mlops.pipeline")
 V = VersionStatus
@@ -48,53 +60,77 @@ def prepare_drop(ctx: Context, blob_path: str, data: bytes, etag: str) -> dict[s
 
     `blob_path` is `<model>/<file>` inside the datasets container; the original is never touched.
     """
-    from shared.data_checks import check_dataset, load_dataset, prepare
-    from shared.profile import profile_dataset
-
-    storage = ctx.storage
     model, _, name = blob_path.partition("/")
     run_id = runs.run_id_for("drop", blob_path, etag)
-    source = f"{paths.DATASETS}/{blob_path}"
     _close_replaced_drop(ctx, model, blob_path, run_id)
+    try:
+        spec, digest = _pinned_spec(ctx, model, run_id, blob_path, etag)
+        prepared = _checked(data, name, spec)
+    except DataRejected as exc:
+        details = exc.details if isinstance(exc.details, dict) else {"problems": [{"message": exc.message}]}
+        return _reject_drop(ctx, model, run_id, blob_path, details)
+    _store_prepared(ctx, model, prepared, spec)
+    # Recorded before the training request is sent: a run still "received" has sent nothing.
+    run = runs.record(ctx.storage, ctx.clock, model, run_id, RunStatus.PREPARED, data_hash=prepared.data_hash,
+                      spec_hash=digest, rows=prepared.rows)
+    if run.status != RunStatus.PREPARED:
+        return {"outcome": str(run.status), "run_id": run_id}  # closed meanwhile: a newer drop replaced it
+    ctx.storage.enqueue(paths.TRAIN_QUEUE, _train_request(run).to_payload())
+    return {"outcome": "prepared", "run_id": run_id, "data_hash": prepared.data_hash}
+
+
+def _pinned_spec(ctx: Context, model: str, run_id: str, blob_path: str, etag: str) -> tuple[TrainingSpec, str]:
+    """Record the run as received with the spec it trains on: the first delivery's, whatever was
+    uploaded since (a redelivery after a spec upload trains the same). Raises DataRejected."""
+    storage, source = ctx.storage, f"{paths.DATASETS}/{blob_path}"
     try:
         spec, digest = registry.current_spec(storage, model)
     except NotFound as exc:
         runs.record(storage, ctx.clock, model, run_id, RunStatus.RECEIVED, source_blob=source, source_etag=etag)
-        return _reject_drop(ctx, model, run_id, blob_path, {
+        raise DataRejected(exc.message, details={
             "status": "rejected", "rows": None, "columns": [],
-            "problems": [{"column": None, "check": "spec", "message": exc.message, "count": None}]})
-    # The first delivery pins the spec on the run: a redelivery after a spec upload trains the same.
+            "problems": [{"column": None, "check": "spec", "message": exc.message, "count": None}]}) from exc
     run = runs.record(storage, ctx.clock, model, run_id, RunStatus.RECEIVED, source_blob=source, source_etag=etag,
                       spec_hash=digest)
     pinned = str(run.to_json().get("spec_hash") or digest)
-    if pinned != digest:
-        spec, digest = registry.spec_at(storage, model, pinned), pinned
-    try:
-        df = load_dataset(data, name)
-        report = check_dataset(df, spec)
-        if report is not None:
-            return _reject_drop(ctx, model, run_id, blob_path, report.to_dict())
-        prepared = prepare(df, spec)
-    except DataRejected as exc:
-        details = exc.details if isinstance(exc.details, dict) else {"problems": [{"message": exc.message}]}
-        return _reject_drop(ctx, model, run_id, blob_path, details)
-    if not storage.exists(paths.MLOPS, paths.prepared_data(model, prepared.data_hash)):
-        if prepared.extra_parquet_bytes is not None:
-            storage.write(paths.MLOPS, paths.prepared_extra(model, prepared.data_hash), prepared.extra_parquet_bytes)
-        storage.write_json(paths.MLOPS, paths.prepared_profile(model, prepared.data_hash),
-                           profile_dataset(prepared.frame, spec))
-        # the data blob last: its existence says the whole prepared set is there
-        storage.write(paths.MLOPS, paths.prepared_data(model, prepared.data_hash), prepared.parquet_bytes)
-    request = TrainRequest(run_id=run_id, model=model, data_hash=prepared.data_hash, spec_hash=digest,
-                           source_blob=source, received_at=run.created)
-    storage.enqueue(paths.TRAIN_QUEUE, request.to_payload())
-    runs.record(storage, ctx.clock, model, run_id, RunStatus.PREPARED, data_hash=prepared.data_hash,
-                spec_hash=digest, rows=prepared.rows)
-    return {"outcome": "prepared", "run_id": run_id, "data_hash": prepared.data_hash}
+    return (spec, digest) if pinned == digest else (registry.spec_at(storage, model, pinned), pinned)
+
+
+def _checked(data: bytes, name: str, spec: TrainingSpec) -> PreparedData:
+    """The dataset checked against the spec and prepared. Raises DataRejected with the report."""
+    from shared.data_checks import check_dataset, load_dataset, prepare
+
+    df = load_dataset(data, name)
+    report = check_dataset(df, spec)
+    if report is not None:
+        raise DataRejected(f"dataset rejected for model={spec.name}", details=report.to_dict())
+    return prepare(df, spec)
+
+
+def _store_prepared(ctx: Context, model: str, prepared: PreparedData, spec: TrainingSpec) -> None:
+    from shared.profile import profile_dataset
+
+    storage = ctx.storage
+    if storage.exists(paths.MLOPS, paths.prepared_data(model, prepared.data_hash)):
+        return  # content-addressed: prepared before, by this or another drop
+    if prepared.extra_parquet_bytes is not None:
+        storage.write(paths.MLOPS, paths.prepared_extra(model, prepared.data_hash), prepared.extra_parquet_bytes)
+    storage.write_json(paths.MLOPS, paths.prepared_profile(model, prepared.data_hash),
+                       profile_dataset(prepared.frame, spec))
+    # the data blob last: its existence says the whole prepared set is there
+    storage.write(paths.MLOPS, paths.prepared_data(model, prepared.data_hash), prepared.parquet_bytes)
+
+
+def _train_request(run: RunRecord) -> TrainRequest:
+    """The training request of a prepared drop's run (rebuilt the same from its record every time)."""
+    facts = run.to_json()
+    return TrainRequest(run_id=run.run_id, model=run.model, data_hash=facts["data_hash"],
+                        spec_hash=facts["spec_hash"], source_blob=facts.get("source_blob"), received_at=run.created)
 
 
 def _close_replaced_drop(ctx: Context, model: str, blob_path: str, run_id: str) -> None:
-    """A file overwritten before its earlier version was prepared: that version's run ends here."""
+    """The earlier version of an overwritten file: a run that crashed before it was prepared ends
+    here; one that was prepared gets its training request again (it may have died before sending it)."""
     pointer = paths.drop_pointer(blob_path)
     try:
         earlier = ctx.storage.read_json(paths.MLOPS, pointer)[0].get("run_id")
@@ -102,11 +138,14 @@ def _close_replaced_drop(ctx: Context, model: str, blob_path: str, run_id: str) 
         earlier = None
     if earlier and earlier != run_id:
         try:
-            if runs.get(ctx.storage, model, earlier).status == RunStatus.RECEIVED:
-                why = f"{paths.DATASETS}/{blob_path} was replaced before this version was prepared; see run {run_id}"
-                runs.record(ctx.storage, ctx.clock, model, earlier, RunStatus.FAILED, detail=why, error=why)
+            run = runs.get(ctx.storage, model, earlier)
         except NotFound:
-            pass  # the earlier delivery died before recording its run
+            run = None  # the earlier delivery died before recording its run
+        if run is not None and run.status == RunStatus.RECEIVED:
+            why = f"{paths.DATASETS}/{blob_path} was replaced before this version was prepared; see run {run_id}"
+            runs.record(ctx.storage, ctx.clock, model, earlier, RunStatus.FAILED, detail=why, error=why)
+        elif run is not None and run.status == RunStatus.PREPARED:
+            ctx.storage.enqueue(paths.TRAIN_QUEUE, _train_request(run).to_payload())
     ctx.storage.write_json(paths.MLOPS, pointer, {"run_id": run_id, "at": ctx.clock.now().isoformat()})
 
 
@@ -258,8 +297,9 @@ class TrainStage:
                "at": ctx.clock.now().isoformat()}
 
         def change(current: dict[str, Any] | None) -> dict[str, Any]:
-            older = current is None or str(current.get("received_at") or "") <= new["received_at"]
-            return new if older else current  # type: ignore[return-value]  # current is not None here
+            if current is not None and str(current.get("received_at") or "") > new["received_at"]:
+                return current  # a newer drop trained first: keep pointing at it
+            return new
 
         ctx.storage.update_json(paths.MLOPS, paths.current_data(request.model), change)
 
@@ -472,14 +512,14 @@ def _with_decision(record: ModelVersion, facts: dict[str, Any]) -> ModelVersion:
 TRAIN = TrainStage()
 EXPORT = ExportStage()
 VALIDATE = ValidateStage()
-STAGES: dict[str, TrainStage | ExportStage | ValidateStage] = {s.queue: s for s in (TRAIN, EXPORT, VALIDATE)}
+STAGES: dict[str, Stage[Any]] = {s.queue: s for s in (TRAIN, EXPORT, VALIDATE)}
 
 
 def deliver(ctx: Context, queue: str, body: bytes, dequeue_count: int) -> dict[str, Any]:
     """Run one delivery of a stage queue's message (what the queue functions call)."""
-    from shared.lifecycle.stages import Stage, run_stage
+    from shared.lifecycle.stages import run_stage
     from shared.messages import parse_message
 
     stage = STAGES[queue]
     request = parse_message(stage.message, body)
-    return run_stage(ctx, cast("Stage[Any]", stage), request, attempt=dequeue_count)
+    return run_stage(ctx, stage, request, attempt=dequeue_count)

@@ -169,10 +169,38 @@ def transition(storage: Storage, clock: Clock, model: str, version: int, to: Ver
 
     Raises IllegalTransition when the state machine refuses the move.
     """
-    record = update_version(storage, model, version, lambda r: advance_version(
-        r, to, at=clock.now(), by=by, reason=reason, **changes))
-    runs.follow_version(storage, clock, record, detail=reason)
+    return move_version(storage, clock, model, version, lambda r: advance_version(
+        r, to, at=clock.now(), by=by, reason=reason, **changes), detail=reason)
+
+
+def move_version(storage: Storage, clock: Clock, model: str, version: int,
+                 change: Callable[[ModelVersion], ModelVersion], *, detail: str | None = None) -> ModelVersion:
+    """update_version, then the run follows; a crash between the two is finished by the sweeper."""
+    pointer = paths.run_follow(model, version)
+    current = get_version(storage, model, version)
+    if change(current) is not current:  # a real move (not a replay): mark it until the run has followed
+        storage.write_json(paths.MLOPS, pointer, {"model": model, "version": version})
+    record = update_version(storage, model, version, change)
+    runs.follow_version(storage, clock, record, detail=detail)
+    storage.delete(paths.MLOPS, pointer)
     return record
+
+
+def follow_pending(storage: Storage, clock: Clock, *, older_than: float) -> list[str]:
+    """Runs left behind their version by a crash: bring them along (the sweeper). Returns what it did."""
+    done = []
+    for blob in storage.list(paths.MLOPS, paths.run_follow_prefix()):
+        age = (clock.now() - blob.last_modified).total_seconds() if blob.last_modified else older_than
+        if age < older_than:
+            continue  # its own writer is probably still at it
+        body, _ = storage.read_json(paths.MLOPS, blob.name)
+        try:
+            runs.follow_version(storage, clock, get_version(storage, body["model"], int(body["version"])))
+        except NotFound:
+            pass
+        storage.delete(paths.MLOPS, blob.name)
+        done.append(f"{body['model']}/{body['version']}")
+    return done
 
 
 def list_versions(storage: Storage, model: str) -> list[ModelVersion]:

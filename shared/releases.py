@@ -10,7 +10,7 @@ from typing import Any
 
 from shared import paths, registry, runs
 from shared.errors import BadRequest, Conflict, IllegalTransition, NotFound
-from shared.lifecycle.records import AliasAction, ModelVersion, VersionStatus
+from shared.lifecycle.records import AliasAction, ModelVersion, VersionStatus, advance_version
 from shared.lifecycle.stages import Context
 from shared.messages import parse_message
 from shared.registry import AliasOutcome
@@ -68,19 +68,17 @@ def reject(ctx: Context, model: str, version: int, *, by: str, reason: str) -> d
     def change(record: ModelVersion) -> ModelVersion:
         if record.status == V.REJECTED:
             return record
-        if getattr(record, "approval", None):
+        approval = getattr(record, "approval", None)
+        if approval:
             raise Conflict(f"model version (name={model}, version={version}) is being approved by "
-                           f"{record.approval['by']}; it cannot be rejected now")  # type: ignore[attr-defined]
+                           f"{approval['by']}; it cannot be rejected now")
         if record.status != V.PENDING_APPROVAL:
             raise IllegalTransition(f"model version (name={model}, version={version}) is {record.status}, "
                                     "not pending_approval; only a pending version can be rejected")
-        from shared.lifecycle.records import advance_version
-
         return advance_version(record, V.REJECTED, at=ctx.clock.now(), by=by, reason=why)
 
     before = registry.get_version(ctx.storage, model, version)
-    after = registry.update_version(ctx.storage, model, version, change)
-    runs.follow_version(ctx.storage, ctx.clock, after, detail=why)
+    after = registry.move_version(ctx.storage, ctx.clock, model, version, change, detail=why)
     changed = before.status != V.REJECTED
     return {"model": model, "version": version, "status": str(after.status), "changed": changed,
             "message": why if changed else f"version {version} was already rejected; nothing changed"}
@@ -110,8 +108,8 @@ def give_up(ctx: Context, queue: str, body: bytes) -> str:
 
     stage = STAGES[queue]
     request = parse_message(stage.message, body)
-    model, run_id = stage.run_of(request)  # type: ignore[arg-type]
-    key = stage.key(request)  # type: ignore[arg-type]
+    model, run_id = stage.run_of(request)
+    key = stage.key(request)
     claim = ctx.claims.get(stage.name, key)
     if claim is not None and claim.state == ClaimState.COMPLETED:
         return f"work (stage={stage.name}, key={key}) completed; run {run_id} is not failed"
@@ -121,6 +119,6 @@ def give_up(ctx: Context, queue: str, body: bytes) -> str:
         last = None
     reason = (f"message moved to {paths.poison(queue)} after repeated failures; last error: "
               f"{last or 'none recorded (the invocation timed out or its worker died)'}")
-    stage.on_fail(ctx, request, claim.notes if claim else {}, reason)  # type: ignore[arg-type]
+    stage.on_fail(ctx, request, claim.notes if claim else {}, reason)
     ctx.claims.fail(stage.name, key, reason)
     return reason

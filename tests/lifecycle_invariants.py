@@ -55,3 +55,4 @@ def check_invariants(pipe: Any) -> None:
     for model in model_names(pipe.storage):
         check_settled(pipe.storage, model)
     assert not pipe.storage.blob_names(paths.MLOPS, paths.open_claims_prefix()), "open claims left"
+    assert not pipe.storage.blob_names(paths.MLOPS, paths.run_follow_prefix()), "runs left behind their versions"

@@ -59,6 +59,8 @@ class ClaimRecord(Record):
     payload: dict[str, Any] | None = None
     takeovers: int = 0
     swept_at: datetime | None = None
+    released_at: datetime | None = None
+    stranded: bool = False  # released only after storage came back: its message is stuck invisible
     reason: str | None = None
 
 
@@ -148,7 +150,7 @@ class ClaimStore:
             resume = current.state in (ClaimState.IN_PROGRESS, ClaimState.RELEASED) and current.payload is not None
             taken = current.model_copy(update={
                 "state": ClaimState.IN_PROGRESS, "owner": owner, "started": now, "lease_until": now + self.lease,
-                "takeovers": current.takeovers + 1, "swept_at": None, "reason": None,
+                "takeovers": current.takeovers + 1, "swept_at": None, "reason": None, "stranded": False,
                 "run_id": current.run_id if resume else run_id, "queue": current.queue if resume else queue,
                 "payload": current.payload if resume else payload,
                 "notes": current.notes if resume else {},  # a new run after a failed one starts afresh
@@ -208,13 +210,35 @@ class ClaimStore:
                            "lease_until": None})
         self._unindex(held.claim)
 
-    def release(self, held: Held, reason: str) -> None:
-        """Hand the work back after a transient failure; never raises (an unreleased lease expires)."""
+    def release(self, held: Held, reason: str, *, keep_trying: float = 0.0, late: bool = False) -> bool:
+        """Hand the work back after a transient failure; never raises. False if it could not be written.
+
+        keep_trying > 0: when storage is down, retry every `keep_trying` seconds in the background
+        until the lease would expire anyway, so the work is free again as soon as storage returns;
+        such a late release is marked `stranded` (the host could not schedule its retry either).
+        """
         try:
-            self._write(held, {"state": ClaimState.RELEASED, "lease_until": None, "reason": reason})
+            self._write(held, {"state": ClaimState.RELEASED, "lease_until": None, "reason": reason,
+                               "released_at": self.clock.now(), "stranded": late})
+            return True
+        except ClaimLost:
+            return True  # someone else has it: nothing of ours to hand back
         except (PipelineError, OSError) as exc:
-            log.warning("claim (stage=%s, key=%s) not released (%s); its lease expires at %s",
-                        held.claim.stage, held.claim.key, exc, held.claim.lease_until)
+            log.warning("claim (stage=%s, key=%s) not released (%s); %s", held.claim.stage, held.claim.key, exc,
+                        "retrying in the background" if keep_trying > 0 else
+                        f"its lease expires at {held.claim.lease_until}")
+        if keep_trying > 0:
+            threading.Thread(target=self._release_later, args=(held, reason, keep_trying), daemon=True,
+                             name=f"release-{held.claim.stage}").start()
+        return False
+
+    def _release_later(self, held: Held, reason: str, every: float) -> None:
+        never = threading.Event()
+        while held.claim.lease_until is not None and self.clock.now() < held.claim.lease_until:
+            self.clock.wait(never, every)
+            if self.release(held, reason, late=True):
+                log.info("claim (stage=%s, key=%s) released once storage answered", held.claim.stage, held.claim.key)
+                return
 
     def fail(self, stage: str, key: str, reason: str) -> ClaimRecord | None:
         """Give up on the work (poison): an unsettled claim becomes failed. None if never claimed."""
@@ -243,12 +267,18 @@ class ClaimStore:
             log.info("open-claim pointer (stage=%s, key=%s) left for the sweeper: %s", claim.stage, claim.key, exc)
 
     def open_claims(self) -> list[tuple[ClaimRecord, str]]:
-        """Every claim with an open pointer (drops pointers of settled claims on the way)."""
+        """Every unsettled claim (in progress or released), dropping pointers of settled ones on the way."""
         out = []
         for blob in self.storage.list(paths.MLOPS, paths.open_claims_prefix()):
             stage, _, key = blob.name[len(paths.open_claims_prefix()):].removesuffix(".json").partition("/")
             found = self._read(stage, key)
-            if found is None or found[0].state != ClaimState.IN_PROGRESS:
+            if found is None:
+                # acquire writes the pointer just before the claim: only an old orphan is dropped
+                age = self.clock.now() - blob.last_modified if blob.last_modified else self.lease
+                if age >= self.lease:
+                    self.storage.delete(paths.MLOPS, blob.name)
+                continue
+            if found[0].state not in (ClaimState.IN_PROGRESS, ClaimState.RELEASED):
                 self.storage.delete(paths.MLOPS, blob.name)
                 continue
             out.append(found)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from shared import runs
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.errors import Conflict, DataRejected, IllegalTransition, InProgress, ModelRejected, StorageUnreachable
+from shared.learner import Learner  # light: its heavy imports happen inside its methods
 from shared.lifecycle.claims import HEARTBEAT_SECONDS, LEASE_SECONDS, Busy, ClaimLost, ClaimStore, Done, Held
 from shared.messages import Message
 from shared.settings import Settings
@@ -27,6 +28,7 @@ log = logging.getLogger("mlops.stages")
 M = TypeVar("M", bound=Message)
 MAX_DEFER_SECONDS = 30
 MIN_DEFER_SECONDS = 2
+RELEASE_RETRY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Context:
     storage: Storage
     settings: Settings
     clock: Clock = SYSTEM_CLOCK
-    ml: Any = None  # shared.learner.Learner; None = the real one, imported when a stage first needs it
+    ml: Learner | None = None  # None: the real one
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     lease_seconds: float = LEASE_SECONDS
     heartbeat_seconds: float = HEARTBEAT_SECONDS
@@ -45,17 +47,12 @@ class Context:
     def claims(self) -> ClaimStore:
         return ClaimStore(self.storage, self.clock, lease_seconds=self.lease_seconds)
 
-    def learner(self) -> Any:
-        if self.ml is not None:
-            return self.ml
-        from shared.learner import Learner
-
-        return Learner()
+    def learner(self) -> Learner:
+        return self.ml if self.ml is not None else Learner()
 
     def fresh(self) -> Context:
         """The same context for another invocation (its own claim owner)."""
-        return Context(self.storage, self.settings, self.clock, self.ml, uuid.uuid4().hex, self.lease_seconds,
-                       self.heartbeat_seconds)
+        return replace(self, owner=uuid.uuid4().hex)
 
 
 def app_context() -> Context:
@@ -126,7 +123,8 @@ def _work(ctx: Context, stage: Stage[M], request: M, held: Held, attempt: int) -
     except Exception as exc:
         if is_transient(exc):
             _note_attempt(ctx, model, run_id, stage.name, attempt, exc, transient=True)
-            claims.release(held, f"{type(exc).__name__}: {exc}")
+            claims.release(held, f"{type(exc).__name__}: {exc}", keep_trying=RELEASE_RETRY_SECONDS
+                           if ctx.heartbeat_seconds > 0 else 0.0)
             raise
         log.exception("%s: run %s failed with an error no retry can fix", stage.name, run_id)
         _note_attempt(ctx, model, run_id, stage.name, attempt, exc, transient=False)

@@ -321,7 +321,7 @@ def test_a_host_killed_during_train_recovers_after_a_restart_with_one_version(ow
     assert done.status == R.PROMOTED, (done.status, done.error, [e.to_json() for e in done.timeline])
     [settled] = claims_of(storage, model, "train")
     assert settled.state == ClaimState.COMPLETED and settled.takeovers >= 1 and settled.owner != claim.owner
-    sweeps = [line for line in second.lines if f"sweeper: lease of train/{settled.key}" in line]
+    sweeps = [line for line in second.lines if f"sweeper: train/{settled.key}" in line]
     assert sweeps, f"the new host's sweeper never re-sent the work:\n{second.output[-3000:]}"
     snap = assert_invariants(storage, model)
     assert [v.version for v in snap.versions] == [1] and snap.versions[0].run_id == run.run_id

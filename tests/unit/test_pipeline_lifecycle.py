@@ -297,3 +297,53 @@ def test_repeated_transient_failures_end_failed_with_the_real_last_error(pipe):
     assert "TimeoutError: read of prepared data timed out" in (run.error or "")
     assert len(run.attempts) == 5
     assert sweep(pipe.ctx.fresh()).resent == []  # given up: nothing left for the sweeper
+
+
+def test_an_approval_cut_short_after_the_alias_flip_is_finished_by_the_sweeper(pipe):
+    manual_second_version(pipe)
+    aliases_path = paths.aliases(MODEL)
+
+    def die_after_flip(op: str, where: str, what: str) -> None:
+        if op == "write" and what != aliases_path and registry.get_aliases(pipe.storage, MODEL)[0].champion == 2:
+            raise Crash("killed right after the flip")
+
+    pipe.storage.fault = die_after_flip
+    with pytest.raises(Crash):
+        releases.approve(pipe.ctx.fresh(), MODEL, 2, by="reviewer")
+    pipe.storage.fault = None
+    aliases = registry.get_aliases(pipe.storage, MODEL)[0]
+    assert (aliases.champion, aliases.previous, aliases.synced) == (2, 1, False)
+    assert registry.get_version(pipe.storage, MODEL, 1).status == V.PROMOTED  # not yet superseded
+    assert sweep(pipe.ctx.fresh()).synced == [MODEL]
+    assert [v.status for v in registry.list_versions(pipe.storage, MODEL)] == [V.SUPERSEDED, V.PROMOTED]
+    check_invariants(pipe)
+
+
+def test_a_validation_that_flipped_then_died_never_decides_against_itself(pipe):
+    # a spec that demands improvement over the champion: compared with itself, v1 would be rejected
+    pipe.upload(example_spec("diabetes", MODEL, comparison={"rmse": {"min_improvement": 5}}))
+    pipe.drop(MODEL, "a.csv", diabetes())
+    pipe.deliver_one(paths.TRAIN_QUEUE)
+    pipe.deliver_one(paths.EXPORT_QUEUE)
+    aliases_path = paths.aliases(MODEL)
+    flipped = {"done": False}
+
+    def die_after_flip(op: str, where: str, what: str) -> None:
+        if op == "write" and what == aliases_path:
+            flipped["done"] = True
+        elif op == "write" and flipped["done"]:
+            raise Crash("killed right after the flip")
+
+    pipe.storage.fault = die_after_flip
+    with pytest.raises(Crash):
+        pipe.deliver_one(paths.VALIDATE_QUEUE)
+    pipe.storage.fault = None
+    assert registry.get_version(pipe.storage, MODEL, 1).status == V.EXPORTED
+    pipe.clock.advance(61)  # the dead worker's lease expires; a redelivery arrives before any sweep
+    _, _, validate = copies_of_every_stage_message(pipe, 1)
+    pipe.storage.enqueue(*validate)
+    assert pipe.deliver_one(paths.VALIDATE_QUEUE)
+    assert registry.get_version(pipe.storage, MODEL, 1).status == V.PROMOTED
+    pipe.run_until_idle()
+    assert registry.get_aliases(pipe.storage, MODEL)[0].champion == 1
+    check_invariants(pipe)
