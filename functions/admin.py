@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import paths, registry, releases, runs
+from shared import paths, registry, runs
 from shared.errors import BadRequest, NotFound
 from shared.http import handles_errors, json_body, json_response
+from shared.lifecycle import releases
 from shared.lifecycle.records import RunStatus
 from shared.lifecycle.stages import app_context
 from shared.messages import RetrainRequest

@@ -7,8 +7,8 @@ import azure.functions as func
 
 from shared import paths
 from shared.errors import BadRequest
+from shared.lifecycle.releases import give_up
 from shared.lifecycle.stages import app_context
-from shared.releases import give_up
 
 bp = func.Blueprint()
 

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared import paths, registry, releases, runs
+from shared import paths, registry, runs
 from shared.clock import SYSTEM_CLOCK
 from shared.errors import PipelineError
+from shared.lifecycle import releases
 from shared.lifecycle.records import RunStatus
 from shared.lifecycle.stages import Context
 from shared.messages import RetrainRequest

@@ -20,12 +20,12 @@ import yaml
 from shared import paths, registry
 from shared.clock import ManualClock
 from shared.learner import Learner
+from shared.lifecycle.releases import give_up
 from shared.lifecycle.stages import Context
 from shared.lifecycle.sweeper import sweep
 from shared.memory_storage import MemoryStorage
 from shared.messages import RetrainRequest, parse_message
 from shared.pipeline import STAGES, deliver, prepare_drop, request_retrain
-from shared.releases import give_up
 from shared.settings import Settings
 from shared.spec import spec_hash
 from shared.storage import QueuedMessage

@@ -9,4 +9,5 @@ Module map:
 - stages: the one wrapper every queue stage runs in (claim -> work -> complete; defer duplicates;
   reject deterministic failures at once; retry only transient ones).
 - sweeper: finds expired leases and unsynced alias flips and finishes what a crash left behind.
+- releases: approve, reject, rollback (idempotent) and giving up on poisoned work.
 """

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from examples.datasets import diabetes
-from shared import registry, releases
+from shared import registry
 from shared.errors import PipelineError
+from shared.lifecycle import releases
 from shared.lifecycle.sweeper import sweep
 from tests.e2e.support import example_spec
 from tests.harness import PIPELINE_QUEUES, POISON_QUEUES, Crash, LocalPipeline

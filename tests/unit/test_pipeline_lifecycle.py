@@ -7,8 +7,9 @@ import threading
 import pytest
 
 from examples.datasets import diabetes
-from shared import paths, registry, releases, runs
+from shared import paths, registry, runs
 from shared.errors import Conflict, IllegalTransition, StorageUnreachable
+from shared.lifecycle import releases
 from shared.lifecycle.claims import ClaimState
 from shared.lifecycle.records import AliasAction, RunStatus, VersionStatus
 from shared.lifecycle.sweeper import sweep
