@@ -36,6 +36,13 @@ def export_poison(msg: func.QueueMessage) -> None:
     _handle(paths.EXPORT_QUEUE, msg)
 
 
+@bp.function_name("retrain_poison")
+@bp.queue_trigger(arg_name="msg", queue_name=paths.poison(paths.RETRAIN_QUEUE), connection="AzureWebJobsStorage")
+def retrain_poison(msg: func.QueueMessage) -> None:
+    """A retrain request failed too often."""
+    _handle(paths.RETRAIN_QUEUE, msg)
+
+
 @bp.function_name("validate_poison")
 @bp.queue_trigger(arg_name="msg", queue_name=paths.poison(paths.VALIDATE_QUEUE), connection="AzureWebJobsStorage")
 def validate_poison(msg: func.QueueMessage) -> None:

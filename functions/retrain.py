@@ -7,8 +7,7 @@ import azure.functions as func
 
 from shared import paths
 from shared.lifecycle.stages import app_context
-from shared.messages import RetrainRequest, parse_message
-from shared.pipeline import request_retrain
+from shared.pipeline import retrain as retrain_model
 
 bp = func.Blueprint()
 
@@ -17,6 +16,5 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="msg", queue_name=paths.RETRAIN_QUEUE, connection="AzureWebJobsStorage")
 def retrain(msg: func.QueueMessage) -> None:
     """Enqueue training for the model's current data (the same path a data drop takes)."""
-    request = parse_message(RetrainRequest, msg.get_body())
-    result = request_retrain(app_context(), request)
-    logging.info("retrain: model=%s -> %s (%s)", request.model, result, request.reason)
+    result = retrain_model(app_context(), msg.get_body(), msg.dequeue_count or 1)
+    logging.info("retrain: message %s -> %s", msg.id, result)

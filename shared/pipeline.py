@@ -26,7 +26,7 @@ from shared.lifecycle.records import (
     VersionStatus,
 )
 from shared.lifecycle.stages import Context, Stage
-from shared.messages import RetrainRequest, StageRequest, TrainRequest
+from shared.messages import RetrainRequest, StageRequest, TrainRequest, parse_message
 from shared.registry import ChampionMoved
 from shared.validation import Decision, decide
 
@@ -163,6 +163,21 @@ def _reject_drop(ctx: Context, model: str, run_id: str, blob_path: str, report: 
 
 
 # -- retrain ------------------------------------------------------------------------------------
+
+
+def retrain(ctx: Context, body: bytes, dequeue_count: int) -> dict[str, Any]:
+    """One delivery of a retrain-requests message; a failed try is kept on the run, then re-raised."""
+    request = parse_message(RetrainRequest, body)
+    try:
+        return request_retrain(ctx, request)
+    except Exception as exc:
+        if request.run_id:
+            try:
+                runs.add_attempt(ctx.storage, ctx.clock, request.model, request.run_id, "retrain", dequeue_count, exc,
+                                 transient=True)
+            except Exception:  # never hide the original error behind a bookkeeping one
+                log.exception("retrain: could not note the failed attempt of run %s", request.run_id)
+        raise
 
 
 def request_retrain(ctx: Context, request: RetrainRequest) -> dict[str, Any]:
@@ -518,7 +533,6 @@ STAGES: dict[str, Stage[Any]] = {s.queue: s for s in (TRAIN, EXPORT, VALIDATE)}
 def deliver(ctx: Context, queue: str, body: bytes, dequeue_count: int) -> dict[str, Any]:
     """Run one delivery of a stage queue's message (what the queue functions call)."""
     from shared.lifecycle.stages import run_stage
-    from shared.messages import parse_message
 
     stage = STAGES[queue]
     request = parse_message(stage.message, body)

@@ -24,8 +24,7 @@ from shared.lifecycle.releases import give_up
 from shared.lifecycle.stages import Context
 from shared.lifecycle.sweeper import sweep
 from shared.memory_storage import MemoryStorage
-from shared.messages import RetrainRequest, parse_message
-from shared.pipeline import STAGES, deliver, prepare_drop, request_retrain
+from shared.pipeline import STAGES, deliver, prepare_drop, retrain
 from shared.settings import Settings
 from shared.spec import spec_hash
 from shared.storage import QueuedMessage
@@ -34,7 +33,7 @@ HOST_LEASE_SECONDS = 600
 VISIBILITY_TIMEOUT = 2
 MAX_DEQUEUE = 5
 PIPELINE_QUEUES = (paths.RETRAIN_QUEUE, paths.TRAIN_QUEUE, paths.EXPORT_QUEUE, paths.VALIDATE_QUEUE)
-POISON_QUEUES = tuple(paths.poison(q) for q in STAGES)
+POISON_QUEUES = tuple(paths.poison(q) for q in (*STAGES, paths.RETRAIN_QUEUE))
 
 
 class Crash(BaseException):
@@ -134,7 +133,7 @@ class LocalPipeline:
     def handle(self, queue: str, body: bytes, dequeue_count: int) -> Any:
         ctx = self.ctx.fresh()
         if queue == paths.RETRAIN_QUEUE:
-            return request_retrain(ctx, parse_message(RetrainRequest, body))
+            return retrain(ctx, body, dequeue_count)
         if queue in POISON_QUEUES:
             return give_up(ctx, queue.removesuffix("-poison"), body)
         return deliver(ctx, queue, body, dequeue_count)

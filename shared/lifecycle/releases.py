@@ -10,9 +10,9 @@ from typing import Any
 
 from shared import paths, registry, runs
 from shared.errors import BadRequest, Conflict, IllegalTransition, NotFound
-from shared.lifecycle.records import AliasAction, ModelVersion, VersionStatus, advance_version
+from shared.lifecycle.records import AliasAction, ModelVersion, RunStatus, VersionStatus, advance_version
 from shared.lifecycle.stages import Context
-from shared.messages import parse_message
+from shared.messages import RetrainRequest, parse_message
 from shared.registry import AliasOutcome
 
 log = logging.getLogger("mlops.releases")
@@ -106,6 +106,8 @@ def give_up(ctx: Context, queue: str, body: bytes) -> str:
     from shared.lifecycle.claims import ClaimState
     from shared.pipeline import STAGES
 
+    if queue == paths.RETRAIN_QUEUE:
+        return _give_up_retrain(ctx, body)
     stage = STAGES[queue]
     request = parse_message(stage.message, body)
     model, run_id = stage.run_of(request)
@@ -121,4 +123,22 @@ def give_up(ctx: Context, queue: str, body: bytes) -> str:
               f"{last or 'none recorded (the invocation timed out or its worker died)'}")
     stage.on_fail(ctx, request, claim.notes if claim else {}, reason)
     ctx.claims.fail(stage.name, key, reason)
+    return reason
+
+
+def _give_up_retrain(ctx: Context, body: bytes) -> str:
+    """A retrain request that kept failing: its run ends failed unless it already sent its training."""
+    request = parse_message(RetrainRequest, body)
+    if not request.run_id:
+        return "retrain request without a run id: nothing to mark"
+    try:
+        run = runs.get(ctx.storage, request.model, request.run_id)
+    except NotFound:
+        run = None
+    if run is not None and run.status != RunStatus.RECEIVED:
+        return f"run {request.run_id} is {run.status}; the retrain went through, nothing to fail"
+    last = runs.last_error(run) if run is not None else None
+    reason = (f"message moved to {paths.poison(paths.RETRAIN_QUEUE)} after repeated failures; last error: "
+              f"{last or 'none recorded'}")
+    runs.record(ctx.storage, ctx.clock, request.model, request.run_id, RunStatus.FAILED, detail=reason, error=reason)
     return reason

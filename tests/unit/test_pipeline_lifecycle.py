@@ -348,3 +348,24 @@ def test_a_validation_that_flipped_then_died_never_decides_against_itself(pipe):
     pipe.run_until_idle()
     assert registry.get_aliases(pipe.storage, MODEL)[0].champion == 1
     check_invariants(pipe)
+
+
+def test_a_retrain_that_keeps_failing_ends_failed_with_its_last_error(pipe):
+    from shared.lifecycle.records import RunStatus as R
+    from shared.messages import RetrainRequest
+
+    pipe.drop(MODEL, "a.csv", diabetes())
+    pipe.run_until_idle()
+    runs.record(pipe.storage, pipe.clock, MODEL, "retrain-1", R.RECEIVED, detail="test")
+    pipe.storage.enqueue(paths.RETRAIN_QUEUE, RetrainRequest(model=MODEL, run_id="retrain-1").to_payload())
+
+    def flaky(op: str, where: str, what: str) -> None:
+        if op == "read" and what == paths.current_data(MODEL):
+            raise TimeoutError("current-data pointer read timed out")
+
+    pipe.storage.fault = flaky
+    pipe.run_until_idle()
+    pipe.storage.fault = None
+    run = runs.get(pipe.storage, MODEL, "retrain-1")
+    assert run.status == R.FAILED and "TimeoutError: current-data pointer read timed out" in (run.error or "")
+    assert len(run.attempts) == 5
