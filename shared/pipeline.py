@@ -25,7 +25,7 @@ from shared.lifecycle.records import (
     RunStatus,
     VersionStatus,
 )
-from shared.lifecycle.stages import Context, Stage
+from shared.lifecycle.stages import Context, Stage, note_attempt
 from shared.messages import RetrainRequest, StageRequest, TrainRequest, parse_message
 from shared.registry import ChampionMoved
 from shared.validation import Decision, decide
@@ -172,11 +172,7 @@ def retrain(ctx: Context, body: bytes, dequeue_count: int) -> dict[str, Any]:
         return request_retrain(ctx, request)
     except Exception as exc:
         if request.run_id:
-            try:
-                runs.add_attempt(ctx.storage, ctx.clock, request.model, request.run_id, "retrain", dequeue_count, exc,
-                                 transient=True)
-            except Exception:  # never hide the original error behind a bookkeeping one
-                log.exception("retrain: could not note the failed attempt of run %s", request.run_id)
+            note_attempt(ctx, request.model, request.run_id, "retrain", dequeue_count, exc, transient=True)
         raise
 
 

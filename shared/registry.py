@@ -176,14 +176,23 @@ def transition(storage: Storage, clock: Clock, model: str, version: int, to: Ver
 def move_version(storage: Storage, clock: Clock, model: str, version: int,
                  change: Callable[[ModelVersion], ModelVersion], *, detail: str | None = None) -> ModelVersion:
     """update_version, then the run follows; a crash between the two is finished by the sweeper."""
-    pointer = paths.run_follow(model, version)
-    current = get_version(storage, model, version)
-    if change(current) is not current:  # a real move (not a replay): mark it until the run has followed
-        storage.write_json(paths.MLOPS, pointer, {"model": model, "version": version})
-    record = update_version(storage, model, version, change)
-    runs.follow_version(storage, clock, record, detail=detail)
-    storage.delete(paths.MLOPS, pointer)
-    return record
+    pointer, marked = paths.run_follow(model, version), False
+    for _ in range(ATTEMPTS):
+        current, etag = read_version(storage, model, version)
+        new = change(current)
+        if new is not current and not marked:  # a real move: marked until the run has followed it
+            storage.write_json(paths.MLOPS, pointer, {"model": model, "version": version})
+            marked = True
+        if new is not current:
+            try:
+                storage.write_json(paths.MLOPS, paths.version_record(model, version), new.to_json(), if_match=etag)
+            except Conflict:
+                continue
+        runs.follow_version(storage, clock, new, detail=detail)
+        if marked:
+            storage.delete(paths.MLOPS, pointer)
+        return new
+    raise Conflict(f"model version (name={model}, version={version}) kept changing; retry")
 
 
 def follow_pending(storage: Storage, clock: Clock, *, older_than: float) -> list[str]:

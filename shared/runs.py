@@ -19,6 +19,7 @@ from shared.lifecycle.records import (
     RunEvent,
     RunRecord,
     RunStatus,
+    VersionStatus,
     advance_run,
     migrate_run,
 )
@@ -88,11 +89,9 @@ def add_attempt(storage: Storage, clock: Clock, model: str, run_id: str, stage: 
 
 def follow_version(storage: Storage, clock: Clock, version: ModelVersion, *, detail: str | None = None) -> None:
     """Bring the run that made a version to the version's status (run history agrees with the registry)."""
-    if not version.run_id:
-        return
-    status = RunStatus(version.status.value) if version.status.value in RunStatus.__members__.values() else None
-    if status is None:
+    if not version.run_id or version.status == VersionStatus.TRAINING:
         return  # training: the run is still at its own pipeline step
+    status = RunStatus(version.status.value)  # every other version status is also a run status
     try:
         record(storage, clock, version.model, version.run_id, status, detail=detail, version=version.version,
                error=_version_error(version))

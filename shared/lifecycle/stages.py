@@ -122,12 +122,12 @@ def _work(ctx: Context, stage: Stage[M], request: M, held: Held, attempt: int) -
         result = stage.on_reject(ctx, request, held, exc)
     except Exception as exc:
         if is_transient(exc):
-            _note_attempt(ctx, model, run_id, stage.name, attempt, exc, transient=True)
+            note_attempt(ctx, model, run_id, stage.name, attempt, exc, transient=True)
             claims.release(held, f"{type(exc).__name__}: {exc}", keep_trying=RELEASE_RETRY_SECONDS
                            if ctx.heartbeat_seconds > 0 else 0.0)
             raise
         log.exception("%s: run %s failed with an error no retry can fix", stage.name, run_id)
-        _note_attempt(ctx, model, run_id, stage.name, attempt, exc, transient=False)
+        note_attempt(ctx, model, run_id, stage.name, attempt, exc, transient=False)
         reason = f"{stage.name} failed: {type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
         stage.on_fail(ctx, request, held.claim.notes, reason)
         claims.fail(stage.name, held.claim.key, reason)
@@ -136,8 +136,9 @@ def _work(ctx: Context, stage: Stage[M], request: M, held: Held, attempt: int) -
     return result
 
 
-def _note_attempt(ctx: Context, model: str, run_id: str, stage: str, attempt: int, exc: BaseException, *,
-                  transient: bool) -> None:
+def note_attempt(ctx: Context, model: str, run_id: str, stage: str, attempt: int, exc: BaseException, *,
+                 transient: bool) -> None:
+    """Keep a failed try on its run; never raises (the original error matters more)."""
     try:
         runs.add_attempt(ctx.storage, ctx.clock, model, run_id, stage, attempt, exc, transient=transient)
     except Exception:  # never hide the original error behind a bookkeeping one
