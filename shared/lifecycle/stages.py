@@ -26,7 +26,7 @@ from shared.storage import Storage
 log = logging.getLogger("mlops.stages")
 
 M = TypeVar("M", bound=Message)
-MAX_DEFER_SECONDS = 30
+MAX_DEFER_SECONDS = 10  # a duplicate learns the outcome at most this long after the original ends
 MIN_DEFER_SECONDS = 2
 RELEASE_RETRY_SECONDS = 2.0
 
