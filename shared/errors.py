@@ -88,7 +88,7 @@ class StorageUnreachable(PipelineError):
 
 
 class InProgress(PipelineError):
-    """Another delivery of the same work is still running; raise so the host retries later."""
+    """Another delivery of the same work is being handled right now; try again later."""
 
     status = 409
     code = "IN_PROGRESS"

@@ -120,19 +120,6 @@ def model_exists(storage: Storage, model: str) -> bool:
     return storage.exists(paths.MLOPS, paths.model_record(model))
 
 
-def allocate_version(storage: Storage, model: str, *, run_id: str, key: str, at: datetime,
-                     start: int | None = None) -> ModelVersion:
-    """Create the next version number (create-only, retry on conflict) in status training."""
-    n = start or len(storage.list(paths.MLOPS, paths.versions_prefix(model))) + 1
-    for _ in range(1000):
-        record = ModelVersion(model=model, version=n, status=VersionStatus.TRAINING, created=at, status_at=at,
-                              run_id=run_id, key=key)
-        if storage.create_json(paths.MLOPS, paths.version_record(model, n), record.to_json()):
-            return record
-        n += 1
-    raise Conflict(f"could not allocate a version for model (name={model})")
-
-
 def read_version(storage: Storage, model: str, version: int) -> tuple[ModelVersion, str]:
     """A version record and its ETag. Raises NotFound."""
     try:
