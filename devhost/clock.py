@@ -1,29 +1,12 @@
-"""The clock timers and polling back-off use: the system clock, or a fake one tests advance."""
+"""The clock timers and polling back-off use: the app's (shared.clock), or a fake one tests advance."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
 
+from shared.clock import Clock, SystemClock
 
-class Clock(Protocol):
-    """Wall time plus an interruptible wait."""
-
-    def now(self) -> datetime: ...
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        """Wait up to `seconds` (clock time) or until `event` is set; True if the event is set."""
-        ...
-
-
-class SystemClock:
-    """Real time."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        return event.wait(max(0.0, seconds))
+__all__ = ["Clock", "FakeClock", "SystemClock"]
 
 
 class FakeClock:

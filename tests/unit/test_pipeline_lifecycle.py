@@ -167,22 +167,27 @@ def pipe_key(body: bytes) -> str:
     return f"{request.model}-{request.data_hash[:20]}-{request.spec_hash[:20]}"
 
 
-@pytest.mark.parametrize("crash_at_write", [3, 4, 5, 6, 7, 8, 9, 10])
-def test_a_worker_killed_at_any_write_of_train_is_finished_by_lease_expiry_with_one_version(pipe, crash_at_write):
-    """Writes 1-2 are the claim itself; from the 3rd on, a claim exists and its lease drives recovery."""
-    pipe.drop(MODEL, "a.csv", diabetes())
+def train_killed_at_write(pipe: LocalPipeline, n: int) -> None:
+    """Deliver the train message to a worker that dies before its n-th write."""
     writes = {"n": 0}
 
     def kill(op: str, where: str, what: str) -> None:
         if op in ("write", "enqueue", "delete"):
             writes["n"] += 1
-            if writes["n"] == crash_at_write:
-                raise Crash(f"killed at write {crash_at_write}: {op} {what}")
+            if writes["n"] == n:
+                raise Crash(f"killed at write {n}: {op} {what}")
 
     pipe.storage.fault = kill
     with pytest.raises(Crash):
         pipe.deliver_one(paths.TRAIN_QUEUE)
     pipe.storage.fault = None
+
+
+@pytest.mark.parametrize("crash_at_write", [3, 4, 5, 6, 7, 8, 9, 10])
+def test_a_worker_killed_at_any_write_of_train_is_finished_by_lease_expiry_with_one_version(pipe, crash_at_write):
+    """Writes 1-2 are the claim itself; from the 3rd on, a claim exists and its lease drives recovery."""
+    pipe.drop(MODEL, "a.csv", diabetes())
+    train_killed_at_write(pipe, crash_at_write)
     started = pipe.clock.now()
     pipe.run_until_idle(tick=10, until=lambda: registry.get_aliases(pipe.storage, MODEL)[0].champion is not None)
     recovered = (pipe.clock.now() - started).total_seconds()
@@ -196,18 +201,7 @@ def test_a_worker_killed_at_any_write_of_train_is_finished_by_lease_expiry_with_
 @pytest.mark.parametrize("crash_at_write", [1, 2])
 def test_a_worker_killed_before_it_holds_the_claim_is_redelivered_by_the_host(pipe, crash_at_write):
     pipe.drop(MODEL, "a.csv", diabetes())
-    writes = {"n": 0}
-
-    def kill(op: str, where: str, what: str) -> None:
-        if op in ("write", "enqueue", "delete"):
-            writes["n"] += 1
-            if writes["n"] == crash_at_write:
-                raise Crash("killed")
-
-    pipe.storage.fault = kill
-    with pytest.raises(Crash):
-        pipe.deliver_one(paths.TRAIN_QUEUE)
-    pipe.storage.fault = None
+    train_killed_at_write(pipe, crash_at_write)
     pipe.run_until_idle()
     assert registry.get_aliases(pipe.storage, MODEL)[0].champion == 1
     assert len(registry.list_versions(pipe.storage, MODEL)) == 1
