@@ -96,3 +96,23 @@ def test_claim_writes_during_an_outage_raise_storage_unreachable_not_a_lost_clai
     store.storage.outage = True  # type: ignore[attr-defined]
     with pytest.raises(StorageUnreachable):
         store.renew(held)
+
+
+def test_the_heartbeat_keeps_a_claim_alive_through_work_longer_than_the_lease() -> None:
+    from datetime import UTC, datetime
+
+    from devhost.clock import FakeClock
+    from tests.fixtures.devhost_support import wait_for
+
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store = ClaimStore(MemoryStorage(clock=clock.now), clock, lease_seconds=60)
+    held = claim(store, "worker")
+    assert isinstance(held, Held)
+    with store.heartbeat(held, every=20):
+        for _ in range(6):  # 120 s of work: twice the lease
+            clock.advance(20)
+            wait_for(lambda: (c := store.get("train", "k")) is not None and c.lease_until is not None
+                     and (c.lease_until - clock.now()).total_seconds() >= 59, "the heartbeat to renew the lease")
+            assert isinstance(claim(store, "duplicate"), Busy)
+    clock.advance(61)  # the work ended without completing (a crash): the lease runs out
+    assert isinstance(claim(store, "next", run="run-b"), Held)
