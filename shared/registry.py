@@ -136,18 +136,16 @@ def get_version(storage: Storage, model: str, version: int) -> ModelVersion:
 
 def update_version(storage: Storage, model: str, version: int,
                    change: Callable[[ModelVersion], ModelVersion]) -> ModelVersion:
-    """Read-modify-write a version under its ETag (retried on a lost race); the change must be pure."""
-    for _ in range(ATTEMPTS):
-        current, etag = read_version(storage, model, version)
+    """Read-modify-write a version under its ETag (retried on a lost race). Raises NotFound."""
+
+    def apply(body: dict[str, Any] | None) -> dict[str, Any]:
+        if body is None:
+            raise NotFound(f"model version (name={model}, version={version}) not found")
+        current = migrate_version(body)
         new = change(current)
-        if new is current:
-            return current
-        try:
-            storage.write_json(paths.MLOPS, paths.version_record(model, version), new.to_json(), if_match=etag)
-            return new
-        except Conflict:
-            continue
-    raise Conflict(f"model version (name={model}, version={version}) kept changing; retry")
+        return body if new is current else new.to_json()
+
+    return migrate_version(storage.update_json(paths.MLOPS, paths.version_record(model, version), apply))
 
 
 def transition(storage: Storage, clock: Clock, model: str, version: int, to: VersionStatus, *,
@@ -163,23 +161,21 @@ def transition(storage: Storage, clock: Clock, model: str, version: int, to: Ver
 def move_version(storage: Storage, clock: Clock, model: str, version: int,
                  change: Callable[[ModelVersion], ModelVersion], *, detail: str | None = None) -> ModelVersion:
     """update_version, then the run follows; a crash between the two is finished by the sweeper."""
-    pointer, marked = paths.run_follow(model, version), False
-    for _ in range(ATTEMPTS):
-        current, etag = read_version(storage, model, version)
+    pointer = paths.run_follow(model, version)
+    marked: list[bool] = []
+
+    def marking(current: ModelVersion) -> ModelVersion:
         new = change(current)
         if new is not current and not marked:  # a real move: marked until the run has followed it
             storage.write_json(paths.MLOPS, pointer, {"model": model, "version": version})
-            marked = True
-        if new is not current:
-            try:
-                storage.write_json(paths.MLOPS, paths.version_record(model, version), new.to_json(), if_match=etag)
-            except Conflict:
-                continue
-        runs.follow_version(storage, clock, new, detail=detail)
-        if marked:
-            storage.delete(paths.MLOPS, pointer)
+            marked.append(True)
         return new
-    raise Conflict(f"model version (name={model}, version={version}) kept changing; retry")
+
+    record = update_version(storage, model, version, marking)
+    runs.follow_version(storage, clock, record, detail=detail)
+    if marked:
+        storage.delete(paths.MLOPS, pointer)
+    return record
 
 
 def follow_pending(storage: Storage, clock: Clock, *, older_than: float) -> list[str]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from shared import paths
 from shared.clock import Clock
-from shared.errors import Conflict, IllegalTransition, NotFound
+from shared.errors import IllegalTransition, NotFound
 from shared.lifecycle.records import (
     Attempt,
     ModelVersion,
@@ -27,7 +28,6 @@ from shared.storage import Storage
 
 log = logging.getLogger("mlops.runs")
 _NAMESPACE = uuid.UUID("6f1c3f0e-5b8e-4f55-9d7c-2f0c7a1e9b41")
-ATTEMPTS = 20
 
 
 def run_id_for(*parts: str) -> str:
@@ -39,26 +39,15 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
-def _update(storage: Storage, clock: Clock, model: str, run_id: str, change: Any) -> RunRecord:
-    path = paths.run_record(model, run_id)
-    for _ in range(ATTEMPTS):
-        try:
-            body, etag = storage.read_json(paths.MLOPS, path)
-            current: RunRecord | None = migrate_run(body)
-        except NotFound:
-            current, etag = None, None
+def _update(storage: Storage, model: str, run_id: str, change: Callable[[RunRecord | None], RunRecord]) -> RunRecord:
+    """Read-modify-write a run under its ETag (storage.update_json); a replay writes nothing."""
+
+    def apply(body: dict[str, Any] | None) -> dict[str, Any]:
+        current = migrate_run(body) if body is not None else None
         new = change(current)
-        if current is not None and new is current:
-            return current
-        try:
-            if etag is None:
-                storage.write_json(paths.MLOPS, path, new.to_json(), create_only=True)
-            else:
-                storage.write_json(paths.MLOPS, path, new.to_json(), if_match=etag)
-            return new
-        except Conflict:
-            continue
-    raise Conflict(f"run (model={model}, run_id={run_id}) kept changing; retry")
+        return body if body is not None and new is current else new.to_json()
+
+    return migrate_run(storage.update_json(paths.MLOPS, paths.run_record(model, run_id), apply))
 
 
 def record(storage: Storage, clock: Clock, model: str, run_id: str, status: RunStatus, *,
@@ -71,7 +60,7 @@ def record(storage: Storage, clock: Clock, model: str, run_id: str, status: RunS
                              error=error if status in (RunStatus.FAILED, RunStatus.REJECTED) else None, **fields)
         return advance_run(run, status, at=clock.now(), detail=detail, error=error, **fields)
 
-    return _update(storage, clock, model, run_id, change)
+    return _update(storage, model, run_id, change)
 
 
 def add_attempt(storage: Storage, clock: Clock, model: str, run_id: str, stage: str, attempt: int,
@@ -84,7 +73,7 @@ def add_attempt(storage: Storage, clock: Clock, model: str, run_id: str, stage: 
         run = run or RunRecord(run_id=run_id, model=model, created=clock.now())
         return run.model_copy(update={"attempts": [*run.attempts, entry][-20:]})
 
-    return _update(storage, clock, model, run_id, change)
+    return _update(storage, model, run_id, change)
 
 
 def follow_version(storage: Storage, clock: Clock, version: ModelVersion, *, detail: str | None = None) -> None:

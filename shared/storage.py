@@ -111,7 +111,8 @@ class Storage(Protocol):
     ) -> T:
         """Read-modify-write under an ETag: `change` gets the current value (None if absent) and returns the new.
 
-        Retries on a lost race. Raises Conflict after `attempts`.
+        A change that returns the current value itself writes nothing. Retries on a lost race. Raises
+        Conflict after `attempts`.
         """
         ...
 
@@ -236,6 +237,8 @@ class JsonBlobs(ABC):
             except NotFound:
                 current, etag = None, None
             new = change(current)
+            if etag is not None and new is current:
+                return new  # the change kept the value as it is: nothing to write
             try:
                 # absent: create-only, so two creators cannot both win
                 self.write_json(container, path, new, if_match=etag, create_only=etag is None)

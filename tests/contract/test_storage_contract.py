@@ -195,6 +195,12 @@ def test_update_json_passes_the_current_value_and_stores_the_result(storage: Sto
     assert storage.read_json(container, "counter.json")[0] == {"n": 42, "name": "churn"}
 
 
+def test_update_json_writes_nothing_when_the_change_keeps_the_current_value(storage: Storage, container: str) -> None:
+    etag = storage.write_json(container, "same.json", {"n": 1})
+    assert storage.update_json(container, "same.json", lambda current: current) == {"n": 1}
+    assert storage.read(container, "same.json").etag == etag
+
+
 @pytest.mark.parametrize("exists_before", [False, True], ids=["absent", "present"])
 def test_concurrent_update_json_calls_lose_no_increment(
     storage: Storage, container: str, exists_before: bool,
