@@ -25,6 +25,12 @@ class BadRequest(PipelineError):
     code = "BAD_REQUEST"
 
 
+class InvalidParameter(BadRequest):
+    """A name, alias, version or id in a route, query or header does not fit its rule (shared/names.py)."""
+
+    code = "INVALID_PARAMETER_VALUE"
+
+
 class InvalidSpec(BadRequest):
     """A training spec failed validation; details lists every problem."""
 
@@ -78,6 +84,13 @@ class Unavailable(PipelineError):
 
     status = 503
     code = "TEMPORARILY_UNAVAILABLE"
+
+
+class ConfigurationError(PipelineError):
+    """A setting this function needs is missing or invalid; the message names it and what it is for."""
+
+    status = 503
+    code = "CONFIGURATION"
 
 
 class StorageUnreachable(PipelineError):
