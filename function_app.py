@@ -2,6 +2,9 @@
 import azure.functions as func
 
 from functions import admin, export, health, poison, prepare, retrain, score, sweeper, train, validate, webhooks
+from shared.settings import log_startup_problems
+
+log_startup_problems()  # the host log names every missing or invalid setting when the app loads
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import paths, registry, runs
+from shared import names, paths, registry, runs
 from shared.errors import BadRequest, NotFound
 from shared.http import handles_errors, json_body, json_response
 from shared.lifecycle import releases
@@ -18,11 +18,11 @@ ADMIN = func.AuthLevel.ADMIN
 
 
 def _model(req: func.HttpRequest) -> str:
-    return req.route_params["model"]
+    return names.model_name(req.route_params.get("model"))
 
 
 def _version(req: func.HttpRequest) -> int:
-    return int(req.route_params["version"])
+    return names.version(req.route_params.get("version"))
 
 
 @bp.function_name("list_models")
@@ -78,7 +78,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """One run with its status timeline."""
-    return json_response(runs.get(get_storage(), _model(req), req.route_params["run_id"]).to_json())
+    return json_response(runs.get(get_storage(), _model(req), names.run_id(req.route_params.get("run_id"))).to_json())
 
 
 @bp.function_name("approve_version")
@@ -86,8 +86,9 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def approve_version(req: func.HttpRequest) -> func.HttpResponse:
     """Promote a version that is pending approval (approving the champion again changes nothing)."""
-    by = str(json_body(req).get("by") or "admin")
-    return json_response(releases.approve(app_context(), _model(req), _version(req), by=by).to_json())
+    model, version = _model(req), _version(req)
+    by = names.text_field(json_body(req), "by", default="admin")
+    return json_response(releases.approve(app_context(), model, version, by=by).to_json())
 
 
 @bp.function_name("reject_version")
@@ -95,9 +96,9 @@ def approve_version(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def reject_version(req: func.HttpRequest) -> func.HttpResponse:
     """Reject a version that is pending approval."""
-    body = json_body(req)
-    result = releases.reject(app_context(), _model(req), _version(req),
-                             by=str(body.get("by") or "admin"), reason=str(body.get("reason") or ""))
+    model, version, body = _model(req), _version(req), json_body(req)
+    result = releases.reject(app_context(), model, version, by=names.text_field(body, "by", default="admin"),
+                             reason=names.text_field(body, "reason", default=""))
     return json_response(result)
 
 
@@ -109,8 +110,8 @@ def rollback(req: func.HttpRequest) -> func.HttpResponse:
 
     409 with the current aliases when the champion is no longer `from` (unless it already is `to`).
     """
-    body = json_body(req)
-    outcome = releases.rollback(app_context(), _model(req), body, by=str(body.get("by") or "admin"))
+    model, body = _model(req), json_body(req)
+    outcome = releases.rollback(app_context(), model, body, by=names.text_field(body, "by", default="admin"))
     return json_response(outcome.to_json())
 
 
@@ -123,7 +124,7 @@ def request_retrain(req: func.HttpRequest) -> func.HttpResponse:
     model = _model(req)
     registry.current_spec(storage, model)  # 404 now rather than a poison message later
     run_id = runs.new_run_id()
-    reason = str(json_body(req).get("reason") or "retrain requested via admin API")
+    reason = names.text_field(json_body(req), "reason", default="retrain requested via admin API")
     runs.record(storage, app_context().clock, model, run_id, RunStatus.RECEIVED, detail=reason)
     storage.enqueue(paths.RETRAIN_QUEUE, RetrainRequest(model=model, reason=reason, run_id=run_id).to_payload())
     return json_response({"run_id": run_id, "queued": paths.RETRAIN_QUEUE}, 202)
@@ -134,9 +135,10 @@ def request_retrain(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def upload_spec(req: func.HttpRequest) -> func.HttpResponse:
     """Validate and store a training spec (YAML or JSON body)."""
+    model = _model(req)
     filename = "spec.json" if "json" in (req.headers.get("content-type") or "") else "spec.yaml"
     spec = parse_spec(req.get_body(), filename)
-    if spec.name != _model(req):
-        raise BadRequest(f"spec name {spec.name!r} does not match the route's model {_model(req)!r}")
+    if spec.name != model:
+        raise BadRequest(f"spec name {spec.name!r} does not match the route's model {model!r}")
     digest = registry.store_spec(get_storage(), spec, origin={"via": "admin API"})
     return json_response({"model": spec.name, "spec_hash": digest}, 201)

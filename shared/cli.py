@@ -10,10 +10,11 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared import paths, registry, runs
+from shared import names, paths, registry, runs
 from shared.clock import SYSTEM_CLOCK
 from shared.errors import PipelineError
 from shared.lifecycle import releases
@@ -107,6 +108,22 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     _print({"run_id": run_id, "queued": paths.RETRAIN_QUEUE})
 
 
+def _checked(rule: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A names.* rule as an argparse type: a bad name is a usage error (exit 2) naming the rule."""
+    def check(raw: str) -> Any:
+        try:
+            return rule(raw)
+        except PipelineError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+    return check
+
+
+def _file_name(raw: str) -> str:
+    if not names.is_blob_file_name(raw):
+        raise argparse.ArgumentTypeError(f"file name {raw!r} is not allowed: no empty, '.' or '..' segments")
+    return raw
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
     parser.add_argument("--connection-string", help=f"storage connection string (default: ${STORAGE})")
@@ -118,21 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, **kwargs)
         p.set_defaults(fn=fn)
 
-    model = ("model", {"help": "model name"})
-    version = ("version", {"type": int, "help": "model version"})
+    model = ("model", {"type": _checked(names.model_name), "help": f"model name ({names.MODEL_NAME_RULE})"})
+    version = ("version", {"type": _checked(names.version), "help": "model version"})
     by = ("--by", {"default": os.environ.get("USER", "cli")})
     add("upload-spec", cmd_upload_spec, "validate and store a training spec", ("file", {"help": "spec YAML/JSON"}))
-    add("drop", cmd_drop, "drop a dataset (CSV, Parquet, JSONL) for a model", model, ("file", {}), ("--name", {}))
+    add("drop", cmd_drop, "drop a dataset (CSV, Parquet, JSONL) for a model", model, ("file", {}),
+        ("--name", {"type": _file_name}))
     add("models", cmd_models, "list models")
     add("versions", cmd_versions, "list versions of a model", model)
     add("show", cmd_show, "show a version with lineage and metrics", model, version)
     add("runs", cmd_runs, "list runs of a model", model)
-    add("run", cmd_run, "show a run's timeline", model, ("run_id", {}))
+    add("run", cmd_run, "show a run's timeline", model, ("run_id", {"type": _checked(names.run_id)}))
     add("approve", cmd_approve, "approve a version pending approval", model, version, by)
     add("reject", cmd_reject, "reject a version pending approval", model, version, by, ("--reason", {"default": ""}))
     add("rollback", cmd_rollback, "make a former champion the champion again", model, by,
-        ("--from", {"dest": "from_version", "type": int, "help": "only if the champion is still this version"}),
-        ("--to", {"type": int, "help": "target version (default: the champion before the current one)"}))
+        ("--from", {"dest": "from_version", "type": _checked(names.version),
+                    "help": "only if the champion is still this version"}),
+        ("--to", {"type": _checked(names.version),
+                  "help": "target version (default: the champion before the current one)"}))
     add("retrain", cmd_retrain, "retrain on the current data", model,
         ("--reason", {"default": "retrain requested via cli"}))
     return parser
@@ -147,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.details:
             _print(exc.details)
+        return 2
+    except OSError as exc:  # the user's own file: say which and why, no traceback
+        print(f"error: cannot read {exc.filename or 'the file'}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0
 

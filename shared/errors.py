@@ -12,10 +12,12 @@ class PipelineError(Exception):
     status: int = 500
     code: str = "INTERNAL_ERROR"
 
-    def __init__(self, message: str, *, details: object | None = None) -> None:
+    def __init__(self, message: str, *, details: object | None = None, internal: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        # For the function log only (endpoints, raw driver errors): never in an HTTP answer.
+        self.internal = internal
 
 
 class BadRequest(PipelineError):

@@ -6,17 +6,15 @@ import uuid
 from pathlib import PurePosixPath
 from typing import Any
 
-import yaml
-
-from shared import paths, registry, runs
+from shared import names, paths, registry, runs
 from shared.clock import SYSTEM_CLOCK
-from shared.errors import InProgress, InvalidSpec, NotFound
+from shared.errors import InProgress, InvalidSpec, NotFound, PayloadTooLarge
 from shared.git_source import SpecSource, source_from_settings, spec_paths
 from shared.lifecycle.claims import Busy, ClaimStore, Done
 from shared.lifecycle.records import RunStatus
 from shared.messages import GitOrigin, RetrainRequest
 from shared.settings import Settings
-from shared.spec import parse_spec
+from shared.spec import name_hint, parse_spec
 from shared.storage import Storage
 from shared.webhooks import PushEvent
 
@@ -36,14 +34,13 @@ def spec_source(settings: Settings) -> SpecSource:
 
 
 def _model_name_of(raw: bytes, path: str) -> str:
-    """Best-effort model name of an invalid spec (its `name`, else the file stem) for run history."""
-    try:
-        doc = yaml.safe_load(raw)
-        if isinstance(doc, dict) and isinstance(doc.get("name"), str) and doc["name"]:
-            return str(doc["name"])
-    except yaml.YAMLError:
-        pass
-    return PurePosixPath(path).stem
+    """Model name of an invalid spec for its run record: its valid `name`, else the file stem, else a
+    safe stand-in (the name becomes a blob folder)."""
+    stem = PurePosixPath(path).stem
+    hint = name_hint(raw, path)
+    if hint is not None:
+        return hint
+    return stem if names.is_model_name(stem) else names.safe_segment(stem)
 
 
 def handle_push(storage: Storage, settings: Settings, event: PushEvent, source: SpecSource) -> dict[str, Any]:
@@ -51,7 +48,8 @@ def handle_push(storage: Storage, settings: Settings, event: PushEvent, source: 
 
     A redelivered webhook (same delivery id) is acknowledged and starts nothing new.
     """
-    key = f"{event.provider}-{event.delivery_id or event.commit}"
+    # The delivery id header is not signed: hashed before it names a blob if it is not plain.
+    key = f"{event.provider}-{names.delivery_key(event.delivery_id or event.commit)}"
     claims = ClaimStore(storage, SYSTEM_CLOCK)
     got = claims.acquire("delivery", key, owner=uuid.uuid4().hex)
     if isinstance(got, Busy):
@@ -77,7 +75,7 @@ def _handle_spec(storage: Storage, event: PushEvent, source: SpecSource, path: s
     raw = source.read_file(path, event.commit)
     try:
         spec = parse_spec(raw, path)
-    except InvalidSpec as exc:
+    except (InvalidSpec, PayloadTooLarge) as exc:
         model = _model_name_of(raw, path)
         run_id = runs.run_id_for("git", event.provider, event.delivery_id or event.commit, path)
         runs.record(storage, SYSTEM_CLOCK, model, run_id, RunStatus.REJECTED,

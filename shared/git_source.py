@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote, urlparse
 import requests
 
 from shared import settings
-from shared.errors import BadRequest, NotFound, PipelineError, Unauthorized, Unavailable
+from shared.errors import BadRequest, ConfigurationError, NotFound, PipelineError, Unauthorized, Unavailable
 from shared.webhooks import PushEvent, is_spec_path, normalise_folder, specs_to_fetch
 
 Sleep = Callable[[float], None]
@@ -101,6 +101,8 @@ class LocalGitSource:
     def __init__(self, repo_path_or_file_url: str, *, timeout: float = 30.0) -> None:
         self._repo = _local_path(repo_path_or_file_url)
         self._timeout = timeout
+        # Messages name the setting, never the server's filesystem path (they reach HTTP answers).
+        self._label = f"the local repository ({settings.GIT_LOCAL_PATH})"
 
     def __repr__(self) -> str:
         return f"LocalGitSource({self._repo!r})"
@@ -113,7 +115,7 @@ class LocalGitSource:
         if result.returncode == 0:
             return result.stdout
         self._require_commit(commit)
-        raise NotFound(f"spec (path={path}, commit={commit}) not found in {self._repo}")
+        raise NotFound(f"spec (path={path}, commit={commit}) not found in {self._label}")
 
     def list_files(self, folder: str, commit: str) -> list[str]:
         folder = normalise_folder(folder)
@@ -121,12 +123,12 @@ class LocalGitSource:
         result = self._git("ls-tree", "-r", "-z", "--full-tree", "--name-only", commit, "--", folder)
         if result.returncode != 0:
             self._require_commit(commit)
-            raise PipelineError(f"git ls-tree failed in {self._repo}: {_stderr(result)}")
+            raise PipelineError(f"git ls-tree failed in {self._label}: {_stderr(result)}")
         names = [n for n in result.stdout.decode("utf-8", "surrogateescape").split("\x00") if n]
         files = sorted(n for n in names if n.startswith(folder + "/"))
         if not files:
             raise NotFound(
-                f"folder (path={folder}, commit={commit}) not found in {self._repo}: check {settings.GIT_SPECS_FOLDER}"
+                f"folder (path={folder}, commit={commit}) not found in {self._label}: check {settings.GIT_SPECS_FOLDER}"
             )
         return files
 
@@ -134,11 +136,12 @@ class LocalGitSource:
         """Raise NotFound naming the commit when it is what is missing."""
         probe = self._git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
         if probe.returncode != 0:
-            raise NotFound(f"commit (commit={commit}) not found in {self._repo}")
+            raise NotFound(f"commit (commit={commit}) not found in {self._label}")
 
     def _git(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         if not os.path.isdir(self._repo):
-            raise NotFound(f"git repository (path={self._repo}) not found: check {settings.GIT_LOCAL_PATH}")
+            raise ConfigurationError(f"{settings.GIT_LOCAL_PATH} does not name a folder on this host: the local git "
+                                     "repository specs are read from on a push")
         try:
             return subprocess.run(
                 ["git", "-C", self._repo, *args],
@@ -150,7 +153,7 @@ class LocalGitSource:
         except FileNotFoundError as exc:
             raise PipelineError("git CLI not found on PATH: install git to use the local git source") from exc
         except subprocess.TimeoutExpired as exc:
-            raise Unavailable(f"git {args[0]} timed out after {self._timeout}s in {self._repo}") from exc
+            raise Unavailable(f"git {args[0]} timed out after {self._timeout}s in {self._label}") from exc
 
 
 def _local_path(repo: str) -> str:
@@ -159,7 +162,8 @@ def _local_path(repo: str) -> str:
     if parsed.scheme == "file":
         return unquote(parsed.path)
     if parsed.scheme and len(parsed.scheme) > 1:  # 'C:' on Windows is a drive, not a scheme
-        raise PipelineError(f"local git source needs a path or file:// URL, got scheme={parsed.scheme}")
+        raise ConfigurationError(f"{settings.GIT_LOCAL_PATH} is invalid: the local git repository needs a path or "
+                                 f"file:// URL, got scheme={parsed.scheme}")
     return repo
 
 

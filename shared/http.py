@@ -37,7 +37,7 @@ def handles_errors(handler: Handler) -> Handler:
             return handler(req)
         except PipelineError as exc:
             if exc.status >= 500:
-                logging.error("%s: %s", handler.__name__, exc.message)
+                logging.error("%s: %s", handler.__name__, exc.internal or exc.message)
             return error_response(exc)
         except Exception:
             logging.exception("%s: unexpected error", handler.__name__)
@@ -61,3 +61,4 @@ def json_body(req: func.HttpRequest) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
+

@@ -55,7 +55,9 @@ class Learner:
     def parity(self, pipeline: Any, onnx_bytes: bytes, holdout: pd.DataFrame, spec: TrainingSpec,
                settings: Settings) -> ParityReport:
         from shared.onnx_export import parity_check
+        from shared.settings import Need
 
+        settings.require(Need.VALIDATION)  # a bad parity setting must not pass as its default
         return parity_check(pipeline, onnx_bytes, holdout, spec, max_abs_diff=settings.parity_max_abs_diff,
                             min_label_agreement=settings.parity_min_label_agreement)
 

@@ -2,14 +2,40 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import BadRequest
+from shared import names
+from shared.errors import BadRequest, PipelineError
 
 M = TypeVar("M", bound="Message")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _checked(rule: Any) -> Any:
+    """A names.* rule as a pydantic validator (pydantic reports ValueError, ours raise InvalidParameter)."""
+    def check(value: Any) -> Any:
+        try:
+            return rule(value)
+        except PipelineError as exc:
+            raise ValueError(exc.message) from None
+    return AfterValidator(check)
+
+
+def _sha256(value: str) -> str:
+    if not _SHA256.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a sha256 hex digest")
+    return value
+
+
+# Every field that later names a blob is checked here: a message may come from anyone with queue access.
+ModelName = Annotated[str, _checked(names.model_name)]
+RunId = Annotated[str, _checked(names.run_id)]
+Version = Annotated[int, Field(ge=1, le=names.MAX_VERSION)]
+Sha256 = Annotated[str, AfterValidator(_sha256)]
 
 
 class Message(BaseModel):
@@ -36,10 +62,10 @@ class GitOrigin(Message):
 class TrainRequest(Message):
     """Train `model` on prepared data `data_hash` with spec `spec_hash`."""
 
-    run_id: str
-    model: str
-    data_hash: str
-    spec_hash: str
+    run_id: RunId
+    model: ModelName
+    data_hash: Sha256
+    spec_hash: Sha256
     source_blob: str | None = None
     git: GitOrigin | None = None
     reason: str = "data drop"
@@ -50,20 +76,20 @@ class TrainRequest(Message):
 class StageRequest(Message):
     """Continue a candidate version through export or validation."""
 
-    run_id: str
-    model: str
-    version: int
+    run_id: RunId
+    model: ModelName
+    version: Version
     deferrals: int = 0
 
 
 class RetrainRequest(Message):
     """Retrain `model` on its current data with its current spec."""
 
-    model: str
+    model: ModelName
     reason: str = "retrain requested"
-    run_id: str | None = None
+    run_id: RunId | None = None
     git: GitOrigin | None = None
-    spec_hash: str | None = None  # a push pins the spec at its commit; None = the current spec
+    spec_hash: Sha256 | None = None  # a push pins the spec at its commit; None = the current spec
 
 
 def parse_message(kind: type[M], body: bytes | str) -> M:

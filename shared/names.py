@@ -1,4 +1,4 @@
-"""The one place that says what a model name, alias, version, run id or delivery id may be.
+"""The one place that says what a model name, alias, version, run id, delivery id or free-text field may be.
 
 Every HTTP route and every blob-triggered path passes what it got from outside through here
 before it reaches a blob path, so nothing a caller sends can address a blob outside its folder.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from shared.errors import InvalidParameter
+from shared.errors import BadRequest, InvalidParameter
 
 # Lowercase so blob paths, queue messages and URLs agree whatever the caller typed; `.` is left
 # out so `.`/`..` can never be a path segment.
@@ -25,8 +25,8 @@ ALIASES: tuple[Alias, ...] = ("champion", "previous")
 MAX_VERSION = 999_999
 _ASCII_DIGITS = re.compile(r"[0-9]{1,6}")
 
-# What a provider's delivery id may be as it is; anything else is hashed before it names a blob.
-_SAFE_DELIVERY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")
+# A run id, or a provider's delivery id as it is (anything else is hashed before it names a blob).
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")
 _UNSAFE_CHARS = re.compile(r"[^a-z0-9_-]+")
 
 
@@ -66,13 +66,9 @@ def version(raw: str | int | None, *, what: str = "version") -> int:
 
 
 def run_id(raw: str | None) -> str:
-    """A run id: the canonical lowercase UUID form the app hands out. Raises InvalidParameter."""
-    try:
-        parsed = uuid.UUID(raw or "")
-    except ValueError:
-        parsed = None
-    if parsed is None or str(parsed) != raw:
-        raise InvalidParameter(f"run id ({_show(raw)}) is not valid: use the run id the API returned (a UUID)")
+    """A run id (the app hands out UUIDs): a plain token, safe as a blob name. Raises InvalidParameter."""
+    if raw is None or not _TOKEN.fullmatch(raw):
+        raise InvalidParameter(f"run id ({_show(raw)}) is not valid: use the run id the API returned")
     return raw
 
 
@@ -80,9 +76,16 @@ def delivery_key(raw: str | None) -> str | None:
     """A delivery id safe to put in a blob path: kept when plain, else its sha256 (it is unsigned input)."""
     if raw is None or not raw.strip():
         return None
-    if _SAFE_DELIVERY.fullmatch(raw):
+    if _TOKEN.fullmatch(raw):
         return raw
     return "sha256-" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def is_blob_file_name(raw: str) -> bool:
+    """A dropped file's name under its model folder: no empty, '.' or '..' segment, no control character."""
+    parts = raw.split("/")
+    return (0 < len(raw) <= 900 and all(part not in ("", ".", "..") for part in parts)
+            and not any(ord(c) < 32 or c == "\\" for c in raw))
 
 
 def safe_segment(raw: str) -> str:
@@ -90,6 +93,18 @@ def safe_segment(raw: str) -> str:
     cleaned = _UNSAFE_CHARS.sub("-", raw.lower()).strip("-_")[:40]
     digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"invalid-{cleaned}-{digest}" if cleaned else f"invalid-{digest}"
+
+
+def text_field(body: Mapping[str, Any], name: str, *, default: str, max_chars: int = 500) -> str:
+    """An optional free-text field of a JSON body (who, why): a string of bounded length. Raises BadRequest."""
+    value = body.get(name)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise BadRequest(f"field {name!r} must be a string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise BadRequest(f"field {name!r} has {len(value)} characters; the limit is {max_chars}")
+    return value
 
 
 def _show(raw: object) -> str:

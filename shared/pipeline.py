@@ -13,7 +13,7 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from shared import paths, registry, runs
+from shared import names, paths, registry, runs
 from shared.errors import ArtifactCorrupt, DataRejected, ModelRejected, NotFound
 from shared.lifecycle.claims import Held
 from shared.lifecycle.records import (
@@ -62,6 +62,8 @@ def prepare_drop(ctx: Context, blob_path: str, data: bytes, etag: str) -> dict[s
     """
     model, _, name = blob_path.partition("/")
     run_id = runs.run_id_for("drop", blob_path, etag)
+    if not (names.is_model_name(model) and names.is_blob_file_name(name)):
+        return _reject_misplaced_drop(ctx, model, name, run_id, blob_path)
     _close_replaced_drop(ctx, model, blob_path, run_id)
     try:
         spec, digest = _pinned_spec(ctx, model, run_id, blob_path, etag)
@@ -160,6 +162,24 @@ def _reject_drop(ctx: Context, model: str, run_id: str, blob_path: str, report: 
                 rejection_report=f"{paths.REJECTED}/{paths.rejection_report(blob_path)}")
     log.warning("prepare: rejected %s/%s: %s", paths.DATASETS, blob_path, summary)
     return {"outcome": "rejected", "run_id": run_id, "problems": problems}
+
+
+def _reject_misplaced_drop(ctx: Context, model: str, name: str, run_id: str, blob_path: str) -> dict[str, Any]:
+    """A drop whose folder is no model name (or whose file name could climb folders): a report under
+    names made safe, and no run (run history is kept per valid model name)."""
+    safe_model = model if names.is_model_name(model) else names.safe_segment(model)
+    safe_name = name if names.is_blob_file_name(name) else names.safe_segment(name)
+    problem = (f"folder {model[:80]!r} is not a model name: drop data at datasets/<model>/<file> where <model> is "
+               f"{names.MODEL_NAME_RULE}" if safe_model != model else
+               f"file name {name[:80]!r} is not allowed: use a name without empty, '.' or '..' segments")
+    report = {"status": "rejected", "rows": None, "columns": [], "run_id": run_id,
+              "source_blob": f"{paths.DATASETS}/{blob_path}", "at": ctx.clock.now().isoformat(),
+              "problems": [{"column": None, "check": "location", "message": problem, "count": None}]}
+    report_path = paths.rejection_report(f"{safe_model}/{safe_name}")
+    ctx.storage.write_json(paths.REJECTED, report_path, report)
+    log.warning("prepare: rejected %s/%s: %s (report %s/%s)", paths.DATASETS, blob_path, problem, paths.REJECTED,
+                report_path)
+    return {"outcome": "rejected", "run_id": run_id, "problems": report["problems"], "report": report_path}
 
 
 # -- retrain ------------------------------------------------------------------------------------

@@ -3,13 +3,16 @@
 Imports only numpy, onnxruntime and the stdlib: this module is on the cold-start path of every
 scoring instance, so sklearn, pandas, onnx and skl2onnx stay out (tests/unit/test_scoring.py checks).
 
-Request formats (JSON unless noted), one input key per body:
+Request formats (JSON unless noted), one input key per body (other top-level keys are ignored, as MLflow does):
 - MLflow scoring protocol: dataframe_split, dataframe_records, instances, inputs (params ignored);
 - Azure ML: {"input_data": {"columns", "index", "data"}};
 - plain {"data": [[...]]} in the signature's feature order, or a list of records;
 - text/csv with a header row.
+Content types follow MLflow's scoring server: charset may only be utf-8, no other parameter.
 Rows in error messages are counted from 0, the first data row. Nulls (or empty CSV cells) become NaN
-in numeric inputs, which the model imputes, and the signature's categorical_missing in string inputs.
+in numeric inputs, which the model imputes, and the signature's categorical_missing in string inputs;
+NaN, Infinity and numbers too big for the input's dtype are refused alike in JSON and CSV.
+The route's model name, alias and version go through shared.names before anything reads storage.
 """
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ import hashlib
 import io
 import json
 import logging
+import math
+import re
+import reprlib
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
@@ -29,8 +35,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from shared import names as name_rules
 from shared.errors import (
     BadRequest,
+    InvalidParameter,
     NotFound,
     PayloadTooLarge,
     PipelineError,
@@ -38,19 +46,18 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 
-_loads: Callable[[bytes], Any]
+_fast_loads: Callable[[bytes], Any] | None
 try:  # optional: parses large bodies about 5x faster than the stdlib; same errors (ValueError subclasses)
-    from orjson import loads as _loads
+    from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - depends on the deployment's requirements
-    _loads = json.loads
+    _fast_loads = None
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_KEY = "mlops.signature"
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs", "input_data", "data")
-IGNORED_KEYS = frozenset({"params"})
 _INPUT_KEY_SET = frozenset(INPUT_KEYS)
-_ALLOWED_KEYS = _INPUT_KEY_SET | IGNORED_KEYS
+_MEDIA_TYPES = {"application/json": "json", "text/csv": "csv", "application/csv": "csv"}
 _NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(double)": np.dtype(np.float64),
     "tensor(float)": np.dtype(np.float32),
@@ -58,8 +65,15 @@ _NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(string)": np.dtype(object),
 }
 _NUMBER_TYPES = frozenset({int, float})
-_NULLABLE_NUMBER_TYPES = frozenset({int, float, type(None)})
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CSV_MISSING = ""
+# JSON's number grammar (plus '.5', '5.', a '+' and surrounding blanks, as pandas reads CSV), ASCII only.
+# No part can match the same characters as another, so a long non-number fails in linear time.
+_CSV_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*", re.ASCII)
+_CSV_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+_NON_FINITE_WORDS = frozenset({"nan", "inf", "infinity"})
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 40
 
 
 class ModelArtifactError(PipelineError):
@@ -101,6 +115,7 @@ class Signature:
     outputs: tuple[str, ...]
     feature_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     class_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    has_float32: bool = field(init=False, repr=False, compare=False)
     _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
     _getter: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
 
@@ -109,6 +124,7 @@ class Signature:
         # Frozen dataclass: derived lookups are computed once here, not per request.
         object.__setattr__(self, "feature_names", names)
         object.__setattr__(self, "class_keys", tuple(str(c) for c in self.classes))
+        object.__setattr__(self, "has_float32", any(f.dtype == np.float32 for f in self.features))
         object.__setattr__(self, "_index", {n: i for i, n in enumerate(names)})
         object.__setattr__(self, "_getter", itemgetter(*names))
 
@@ -203,7 +219,11 @@ def load_model(
             onnx_bytes, sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
-        raise ModelArtifactError(f"model (name={name}, version={version}) cannot be loaded: {exc}") from exc
+        # Its words can hold build paths: they go to the log, the answer says what to do.
+        raise ModelArtifactError(
+            f"model (name={name}, version={version}) cannot be loaded by onnxruntime; re-export it",
+            internal=f"model (name={name}, version={version}) cannot be loaded: {exc}",
+        ) from exc
     return LoadedModel(name, version, actual, session, Signature.from_session(session))
 
 
@@ -219,16 +239,19 @@ def parse_request(
     Raises PayloadTooLarge, UnsupportedMediaType or BadRequest, each naming what is wrong.
     """
     check_size(body, max_bytes)
-    media, charset = _media_type(content_type)
-    if media == "csv":
-        names, columns = _table_from_csv(_decode(body, charset))
-        from_text = True
+    if media_type(content_type) == "csv":
+        names, columns = _table_from_csv(_decode_csv(body))
+        convert = _text_column
     else:
         names, columns = _table_from_json(_load_json(body), signature)
-        from_text = False
+        convert = _json_column
     ordered = _select(names, columns, signature)
-    convert = _text_column if from_text else _json_column
     missing = signature.categorical_missing
+    if signature.has_float32:
+        # A number beyond float32 becomes inf in numpy's cast and _finite refuses it right after, naming
+        # column and row; numpy's overflow warning would only be log noise (the check costs ~1 µs).
+        with np.errstate(over="ignore"):
+            return {f.name: convert(col, f, missing) for f, col in zip(signature.features, ordered, strict=True)}
     return {f.name: convert(col, f, missing) for f, col in zip(signature.features, ordered, strict=True)}
 
 
@@ -240,42 +263,128 @@ def check_size(body: bytes, max_bytes: int) -> None:
         )
 
 
-def _media_type(content_type: str | None) -> tuple[str, str | None]:
-    """Return ('json'|'csv', charset); a missing content type means JSON, as most clients intend."""
-    if not content_type or not content_type.strip():
-        return "json", None
-    media, _, params = content_type.partition(";")
+def media_type(content_type: str | None) -> str:
+    """'json' or 'csv' for a Content-Type header; none at all means JSON, as most clients intend.
+
+    MLflow's scoring server rules: the only parameter is charset and it must be utf-8 (any case).
+    Raises UnsupportedMediaType.
+    """
+    if content_type is None or not content_type.strip():
+        return "json"
+    media, *params = content_type.split(";")
+    for param in params:
+        _check_parameter(param, content_type)
     media = media.strip().lower()
-    charset = None
-    for param in params.split(";"):
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset":
-            charset = value.strip().strip('"') or None
-    if media == "application/json" or media.endswith("+json"):
-        return "json", charset
-    if media in ("text/csv", "application/csv"):
-        return "csv", charset
+    if media in _MEDIA_TYPES:
+        return _MEDIA_TYPES[media]
+    if media.endswith("+json") and "/" in media:
+        return "json"
     raise UnsupportedMediaType(
-        f"content type (content_type={content_type}) is not supported; send application/json or text/csv"
+        f"content type (content_type={_clip(content_type)}) is not supported; send application/json or text/csv"
     )
 
 
-def _decode(body: bytes, charset: str | None) -> str:
+def _check_parameter(param: str, content_type: str) -> None:
+    key, _, value = param.partition("=")
+    key = key.strip().lower()  # RFC 9110: parameter names are case-insensitive, values may be quoted
+    value = value.strip()
+    if not key and not value:
+        return  # an empty parameter, e.g. a trailing ';' (RFC 9110 allows it)
+    if key != "charset":
+        raise UnsupportedMediaType(
+            f"content type parameter ({_clip(key or param.strip())}) is not supported "
+            f"(content_type={_clip(content_type)}); the only parameter is charset=utf-8"
+        )
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if value.lower() != "utf-8":
+        raise UnsupportedMediaType(f"charset (charset={_clip(value)}) is not supported; send UTF-8 (charset=utf-8)")
+
+
+def _decode_csv(body: bytes) -> str:
     try:
-        return body.decode(charset or "utf-8-sig")
-    except LookupError as exc:
-        raise UnsupportedMediaType(f"charset (charset={charset}) is not supported; use utf-8") from exc
+        return body.decode("utf-8-sig")  # a leading BOM, as Excel writes, is dropped
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"request body is not valid {charset or 'utf-8'}: {exc}") from exc
+        raise BadRequest(f"request body is not valid UTF-8: {exc}") from None
+
+
+class _NonFinite(float):
+    """NaN, Infinity or a number beyond float64 in a JSON body, kept as the client wrote it for messages."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _NonFinite:
+        value = super().__new__(cls, text)  # float() reads 'NaN', '-Infinity' and '1e400' (as inf)
+        value.text = text
+        return value
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_JSON_FLOAT_TYPES = frozenset({int, float, type(None), _NonFinite})  # None is a missing value
+
+
+class _StdlibJson:
+    """Hooks for json.loads that count what orjson refuses as non-finite: NaN, Infinity, 1e400, 10**400."""
+
+    def __init__(self) -> None:
+        self.non_finite = 0
+
+    def constant(self, text: str) -> float:
+        self.non_finite += 1
+        return _NonFinite(text)
+
+    def number(self, text: str) -> float:
+        value = float(text)
+        return value if math.isfinite(value) else self.constant(text)
+
+    def integer(self, text: str) -> int:
+        value = int(text)  # ValueError over 4300 digits, which _load_json_stdlib reports as invalid JSON
+        if not _fits_float64(value):
+            self.non_finite += 1  # kept an int: a float input refuses it, an int64 input says it does not fit
+        return value
 
 
 def _load_json(body: bytes) -> Any:
+    failure: ValueError | None = None
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(body)
+        except ValueError as exc:
+            # orjson refuses NaN, Infinity and 1e400 outright; the stdlib reads them so that the value
+            # check can name column and row, exactly as for the same text in a CSV body.
+            if not (b"NaN" in body or b"Infinity" in body or "infinity" in str(exc).lower()):
+                raise _invalid_json(body, exc) from None
+            failure = exc
+    return _load_json_stdlib(body, failure)
+
+
+def _load_json_stdlib(body: bytes, failure: ValueError | None) -> Any:
+    hooks = _StdlibJson()
     try:
-        return _loads(body)
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"request body is not valid utf-8: {exc}") from exc
-    except ValueError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+        doc = json.loads(body.decode("utf-8"), parse_float=hooks.number, parse_int=hooks.integer,
+                         parse_constant=hooks.constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _invalid_json(body, failure or exc) from None
+    if failure is not None and not hooks.non_finite:
+        raise _invalid_json(body, failure)  # orjson refused something else the stdlib lets through
+    try:
+        # The stdlib keeps a lone surrogate escape ("\ud800") as a str no encoder (nor onnxruntime) takes.
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        raise BadRequest("request body is not valid JSON: a string holds a lone surrogate escape such as "
+                         "\\ud800; send UTF-8 text or escaped surrogate pairs") from None
+    return doc
+
+
+def _invalid_json(body: bytes, exc: Exception) -> BadRequest:
+    """The decoder's own words (they carry a position, never a path); the codec's for bytes that are not UTF-8."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return BadRequest(f"request body is not valid UTF-8: {bad}")
+    return BadRequest(f"request body is not valid JSON: {exc}")
 
 
 Table = tuple[Sequence[Any], Sequence[Sequence[Any]]]  # column names, columns of cell values
@@ -283,12 +392,14 @@ Table = tuple[Sequence[Any], Sequence[Sequence[Any]]]  # column names, columns o
 
 def _table_from_json(doc: Any, signature: Signature) -> Table:
     if not isinstance(doc, dict):
-        raise BadRequest(f"request body must be a JSON object with one of {list(INPUT_KEYS)}")
-    keys = doc.keys()
-    found = keys & _INPUT_KEY_SET
-    if len(found) != 1 or not keys <= _ALLOWED_KEYS:
-        got = f"found keys {list(doc)}" if doc else "found an empty object"
-        raise BadRequest(f"request must contain exactly one of {list(INPUT_KEYS)} (plus optional 'params'); {got}")
+        raise BadRequest(f"request body must be a JSON object with one of {list(INPUT_KEYS)}; got {_json_type(doc)}")
+    found = doc.keys() & _INPUT_KEY_SET  # other keys ('params', anything else) are ignored, as MLflow does
+    if len(found) != 1:
+        if found:
+            got = f"found {len(found)}: {[k for k in INPUT_KEYS if k in found]}"
+        else:
+            got = f"found keys {_show(list(doc))}" if doc else "found an empty object"
+        raise BadRequest(f"request must contain exactly one of {list(INPUT_KEYS)}; {got}")
     (key,) = found
     return _table_for_key(key, doc[key], signature)
 
@@ -313,7 +424,7 @@ def _table_for_key(key: str, value: Any, signature: Signature) -> Table:
 def _table_from_split(value: dict[str, Any], key: str, signature: Signature) -> Table:
     if "data" not in value or set(value) - {"columns", "data", "index"}:
         raise BadRequest(
-            f"'{key}' must be an object with 'data', 'columns' and optional 'index'; got keys {sorted(value)}"
+            f"'{key}' must be an object with 'data', 'columns' and optional 'index'; got keys {_show(sorted(value))}"
         )
     names: Sequence[Any] = value.get("columns", signature.feature_names)  # MLflow: no columns = feature order
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
@@ -334,7 +445,7 @@ def _table_from_list(rows: list[Any], key: str, signature: Signature) -> Table:
         return names, _transpose(rows, len(names), key)
     raise BadRequest(
         f"'{key}' must be a list of {{column: value}} objects or of rows in feature order "
-        f"{list(signature.feature_names)}; got a list of {type(rows[0]).__name__}"
+        f"{list(signature.feature_names)}; got a list of {_json_type(rows[0])}"
     )
 
 
@@ -381,16 +492,20 @@ def _table_from_columns(value: dict[str, Any], key: str) -> Table:
     lengths = {len(c) if isinstance(c, list) else -1 for c in columns}
     if -1 in lengths or len(lengths) != 1:
         shape = {n: (len(c) if isinstance(c, list) else type(c).__name__) for n, c in value.items()}
-        raise BadRequest(f"'{key}' as columns must map every column to a list of equal length; got {shape}")
+        raise BadRequest(f"'{key}' as columns must map every column to a list of equal length; got {_show(shape)}")
     return names, columns
 
 
 def _table_from_csv(text: str) -> Table:
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    # Universal newlines: a file with old Mac '\r' line ends reads as pandas reads it, not as a csv.Error.
+    reader = csv.reader(io.StringIO(text, newline=None))
+    try:
+        header = next(reader, None)
+        rows = [r for r in reader if r]  # csv yields [] for blank lines, e.g. a trailing newline
+    except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit
+        raise BadRequest(f"CSV body cannot be read at line {reader.line_num}: {exc}") from None
     if not header:
         raise BadRequest("CSV body needs a header row naming the columns")
-    rows = [r for r in reader if r]  # csv yields [] for blank lines, e.g. a trailing newline
     names = [h.strip() for h in header]
     return names, _transpose(rows, len(names), "CSV") if rows else [[] for _ in names]
 
@@ -401,16 +516,15 @@ def _select(names: Sequence[Any], columns: Sequence[Sequence[Any]], signature: S
         return _check_rows(columns)  # the common case: already in feature order
     index = signature._index
     if len(set(names)) != len(names):
-        dupes = sorted({str(n) for n in names if list(names).count(n) > 1})
-        raise BadRequest(f"duplicate columns {dupes}")
+        dupes = sorted(str(n) for n, count in Counter(names).items() if count > 1)
+        raise BadRequest(f"duplicate columns {_show(dupes)}")
     given = set(names)
     missing = [f for f in signature.feature_names if f not in given]
     unknown = [str(n) for n in names if n not in index]
     if missing or unknown:
-        parts = [f"missing columns {missing}" if missing else "", f"unknown columns {unknown}" if unknown else ""]
-        raise BadRequest(
-            f"{'; '.join(p for p in parts if p)}; the model expects {list(signature.feature_names)}"
-        )
+        parts = [f"missing columns {missing}" if missing else "",
+                 f"unknown columns {_show(unknown)}" if unknown else ""]
+        raise BadRequest(f"{'; '.join(p for p in parts if p)}; the model expects {list(signature.feature_names)}")
     by_name = dict(zip(names, columns, strict=True))
     return _check_rows([by_name[f] for f in signature.feature_names])
 
@@ -423,24 +537,32 @@ def _check_rows(columns: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
 
 # ---------------------------------------------------------------------------------------------
 # Column conversion: one numpy array per column, straight from the parsed lists.
+# One value rule for JSON and CSV: a number must be finite and fit the input's dtype; a missing value
+# is JSON null or an empty CSV cell (NaN for numbers, the signature's marker for categories); NaN,
+# Infinity and overflowing numbers are refused with the column and row, whichever format sent them.
 
 
 def _json_column(col: Sequence[Any], feature: Feature, missing: str) -> np.ndarray:
     if feature.dtype == object:
         return _json_strings(col, feature.name, missing)
     types = set(map(type, col))
-    if feature.dtype.kind == "f" and types <= _NULLABLE_NUMBER_TYPES:
-        # numpy turns None into NaN for float dtypes; the model's imputer handles it.
-        try:
-            return np.array(col, dtype=feature.dtype).reshape(-1, 1)
-        except OverflowError as exc:
-            raise BadRequest(f"column {feature.name!r}: an integer is too large for a number") from exc
+    if feature.dtype.kind == "f" and types <= _JSON_FLOAT_TYPES:
+        return _json_floats(col, feature)
     if feature.dtype.kind == "i" and types <= _NUMBER_TYPES:
         return _json_integers(col, feature.name)
-    allowed = _NULLABLE_NUMBER_TYPES if feature.dtype.kind == "f" else _NUMBER_TYPES
+    allowed = _JSON_FLOAT_TYPES if feature.dtype.kind == "f" else _NUMBER_TYPES
     what = "a number" if feature.dtype.kind == "f" else "an integer"
     i = next(i for i, v in enumerate(col) if type(v) not in allowed)
     raise BadRequest(f"column {feature.name!r} row {i}: expected {what}, got {_show(col[i])}")
+
+
+def _json_floats(col: Sequence[Any], feature: Feature) -> np.ndarray:
+    try:
+        values = np.array(col, dtype=feature.dtype).reshape(-1, 1)  # None becomes NaN: the imputer's missing
+    except OverflowError:  # an integer beyond float64
+        i = _first(col, lambda v: isinstance(v, int) and not _fits_float64(v))
+        raise _not_finite(feature, i, col[i]) from None
+    return _finite(values, col, feature, None)
 
 
 def _json_integers(col: Sequence[Any], name: str) -> np.ndarray:
@@ -449,8 +571,9 @@ def _json_integers(col: Sequence[Any], name: str) -> np.ndarray:
             raise BadRequest(f"column {name!r} row {i}: expected an integer, got {_show(v)}")
     try:
         return np.array(col, dtype=np.int64).reshape(-1, 1)
-    except OverflowError as exc:
-        raise BadRequest(f"column {name!r}: an integer does not fit in int64") from exc
+    except OverflowError:
+        i = _first(col, lambda v: not _INT64_MIN <= v <= _INT64_MAX)
+        raise BadRequest(f"column {name!r} row {i}: {_show(col[i])} does not fit in int64") from None
 
 
 def _json_strings(col: Sequence[Any], name: str, missing: str) -> np.ndarray:
@@ -462,8 +585,11 @@ def _json_strings(col: Sequence[Any], name: str, missing: str) -> np.ndarray:
 def _cell_to_str(value: Any, name: str, row: int, missing: str) -> str:
     if isinstance(value, str):
         return value
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None:
         return missing
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadRequest(f"column {name!r} row {row}: expected a string, got {_show(value)}; "
+                         "NaN and infinity are refused, send null for a missing value")
     if isinstance(value, (int, float)):
         return str(value)  # a category sent as a number, e.g. a postcode
     raise BadRequest(f"column {name!r} row {row}: expected a string, got {_show(value)}")
@@ -476,23 +602,79 @@ def _text_column(col: Sequence[str], feature: Feature, missing: str) -> np.ndarr
             col = [v if v != _CSV_MISSING else missing for v in col]
         return np.array(col, dtype=object).reshape(-1, 1)
     if feature.dtype.kind == "i":
-        return _parse_text(col, feature, int, "an integer")
-    if _CSV_MISSING in col:
-        col = [v if v != _CSV_MISSING else "nan" for v in col]
-    return _parse_text(col, feature, float, "a number")
+        return _csv_integers(col, feature)
+    return _csv_floats(col, feature)
 
 
-def _parse_text(col: Sequence[str], feature: Feature, parse: Callable[[str], Any], what: str) -> np.ndarray:
-    try:
-        return np.array(col, dtype=feature.dtype).reshape(-1, 1)
-    except (ValueError, OverflowError):
-        pass
-    for i, v in enumerate(col):
+def _plain(col: Sequence[str]) -> bool:
+    """Cells numpy reads as JSON would: ASCII without '_' (float() reads '1_0' as 10 and '٣' as 3)."""
+    text = "".join(col)
+    return text.isascii() and "_" not in text
+
+
+def _csv_floats(col: Sequence[str], feature: Feature) -> np.ndarray:
+    cells = [v or "nan" for v in col] if _CSV_MISSING in col else col
+    if _plain(col):
         try:
-            parse(v)
+            values = np.array(cells, dtype=feature.dtype).reshape(-1, 1)
         except ValueError:
-            raise BadRequest(f"column {feature.name!r} row {i}: expected {what}, got {_show(v)}") from None
-    raise BadRequest(f"column {feature.name!r}: a value does not fit in {feature.dtype}")
+            pass
+        else:  # 'nan', 'inf' and '1e999' were read as NaN and inf: _finite refuses them
+            return _finite(values, col, feature, _CSV_MISSING)
+    i = _first(col, lambda v: v != _CSV_MISSING and _CSV_NUMBER.fullmatch(v) is None)
+    if col[i].strip().lstrip("+-").lower() in _NON_FINITE_WORDS:
+        raise _not_finite(feature, i, col[i])
+    raise BadRequest(f"column {feature.name!r} row {i}: expected a number, got {_show(col[i])}")
+
+
+def _csv_integers(col: Sequence[str], feature: Feature) -> np.ndarray:
+    if _plain(col):
+        try:
+            return np.array(col, dtype=np.int64).reshape(-1, 1)
+        except (ValueError, OverflowError):
+            pass
+    return _json_integers([_csv_integer(v, feature.name, i) for i, v in enumerate(col)], feature.name)
+
+
+def _csv_integer(text: str, name: str, row: int) -> int | float:
+    """A CSV cell as JSON would give it: an int, or a float that _json_integers accepts if it is whole."""
+    if _CSV_INTEGER.fullmatch(text) and len(text) <= 40:  # longer cannot fit int64; int() refuses > 4300 digits
+        return int(text)
+    if _CSV_NUMBER.fullmatch(text) and float(text).is_integer():
+        return float(text)
+    raise BadRequest(f"column {name!r} row {row}: expected an integer, got {_show(text)}")
+
+
+def _finite(values: np.ndarray, col: Sequence[Any], feature: Feature, missing: Any) -> np.ndarray:
+    """values, unless a cell other than the missing marker became NaN or ±inf (sent so, or too big for the dtype)."""
+    flat = values.reshape(-1)
+    # For a few values a Python sum beats numpy's ufunc set-up; an overflowing sum only costs the exact check.
+    if math.isfinite(sum(flat.tolist())) if flat.size <= 64 else bool(np.isfinite(flat).all()):
+        return values
+    for i in np.flatnonzero(~np.isfinite(flat)).tolist():
+        if col[i] != missing:
+            raise _not_finite(feature, i, col[i])
+    return values
+
+
+def _not_finite(feature: Feature, row: int, value: Any) -> BadRequest:
+    return BadRequest(
+        f"column {feature.name!r} row {row}: expected a finite number that fits {feature.dtype}, got {_show(value)}; "
+        "NaN and infinity are refused, send null (JSON) or an empty cell (CSV) for a missing value"
+    )
+
+
+def _fits_float64(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _first(values: Sequence[Any], predicate: Callable[[Any], bool]) -> int:
+    """Index of the first value that matches (0 if none does, so a message can still be built)."""
+    return next((i for i, v in enumerate(values) if predicate(v)), 0)
 
 
 def _json_type(value: Any) -> str:
@@ -501,8 +683,15 @@ def _json_type(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """A client's value for a message: repr'd, cut short and never deeper than a few levels."""
+    try:
+        return _REPR.repr(value)
+    except (ValueError, RecursionError):  # e.g. an int over Python's 4300-digit repr limit
+        return f"a {type(value).__name__}"
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,7 +866,7 @@ class ModelCache:
                 loaded = load_model(data, sha256, model, version)
             except ModelArtifactError as exc:
                 self._failures[key] = (self._clock(), exc)
-                log.error("%s", exc.message)
+                log.error("%s", exc.internal or exc.message)
                 raise
             self._store(key, loaded)
             return loaded
@@ -688,7 +877,7 @@ class ModelCache:
             return
         failed_at, exc = failure
         if self._clock() - failed_at < self._recheck:
-            raise type(exc)(exc.message, details=exc.details)
+            raise type(exc)(exc.message, details=exc.details, internal=exc.internal)
         del self._failures[key]
 
     def _store(self, key: tuple[str, int], loaded: LoadedModel) -> None:
@@ -717,35 +906,54 @@ class ModelCache:
 Observer = Callable[[LoadedModel, dict[str, np.ndarray], dict[str, Any]], None]
 
 
+def target(model: str | None, alias: str | None, version: str | int | None) -> tuple[str, str | None, int | None]:
+    """The route's model name and the query's pin (?alias= or ?version=), checked by shared.names.
+
+    Raises InvalidParameter (400) naming the rule, before anything reads storage.
+    """
+    name = name_rules.model_name(model)
+    if alias is not None and version is not None:
+        raise InvalidParameter(
+            f"pass either ?alias= or ?version=, not both (alias={_show(alias)}, version={_show(version)})"
+        )
+    if version is not None:
+        return name, None, name_rules.version(version, what="?version=")
+    return name, None if alias is None else name_rules.alias(alias), None
+
+
 def score(
     cache: ModelCache,
-    model: str,
+    model: str | None,
     body: bytes,
     content_type: str | None,
     *,
     alias: str | None = None,
-    version: int | None = None,
+    version: str | int | None = None,
     max_bytes: int,
     observe: Observer | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Score one request: (status, JSON body, headers); errors come back MLflow-shaped, never raised.
 
+    model, alias and version are as the caller sent them (route and query); they are checked here.
     observe(model, inputs, result) runs after a success, e.g. to feed the prediction logger; its
     failures are logged and never change the response.
     """
     try:
+        name, pin_alias, pin_version = target(model, alias, version)
         check_size(body, max_bytes)  # before touching storage for a body we will refuse anyway
-        loaded = cache.get(model, alias=alias, version=version)
+        loaded = cache.get(name, alias=pin_alias, version=pin_version)
         inputs = parse_request(body, content_type, loaded.signature, max_bytes)
         result = predict(loaded, inputs)
     except PipelineError as err:
+        if err.status >= 500:  # the answer keeps to err.message; the log gets what the operator needs
+            log.error("scoring failed (name=%s): %s", _show(model), err.internal or err.message)
         return err.status, {"error_code": err.code, "message": err.message}, {}
     except Exception:
-        log.exception("scoring failed (name=%s, alias=%s, version=%s)", model, alias, version)
+        log.exception("scoring failed (name=%s, alias=%s, version=%s)", _show(model), _show(alias), _show(version))
         return 500, {"error_code": PipelineError.code, "message": "internal error while scoring"}, {}
     if observe is not None:
         try:
             observe(loaded, inputs, result)
         except Exception:
-            log.exception("prediction observer failed (name=%s, version=%s)", model, loaded.version)
+            log.exception("prediction observer failed (name=%s, version=%s)", name, loaded.version)
     return 200, result, {"x-model-version": str(loaded.version)}

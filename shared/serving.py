@@ -47,10 +47,13 @@ class Scorer:
         return self._storage.read(paths.MLOPS, onnx.path).data, onnx.sha256
 
     def score(
-        self, model: str, body: bytes, content_type: str | None, *, alias: str | None = None,
-        version: int | None = None, request_id: str | None = None,
+        self, model: str | None, body: bytes, content_type: str | None, *, alias: str | None = None,
+        version: str | int | None = None, request_id: str | None = None,
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """(status, JSON body, headers) for one scoring request; never raises for bad input."""
+        """(status, JSON body, headers) for one scoring request; never raises for bad input.
+
+        model, alias and version are passed as the route and query gave them: scoring.score checks them.
+        """
         rid = request_id or str(uuid.uuid4())
 
         def observe(loaded: LoadedModel, inputs: dict[str, np.ndarray], result: dict[str, Any]) -> None:
@@ -76,9 +79,11 @@ def get_scorer() -> Scorer:
     global _scorer
     with _lock:
         if _scorer is None:
-            from shared.settings import get_settings
+            from shared.settings import Need, get_settings
             from shared.storage import get_storage
 
-            _scorer = Scorer(get_storage(), get_settings())
+            settings = get_settings()
+            settings.require(Need.SCORING)  # 503 naming a bad MLOPS_SCORING_*/PREDICTION_LOG_* setting
+            _scorer = Scorer(get_storage(), settings)
             atexit.register(_scorer.close)
         return _scorer

@@ -32,8 +32,8 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueServiceClient
 
-from shared.errors import Conflict, NotFound, StorageUnreachable
-from shared.settings import Settings
+from shared.errors import ConfigurationError, Conflict, NotFound, StorageUnreachable
+from shared.settings import DEV_STORAGE, STORAGE, Need, Settings
 
 T = TypeVar("T")
 
@@ -254,8 +254,10 @@ def _redacted(text: str) -> str:
     return re.sub(r"\?[^\s'\"<>()]*", "", text)
 
 
-def _unreachable(endpoint: str, detail: str) -> StorageUnreachable:
-    return StorageUnreachable(f"storage (endpoint={_redacted(endpoint)}) is unreachable: {_redacted(detail)}")
+def _unreachable(endpoint: str, detail: str, *, hint: str = "transient, retry later") -> StorageUnreachable:
+    # The answer says what happened; where (endpoint) and the driver's text go to the log only.
+    return StorageUnreachable(f"storage is unreachable: {hint}",
+                              internal=f"storage (endpoint={_redacted(endpoint)}) is unreachable: {_redacted(detail)}")
 
 
 def _http_error(what: str, endpoint: str, exc: HttpResponseError) -> Exception | None:
@@ -291,8 +293,8 @@ def _translated(what: str, endpoint: str) -> Iterator[None]:
     except (ServiceRequestError, ServiceResponseError) as exc:
         # request never sent (refused, DNS) or no answer read (connection dropped, read timeout)
         raise _unreachable(
-            endpoint, f"{type(exc).__name__}: {exc}. Locally, start Azurite (`make azurite` or "
-            "`npx azurite --location .azurite`) or check AzureWebJobsStorage."
+            endpoint, f"{type(exc).__name__}: {exc}", hint="no answer; locally, start Azurite (`make run` starts "
+            "it) or check AzureWebJobsStorage; in Azure, retry later"
         ) from exc
 
 
@@ -320,22 +322,24 @@ class AzureStorage(JsonBlobs):
         # let the host's own retry (dequeue count, blob receipts) take over.
         retry: dict[str, Any] = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2,
                  "connection_timeout": 5, "read_timeout": 30}
+        settings.require(Need.STORAGE)  # 503 CONFIGURATION naming AzureWebJobsStorage
         if settings.storage_connection_string:
             conn = settings.storage_connection_string
-            return cls(
-                BlobServiceClient.from_connection_string(conn, **retry),
-                QueueServiceClient.from_connection_string(conn, **retry),
-            )
+            try:
+                return cls(
+                    BlobServiceClient.from_connection_string(conn, **retry),
+                    QueueServiceClient.from_connection_string(conn, **retry),
+                )
+            except ValueError as exc:  # the SDK's words for a malformed string; the string itself stays out
+                problem = str(exc).rstrip(".")
+                raise ConfigurationError(f"{STORAGE} is invalid: {problem}; use a storage connection string "
+                                         f"({DEV_STORAGE} for Azurite)") from None
         blob_uri = settings.storage_blob_uri
         queue_uri = settings.storage_queue_uri
         if settings.storage_account_name:
             blob_uri = blob_uri or f"https://{settings.storage_account_name}.blob.core.windows.net"
             queue_uri = queue_uri or f"https://{settings.storage_account_name}.queue.core.windows.net"
-        if not (blob_uri and queue_uri):
-            raise StorageUnreachable(
-                "no storage configured: set AzureWebJobsStorage (a connection string, "
-                "e.g. UseDevelopmentStorage=true for Azurite) or AzureWebJobsStorage__accountName"
-            )
+        assert blob_uri and queue_uri  # require(Need.STORAGE) has checked one of them is configured
         from azure.identity import DefaultAzureCredential  # only needed in Azure
 
         credential = DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id)

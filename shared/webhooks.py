@@ -34,6 +34,7 @@ GITHUB_MAX_COMMITS = 2048
 GITHUB_MAX_FILES_PER_COMMIT = 3000
 
 _ZERO_SHA = re.compile(r"^0+$")
+_OBJECT_ID = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")  # SHA-1 or SHA-256 git object id
 _SIGNATURE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -315,7 +316,7 @@ def parse_github(
         repository=push.repository.full_name,
         ref=push.ref,
         branch=branch,
-        commit=push.after,
+        commit=_object_id(push.after, "GitHub push 'after'"),
         delivery_id=delivery_id,
         pusher=push.pusher.name if push.pusher else None,
         changed_paths=changed,
@@ -413,7 +414,7 @@ def _ado_push(push: _AdoPush, branch: str, delivery_id: str | None, repository: 
         repository=_ado_repo_label(push.repository),
         ref=update.name,
         branch=branch,
-        commit=update.new_object_id,
+        commit=_object_id(update.new_object_id, "Azure DevOps refUpdates newObjectId"),
         delivery_id=delivery_id,
         pusher=_ado_person(push.pushed_by),
         # git.push lists commits without their files, so what changed is unknown.
@@ -452,7 +453,7 @@ def _ado_pull_request(
         repository=_ado_repo_label(pr.repository),
         ref=wanted,
         branch=branch,
-        commit=pr.last_merge_commit.commit_id,
+        commit=_object_id(pr.last_merge_commit.commit_id, "Azure DevOps lastMergeCommit.commitId"),
         delivery_id=delivery_id,
         pusher=_ado_person(pr.closed_by) or _ado_person(pr.created_by),
         changed_paths=None,
@@ -486,6 +487,14 @@ def _ado_person(identity: _AdoIdentity | None) -> str | None:
 
 
 # --------------------------------------------------------------------------- shared rules
+
+
+def _object_id(value: str, what: str) -> str:
+    """The pushed commit, which later names a git revision: only a full hex object id passes."""
+    if not _OBJECT_ID.fullmatch(value):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise BadRequest(f"{what} ({shown!r}) is not a git commit id (40 or 64 hex digits)")
+    return value.lower()
 
 
 def _branch_name(branch: str) -> str:

@@ -1,12 +1,23 @@
 """Session fixtures: a private Azurite on free ports and a storage gateway bound to it."""
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from devhost.azurite import Azurite, start_azurite
+
+# ci: the same examples on every run (a red CI must be reproducible); soak: new random ones each run.
+# Fuzz tests set their own bounded max_examples; the stateful lifecycle test takes the profile's.
+settings.register_profile("ci", max_examples=int(os.environ.get("MLOPS_STATEFUL_EXAMPLES", "200")),
+                          stateful_step_count=25, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+settings.register_profile("soak", max_examples=3000, stateful_step_count=50, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

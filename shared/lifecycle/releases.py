@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import paths, registry, runs
+from shared import names, paths, registry, runs
 from shared.errors import BadRequest, Conflict, IllegalTransition, NotFound
 from shared.lifecycle.records import AliasAction, ModelVersion, RunStatus, VersionStatus, advance_version
 from shared.lifecycle.stages import Context
@@ -88,17 +88,14 @@ def rollback(ctx: Context, model: str, body: dict[str, Any], *, by: str) -> Alia
     """Roll back per an API body {"from": N, "to": M} (both optional). Raises BadRequest, Conflict."""
     def version_field(name: str) -> int | None:
         value = body.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BadRequest(f"rollback field {name!r} must be a positive integer version, got {value!r}")
-        return value
+        return None if value is None else names.version(value, what=f"rollback field {name!r}")
 
     unknown = sorted(set(body) - {"from", "to", "reason", "by"})
     if unknown:
         raise BadRequest(f"rollback body has unknown field(s) {', '.join(unknown)}; expected from, to, reason")
+    reason = names.text_field(body, "reason", default=f"rollback by {by}")
     return registry.rollback(ctx.storage, ctx.clock, model, expected_from=version_field("from"),
-                             to=version_field("to"), by=by, reason=str(body.get("reason") or f"rollback by {by}"))
+                             to=version_field("to"), by=by, reason=reason)
 
 
 def give_up(ctx: Context, queue: str, body: bytes) -> str:

@@ -49,6 +49,9 @@ def app_host(azurite: Azurite, spec_repo: Path) -> Iterator[DevHost]:
         "MLOPS_GIT_LOCAL_PATH": str(spec_repo),
         "MLOPS_GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
         "MLOPS_ADO_WEBHOOK_SECRET": ADO_SECRET,
+        # pushes from other repositories are ignored (tests/events name these)
+        "MLOPS_GITHUB_REPOSITORY": "contoso/ml-specs",
+        "MLOPS_ADO_REPOSITORY": "ml-specs",
     }
     host = DevHost(ROOT, env=env, port=0, settings_path=SAMPLE_SETTINGS, blob_scan_interval=0.2, grace_seconds=5)
     host.start()

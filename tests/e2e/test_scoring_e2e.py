@@ -212,7 +212,7 @@ def test_a_request_without_the_function_key_is_a_401(api: Any, model: str, rows:
 
 
 def test_a_non_numeric_version_is_a_400(api: Any, model: str, rows: pd.DataFrame) -> None:
-    message = error(score(api, model, "?version=abc", json=bodies(rows)["data"]), 400, "BAD_REQUEST")
+    message = error(score(api, model, "?version=abc", json=bodies(rows)["data"]), 400, "INVALID_PARAMETER_VALUE")
     assert "?version=" in message and "'abc'" in message
 
 

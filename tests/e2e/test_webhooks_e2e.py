@@ -239,3 +239,52 @@ def test_an_azure_devops_push_with_the_wrong_secret_is_refused(storage, spec_rep
     assert response.json()["error_code"] == "UNAUTHORIZED"
     assert "X-Webhook-Secret header does not match" in response.json()["message"]
     assert run_ids(storage, model) == runs_before
+
+
+def test_a_delivery_id_that_climbs_folders_is_hashed_before_it_names_a_blob(storage, spec_repo, api, model):
+    path, sha = commit_spec(spec_repo, ridge(model, 11.0))
+    body = push_payload(sha, path)
+    delivery = "../../../models/" + model
+
+    first = api("POST", "webhooks/github", key=None, data=body, headers=github_headers(body, delivery=delivery))
+    again = api("POST", "webhooks/github", key=None, data=body, headers=github_headers(body, delivery=delivery))
+
+    assert first.status_code == 202, first.text
+    assert again.status_code == 202 and again.json()["status"] == "duplicate", again.text  # same hashed key
+    names = [b.name for b in storage.list("mlops", "")]
+    assert not [n for n in names if ".." in n.split("/")], names
+    assert any(n.startswith("idempotency/delivery/github-sha256-") for n in names)
+
+
+@pytest.mark.parametrize("provider", ["github", "azure-devops"])
+def test_a_push_from_another_repository_is_ignored_with_the_reason(storage, spec_repo, api, model, provider):
+    path, sha = commit_spec(spec_repo, ridge(model, 12.0))
+    runs_before = run_ids(storage, model)
+    if provider == "github":
+        data = json.loads(push_payload(sha, path))
+        data["repository"]["full_name"] = "mallory/ml-specs"
+        body = json.dumps(data).encode()
+        headers = github_headers(body)
+    else:
+        data = json.loads(ado_push(sha))
+        data["resource"]["repository"].update(name="other-repo", id=str(uuid.uuid4()))
+        body = json.dumps(data).encode()
+        headers = {"Content-Type": "application/json", "X-Webhook-Secret": ADO_SECRET}
+
+    response = api("POST", f"webhooks/{provider}", key=None, data=body, headers=headers)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "ignored"
+    assert "configured repository is" in response.json()["reason"]
+    assert run_ids(storage, model) == runs_before
+
+
+def test_a_pushed_commit_that_is_not_an_object_id_is_400(storage, api, model):
+    data = json.loads(push_payload("0" * 39 + "1", "specs/x.yaml"))
+    data["after"] = "HEAD:../../etc"
+    body = json.dumps(data).encode()
+
+    response = api("POST", "webhooks/github", key=None, data=body, headers=github_headers(body))
+
+    assert response.status_code == 400, response.text
+    assert "is not a git commit id" in response.json()["message"]

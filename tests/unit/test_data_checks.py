@@ -245,3 +245,106 @@ def test_an_extra_column_arrow_cannot_type_is_stored_as_text() -> None:
     assert prepared.extra_parquet_bytes is not None
     stored = pd.read_parquet(io.BytesIO(prepared.extra_parquet_bytes))
     assert stored["mixed"].tolist()[:3] == ["v0", "1", "v2"]
+
+
+# -- repeated column names and non-finite values ---------------------------------------------------
+
+
+def small_spec(task: str = "regression") -> TrainingSpec:
+    data = {"name": "small", "task": task, "target": "y", "features": [{"name": "x", "kind": "numeric"}],
+            "estimator": {"type": "ridge" if task == "regression" else "logistic_regression"},
+            "data_checks": {"min_rows": 1}}
+    return parse_spec(json.dumps(data), "spec.json")
+
+
+def parquet_with_names(names: list[str]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table([pa.array([1, 2, 3]) for _ in names], names=names), buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("filename", "data", "column", "count", "columns"), [
+    ("d.csv", b"x,x,y\n1,2,3\n", "x", 2, ["x", "x", "y"]),  # pandas would load them as x, x.1
+    ("d.csv", b"x,y,x,x\n1,2,3,4\n", "x", 3, ["x", "y", "x", "x"]),
+    ("d.csv", b'\n"x",x,y\n1,2,3\n', "x", 2, ["x", "x", "y"]),  # quoted, after a blank line
+    ("d.parquet", parquet_with_names(["x", "y", "x"]), "x", 2, ["x", "y", "x"]),
+    ("d.jsonl", b'{"x": 1, "y": 2}\n{"x": 1, "x": 5, "y": 2}\n', "x", 2, ["x", "y"]),
+])
+def test_repeated_column_names_are_rejected_before_pandas_renames_them(
+        filename: str, data: bytes, column: str, count: int, columns: list[str]) -> None:
+    with pytest.raises(DataRejected) as caught:
+        load_dataset(data, filename)
+    report = caught.value.details
+    assert isinstance(report, dict) and caught.value.status == 422
+    [problem] = report["problems"]
+    assert (problem["check"], problem["column"], problem["count"]) == ("duplicate_columns", column, count)
+    assert f"column={column} appears {count} times" in problem["message"] and filename in problem["message"]
+    assert report["columns"] == columns and report["rows"] >= 1
+    json.dumps(report, allow_nan=False)
+
+
+def test_a_header_that_really_has_x_and_x_1_is_not_a_repeat() -> None:
+    frame = load_dataset(b"x,x.1,y\n1,2,3\n", "d.csv")
+    assert list(frame.columns) == ["x", "x.1", "y"]
+    assert check_dataset(frame, small_spec()) is None
+
+
+def test_a_frame_with_repeated_columns_is_rejected_by_check_dataset_too() -> None:
+    frame = pd.DataFrame([[1.0, 2.0, 3.0]], columns=["x", "x", "y"])
+    report = check_dataset(frame, small_spec())
+    assert report is not None
+    assert [(p.check, p.column, p.count) for p in report.problems] == [("duplicate_columns", "x", 2)]
+
+
+BIG_INT = "1" + "0" * 400  # beyond float64: float() overflows, pandas' to_numeric raises
+
+
+@pytest.mark.parametrize(("filename", "data", "task", "column", "count", "rows"), [
+    ("d.csv", b"x,y\n1,1\ninf,2\n3,3\n", "regression", "x", 1, [2]),
+    ("d.csv", b"x,y\n-inf,1\n2,2\n-inf,3\n", "regression", "x", 2, [1, 3]),
+    ("d.csv", b"x,y\n1e999,1\n2,2\n", "regression", "x", 1, [1]),
+    ("d.csv", b"x,y\nInfinity,1\n2,2\n", "regression", "x", 1, [1]),
+    ("d.csv", b"x,y\n1,1\n2,inf\n3,-1e999\n", "regression", "y", 2, [2, 3]),
+    ("d.jsonl", b'{"x": 1e999, "y": 1}\n{"x": 2, "y": 2}\n', "regression", "x", 1, [1]),
+    ("d.jsonl", f'{{"x": 1, "y": 1}}\n{{"x": {BIG_INT}, "y": 2}}\n'.encode(), "regression", "x", 1, [2]),
+    ("d.jsonl", f'{{"x": 1, "y": -{BIG_INT}}}\n{{"x": 2, "y": 2}}\n'.encode(), "regression", "y", 1, [1]),
+    ("d.csv", b"x,y\n1,0\n2,1\n3,inf\n", "classification", "y", 1, [3]),
+    ("d.jsonl", f'{{"x": 1, "y": 0}}\n{{"x": 2, "y": {BIG_INT}}}\n{{"x": 3, "y": 1}}\n'.encode(),
+     "classification", "y", 1, [2]),
+    # A whole-number label becomes an int64 class: found by the fuzzer, the cast made it another number.
+    ("d.csv", b"x,y\n1,0\n2,1\n3,-9223372036854776833\n", "classification", "y", 1, [3]),
+])
+def test_infinite_and_overflowing_values_are_rejected_with_column_count_and_rows(
+        filename: str, data: bytes, task: str, column: str, count: int, rows: list[int]) -> None:
+    report = check_dataset(load_dataset(data, filename), small_spec(task))
+    assert report is not None
+    wire = report.to_dict()
+    json.dumps(wire, allow_nan=False)  # inf and huge ints are shown as text
+    non_finite = [p for p in wire["problems"] if p["check"] == "non_finite"]
+    assert [(p["column"], p["count"], p["rows"]) for p in non_finite] == [(column, count, rows)]
+    assert f"column={column}" in non_finite[0]["message"] and str(rows) in non_finite[0]["message"]
+    with pytest.raises(DataRejected):
+        prepare(load_dataset(data, filename), small_spec(task))
+
+
+def test_an_inf_value_is_not_also_reported_out_of_range() -> None:
+    spec = make_spec()
+    frame = clean_frame()
+    frame["torque"] = frame["torque"].astype(float)
+    frame.loc[2, "torque"] = np.inf
+    problems = by_check(check_dataset(frame, spec))
+    assert set(problems) == {("torque", "non_finite")}
+    assert problems[("torque", "non_finite")]["rows"] == [3] and problems[("torque", "non_finite")]["count"] == 1
+
+
+def test_a_text_label_spelled_inf_is_a_class_not_an_overflow() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": pd.Series(["cat", "inf", "dog"], dtype=object)})
+    assert check_dataset(frame, small_spec("classification")) is None
+
+
+def test_problems_without_rows_or_examples_keep_the_old_wire_shape() -> None:
+    problem = by_check(check_dataset(clean_frame(rows=5), make_spec()))[(None, "min_rows")]
+    assert set(problem) == {"column", "check", "message", "count"}

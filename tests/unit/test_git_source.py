@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from shared import settings
-from shared.errors import BadRequest, NotFound, PipelineError, Unauthorized, Unavailable
+from shared.errors import BadRequest, ConfigurationError, NotFound, PipelineError, Unauthorized, Unavailable
 from shared.git_source import (
     AzureDevOpsSource,
     GitHubSource,
@@ -95,7 +95,9 @@ def test_local_source_file_missing_at_a_commit_is_not_found(repo: Repo) -> None:
     with pytest.raises(NotFound) as err:
         LocalGitSource(str(repo.path)).read_file("specs/team/fraud.json", repo.v1)
     assert err.value.status == 404
-    assert err.value.message == f"spec (path=specs/team/fraud.json, commit={repo.v1}) not found in {repo.path}"
+    assert err.value.message == (f"spec (path=specs/team/fraud.json, commit={repo.v1}) not found in "
+                                 "the local repository (MLOPS_GIT_LOCAL_PATH)")
+    assert str(repo.path) not in err.value.message  # the server's filesystem layout stays private
 
 
 def test_local_source_unknown_commit_is_not_found_naming_the_commit(repo: Repo) -> None:
@@ -116,9 +118,10 @@ def test_local_source_accepts_a_file_url(repo: Repo) -> None:
     assert LocalGitSource(repo.path.as_uri()).read_file("specs/churn.yaml", repo.v1) == CHURN_V1
 
 
-def test_local_source_missing_repository_is_not_found(tmp_path: Path) -> None:
-    with pytest.raises(NotFound, match="git repository"):
+def test_local_source_missing_repository_is_a_configuration_error_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="MLOPS_GIT_LOCAL_PATH does not name a folder") as err:
         LocalGitSource(str(tmp_path / "nope")).read_file("specs/churn.yaml", "abc1234")
+    assert err.value.status == 503 and str(tmp_path) not in err.value.message
 
 
 @pytest.mark.parametrize("commit", ["--output=/tmp/x", "HEAD:README.md", "", "a b"])

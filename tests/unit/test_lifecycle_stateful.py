@@ -5,10 +5,7 @@ Profiles: `ci` (default, a few hundred examples in `make test`) and `soak` (`mak
 """
 from __future__ import annotations
 
-import os
-
 import pandas as pd
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -37,13 +34,7 @@ SPECS = {  # auto / manual approval; a lenient comparison so that later candidat
 FILES = ("a.csv", "b.csv")
 QUEUES = (*PIPELINE_QUEUES, *POISON_QUEUES)
 
-# ci: the same examples on every run (a red CI must be reproducible); soak: new random ones each run.
-settings.register_profile("ci", max_examples=int(os.environ.get("MLOPS_STATEFUL_EXAMPLES", "200")),
-                          stateful_step_count=25, deadline=None, derandomize=True, database=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-settings.register_profile("soak", max_examples=3000, stateful_step_count=50, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# Examples per run come from the hypothesis profile in tests/conftest.py (ci, or soak for `make soak`).
 
 
 class Lifecycle(RuleBasedStateMachine):

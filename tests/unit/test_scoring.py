@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
-from shared.errors import BadRequest, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType
+from shared.errors import BadRequest, NotFound, PayloadTooLarge, StorageUnreachable, Unavailable, UnsupportedMediaType
 from shared.scoring import (
     Feature,
     IntegrityError,
@@ -183,7 +183,7 @@ def test_an_unknown_category_is_scored_not_refused(clf: LoadedModel) -> None:
 
 def test_csv_empty_cells_are_nulls_and_blank_lines_are_skipped(clf: LoadedModel) -> None:
     body = b"\xef\xbb\xbftorque,speed,type\n,1500,\n\n41.5,1400,L\n"  # with a UTF-8 BOM, as Excel writes
-    inputs = _parse(clf, body, "text/csv; charset=utf-8-sig")
+    inputs = _parse(clf, body, "text/csv; charset=utf-8")
     assert np.isnan(inputs["torque"][0, 0]) and inputs["torque"][1, 0] == 41.5
     assert inputs["type"].ravel().tolist() == [fx.MISSING, "L"]
 
@@ -265,6 +265,257 @@ def test_null_in_an_integer_input_is_refused() -> None:
     )
     with pytest.raises(BadRequest, match="column 'count' row 1: expected an integer, got None"):
         parse_request(_json({"data": [[1], [None]]}), None, signature, MAX)
+
+
+# --- one value rule for JSON and CSV ---------------------------------------------------------------
+
+COUNT = Signature(
+    name="t", task="regression", target="y", features=(Feature("count", "numeric", np.dtype(np.int64)),),
+    classes=(), categorical_missing="missing", outputs=("variable",),
+)
+
+
+def _json_cell(cell: str) -> bytes:
+    """The clf row set with `cell` as torque of row 1, spelled as raw JSON text."""
+    return ('{"dataframe_split": {"columns": ["torque", "speed", "type"], '
+            f'"data": [[1.0, 2.0, "L"], [{cell}, 2.0, "L"]]}}}}').encode()
+
+
+def _csv_cell(cell: str) -> bytes:
+    return f"torque,speed,type\n1.0,2.0,L\n{cell},2.0,L\n".encode()
+
+
+# (case, raw JSON cell, CSV cell, what the message says after "column 'torque' row 1: ")
+SAME_VALUE_ERRORS: list[tuple[str, str, str, str]] = [
+    ("infinity", "Infinity", "inf", "expected a finite number that fits float32, got "),
+    ("minus_infinity", "-Infinity", "-Infinity", "expected a finite number that fits float32, got "),
+    ("overflowing_literal", "1e999", "1e999", "expected a finite number that fits float32, got "),
+    ("nan", "NaN", "nan", "expected a finite number that fits float32, got "),
+    ("nan_in_capitals", "NaN", "NaN", "expected a finite number that fits float32, got "),
+    ("beyond_float32", "1e300", "1e300", "expected a finite number that fits float32, got "),
+    ("integer_beyond_float64", "1" + "0" * 400, "1" + "0" * 400, "expected a finite number that fits float32, got "),
+    ("arabic_indic_digit", '"٣"', "٣", "expected a number, got '٣'"),
+    ("digits_with_underscore", '"1_0"', "1_0", "expected a number, got '1_0'"),
+    ("word", '"fast"', "fast", "expected a number, got 'fast'"),
+]
+
+
+@pytest.mark.parametrize(("case", "json_cell", "csv_cell", "says"), SAME_VALUE_ERRORS,
+                         ids=[c[0] for c in SAME_VALUE_ERRORS])
+def test_json_and_csv_refuse_the_same_values_with_the_same_message(
+    clf: LoadedModel, case: str, json_cell: str, csv_cell: str, says: str
+) -> None:
+    messages = []
+    for body, content_type in ((_json_cell(json_cell), "application/json"), (_csv_cell(csv_cell), "text/csv")):
+        with pytest.raises(BadRequest) as info:
+            parse_request(body, content_type, clf.signature, MAX)
+        assert (type(info.value), info.value.status, info.value.code) == (BadRequest, 400, "BAD_REQUEST")
+        assert f"column 'torque' row 1: {says}" in info.value.message, (content_type, info.value.message)
+        messages.append(info.value.message)
+    if "finite" in says:
+        assert all("send null (JSON) or an empty cell (CSV) for a missing value" in m for m in messages)
+
+
+def test_csv_non_finite_values_are_no_longer_scored_as_null(cache: ModelCache) -> None:
+    for cell in ("inf", "-inf", "1e999", "nan", "Infinity"):
+        status, body, _ = score(cache, "churn", _csv_cell(cell), "text/csv", max_bytes=MAX)
+        assert (status, body["error_code"]) == (400, "BAD_REQUEST"), (cell, body)
+        assert "column 'torque' row 1: expected a finite number" in body["message"]
+
+
+def test_a_double_input_takes_what_a_float_input_refuses_as_too_big(reg: LoadedModel) -> None:
+    for body, content_type in ((_json_cell("1e300"), "application/json"), (_csv_cell("1e300"), "text/csv")):
+        assert _parse(reg, body, content_type)["torque"][1, 0] == 1e300
+
+
+def test_a_missing_value_is_json_null_or_an_empty_csv_cell_and_both_score_alike(clf: LoadedModel) -> None:
+    from_json = _parse(clf, b'{"data": [[1.0, 2.0, "L"], [null, 2.0, null]]}')
+    from_csv = _parse(clf, b"torque,speed,type\n1.0,2.0,L\n,2.0,\n", "text/csv")
+    for inputs in (from_json, from_csv):
+        assert np.isnan(inputs["torque"][1, 0]) and inputs["type"][1, 0] == fx.MISSING
+    assert predict(clf, from_json) == predict(clf, from_csv)
+
+
+def test_csv_numbers_read_as_pandas_reads_them(clf: LoadedModel) -> None:
+    inputs = _parse(clf, b"torque,speed,type\n +1.5 ,.5,L\n1.,2e3,M\n", "text/csv")
+    assert inputs["torque"].ravel().tolist() == [1.5, 1.0] and inputs["speed"].ravel().tolist() == [0.5, 2000.0]
+
+
+def test_csv_text_is_kept_as_is_in_a_categorical_column(clf: LoadedModel) -> None:
+    inputs = _parse(clf, b"torque,speed,type\n1,2,nan\n1,2,inf\n", "text/csv")
+    assert inputs["type"].ravel().tolist() == ["nan", "inf"]
+
+
+def test_non_finite_json_in_a_categorical_column_is_refused(clf: LoadedModel) -> None:
+    with pytest.raises(BadRequest, match=r"column 'type' row 0: expected a string, got NaN; .*send null"):
+        _parse(clf, b'{"data": [[1.0, 2.0, NaN]]}')
+
+
+# (case, JSON cell, CSV cell, expected value or the message after "column 'count' row 0: ")
+INTEGER_CELLS: list[tuple[str, str, str, int | str]] = [
+    ("whole_float", "4.0", "4.0", 4),
+    ("exponent", "4e2", "4e2", 400),
+    ("fraction", "4.5", "4.5", "expected an integer, got "),
+    ("infinity", "Infinity", "inf", "expected an integer, got "),
+    ("nan", "NaN", "nan", "expected an integer, got "),
+    ("null_or_empty", "null", '""', "expected an integer, got "),  # a bare empty line is a blank line in CSV
+    ("beyond_int64", "1e20", "1e20", "does not fit in int64"),
+    ("long_digits", "9" * 30, "9" * 30, "does not fit in int64"),
+    ("arabic_indic_digit", '"٣"', "٣", "expected an integer, got '٣'"),
+]
+
+
+@pytest.mark.parametrize(("case", "json_cell", "csv_cell", "expected"), INTEGER_CELLS,
+                         ids=[c[0] for c in INTEGER_CELLS])
+def test_integer_inputs_follow_one_rule_in_json_and_csv(case: str, json_cell: str, csv_cell: str,
+                                                        expected: int | str) -> None:
+    json_body, csv_body = f'{{"data": [[{json_cell}]]}}'.encode(), f"count\n{csv_cell}\n".encode()
+    for body, content_type in ((json_body, "application/json"), (csv_body, "text/csv")):
+        if isinstance(expected, int):
+            assert parse_request(body, content_type, COUNT, MAX)["count"].ravel().tolist() == [expected]
+            continue
+        with pytest.raises(BadRequest) as info:
+            parse_request(body, content_type, COUNT, MAX)
+        assert info.value.status == 400 and "column 'count' row 0: " in info.value.message, content_type
+        assert expected in info.value.message, (content_type, info.value.message)
+
+
+# --- content types, as MLflow's scoring server ------------------------------------------------------
+
+ACCEPTED_CONTENT_TYPES = [
+    "application/json", "application/json; charset=utf-8", "application/json; charset=UTF-8",
+    "application/json;charset=Utf-8", "Application/JSON", "application/json; Charset=utf-8",
+    'application/json; charset="utf-8"', "application/json;", "application/vnd.api+json", None, "",
+]
+
+
+@pytest.mark.parametrize("content_type", ACCEPTED_CONTENT_TYPES)
+def test_json_content_types_mlflow_accepts_and_rfc_spellings_are_accepted(
+    clf: LoadedModel, content_type: str | None
+) -> None:
+    assert _parse(clf, FORMATS["dataframe_records"][0], content_type)["torque"].shape == (3, 1)
+
+
+# (case, content type, what the 415 message names)
+REFUSED_CONTENT_TYPES = [
+    ("charset_utf8_without_dash", "application/json; charset=utf8", "charset=utf8"),
+    ("charset_latin1", "application/json; charset=latin-1", "charset=latin-1"),
+    ("csv_charset_utf16", "text/csv; charset=utf-16", "charset=utf-16"),
+    ("csv_bom_charset", "text/csv; charset=utf-8-sig", "charset=utf-8-sig"),
+    ("empty_charset", "application/json; charset=", "charset="),
+    ("mlflow_1_format_parameter", "application/json; format=pandas-split", "parameter (format)"),
+    ("csv_header_parameter", "text/csv; header=present", "parameter (header)"),
+    ("unknown_after_charset", "application/json; charset=utf-8; foo=bar", "parameter (foo)"),
+    ("parameter_without_value", "application/json; boundary", "parameter (boundary)"),
+    ("xml", "application/xml", "content_type=application/xml"),
+    ("plain_text", "text/plain; charset=utf-8", "content_type=text/plain"),
+    ("parameters_only", "; charset=utf-8", "content_type=; charset=utf-8"),
+]
+
+
+@pytest.mark.parametrize(("case", "content_type", "names"), REFUSED_CONTENT_TYPES,
+                         ids=[c[0] for c in REFUSED_CONTENT_TYPES])
+def test_content_types_mlflow_refuses_are_a_415_naming_the_problem(
+    clf: LoadedModel, case: str, content_type: str, names: str
+) -> None:
+    body = FORMATS["csv_with_header"][0] if content_type.startswith("text/csv") else FORMATS["dataframe_records"][0]
+    with pytest.raises(UnsupportedMediaType) as info:
+        parse_request(body, content_type, clf.signature, MAX)
+    assert (info.value.status, info.value.code) == (415, "UNSUPPORTED_MEDIA_TYPE")
+    assert names in info.value.message
+
+
+# --- top-level keys, as MLflow --------------------------------------------------------------------
+
+
+def test_unknown_top_level_keys_next_to_one_format_key_are_ignored(clf: LoadedModel) -> None:
+    reference = predict(clf, _parse(clf, FORMATS["dataframe_records"][0]))
+    split = {"columns": COLUMNS, "data": _rows_in(COLUMNS)}
+    for doc in ({"dataframe_split": split, "foo": 1}, {"dataframe_records": ROWS, "params": {"a": 1}, "x": [None]},
+                {"instances": ROWS, "signature": {"inputs": "whatever"}}):
+        assert predict(clf, _parse(clf, _json(doc))) == reference, doc
+
+
+@pytest.mark.parametrize(("doc", "says"), [
+    ({}, "found an empty object"),
+    ({"foo": 1, "params": {}}, "found keys ['foo', 'params']"),
+    ({"dataframe_split": {"data": [[1, 2, "L"]]}, "dataframe_records": ROWS}, "found 2: ['dataframe_split', "),
+    ({"data": [[1, 2, "L"]], "inputs": [[1, 2, "L"]], "instances": ROWS}, "found 3: "),
+], ids=["empty", "no_format_key", "two_format_keys", "three_format_keys"])
+def test_zero_or_several_format_keys_are_a_400(clf: LoadedModel, doc: dict[str, Any], says: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        _parse(clf, _json(doc))
+    assert info.value.status == 400 and "request must contain exactly one of" in info.value.message
+    assert says in info.value.message
+
+
+# --- messages say what is wrong and leak nothing ------------------------------------------------
+
+LEAKS = ("Traceback", 'File "', "/work/", "/home/", "/usr/", "site-packages", "http://", "https://",
+         "devstoreaccount", "core.windows.net", "ONNXRuntimeError", "onnxruntime_src")
+
+
+def assert_clean(message: str) -> None:
+    """No traceback, local path or storage endpoint in a message a client reads."""
+    assert message and not [leak for leak in LEAKS if leak in message], message
+
+
+DEEP = "[" * 900 + "]" * 900
+# (case, body, content type, status, error code, what the message says)
+HYGIENE: list[tuple[str, bytes, str | None, int, str, str]] = [
+    ("csv_not_utf8", b"torque,speed,type\n\xff,2,L\n", "text/csv", 400, "BAD_REQUEST",
+     "request body is not valid UTF-8: 'utf-8' codec can't decode byte 0xff in position 18"),
+    ("json_not_utf8", b'{"data": [[1, 2, "\xff"]]}', "application/json", 400, "BAD_REQUEST",
+     "request body is not valid UTF-8: 'utf-8' codec can't decode byte 0xff"),
+    ("json_utf16", '{"data": [[1, 2, "L"]]}'.encode("utf-16"), "application/json", 400, "BAD_REQUEST",
+     "not valid UTF-8"),
+    ("json_lone_surrogate", b'{"data": [[1, 2, "\\ud800"]]}', "application/json", 400, "BAD_REQUEST",
+     "not valid JSON"),
+    ("json_lone_surrogate_next_to_nan", b'{"data": [[NaN, 2, "\\ud800"]]}', "application/json", 400, "BAD_REQUEST",
+     "lone surrogate"),
+    ("json_nan_and_a_syntax_error", b'{"data": [[NaN, 2, "L"]]', "application/json", 400, "BAD_REQUEST",
+     "not valid JSON"),
+    ("deeply_nested_cell", f'{{"data": [[1, 2, {DEEP}]]}}'.encode(), "application/json", 400, "BAD_REQUEST",
+     "column 'type' row 0: expected a string, got [[[[[[[...]]]]]]]"),
+    ("too_deep_for_the_parser", ("[" * 5000 + "]" * 5000).encode(), "application/json", 400, "BAD_REQUEST",
+     "not valid JSON"),
+    ("csv_field_over_the_limit", b"torque,speed,type\n1,2," + b"x" * 200_000 + b"\n", "text/csv", 400,
+     "BAD_REQUEST", "CSV body cannot be read at line 2: field larger than field limit"),
+    ("huge_header", ("," * 200_000 + "\n").encode(), "text/csv", 400, "BAD_REQUEST", "duplicate columns ['']"),
+    ("many_unknown_columns", (",".join(f"c{i}" for i in range(50_000)) + "\n" + ",".join("1" * 50_000) + "\n").encode(),
+     "text/csv", 400, "BAD_REQUEST", "unknown columns ['c0', 'c1', 'c2', 'c3', 'c4', 'c5', ...]"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "content_type", "status", "code", "says"), HYGIENE,
+                         ids=[h[0] for h in HYGIENE])
+def test_undecodable_and_pathological_bodies_get_a_clear_4xx(
+    cache: ModelCache, case: str, body: bytes, content_type: str | None, status: int, code: str, says: str
+) -> None:
+    got_status, got, _ = score(cache, "churn", body, content_type, max_bytes=MAX)
+    assert (got_status, got["error_code"]) == (status, code), got
+    assert says in got["message"]
+    assert len(got["message"]) < 1000
+    assert_clean(got["message"])
+
+
+def test_csv_with_old_mac_line_ends_is_read(clf: LoadedModel) -> None:
+    inputs = _parse(clf, b"torque,speed,type\r1,2,L\r3,4,M\r", "text/csv")
+    assert inputs["torque"].ravel().tolist() == [1.0, 3.0]
+
+
+def test_a_non_finite_json_body_is_read_the_same_without_orjson(
+    clf: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.scoring as scoring
+
+    monkeypatch.setattr(scoring, "_fast_loads", None)  # deployments without orjson use the stdlib parser
+    assert _parse(clf, FORMATS["dataframe_records"][0])["torque"].shape == (3, 1)
+    for cell in ("NaN", "Infinity", "1e999"):
+        with pytest.raises(BadRequest, match="column 'torque' row 1: expected a finite number"):
+            _parse(clf, _json_cell(cell))
+    with pytest.raises(BadRequest, match="lone surrogate"):
+        _parse(clf, b'{"data": [[1, 2, "\\ud800"]]}')
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -551,10 +802,87 @@ def test_score_maps_errors_to_mlflow_shaped_bodies(cache: ModelCache) -> None:
     assert body["message"].startswith("request body is not valid JSON: ")
     status, body, _ = score(cache, "nope", b"{}", None, max_bytes=MAX)
     assert (status, body["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
-    status, body, _ = score(cache, "churn", b"{}", None, alias="challenger", max_bytes=MAX)
+    status, body, _ = score(cache, "churn", b"{}", None, alias="previous", max_bytes=MAX)
     assert (status, body["error_code"]) == (503, "TEMPORARILY_UNAVAILABLE")
     status, body, _ = score(cache, "churn", b"x" * 11, None, max_bytes=10)
     assert (status, body["error_code"]) == (413, "PAYLOAD_TOO_LARGE")
+
+
+# (case, route model, ?alias=, ?version=, what the message says)
+BAD_TARGETS: list[tuple[str, str | None, str | None, str | None, str]] = [
+    ("dot", ".", None, None, "model name (got '.') is not valid: use 1-63 characters"),
+    ("dot_dot", "..", None, None, "model name (got '..') is not valid: use 1-63 characters"),
+    ("encoded_dot_dot", "%2e%2e", None, None, "model name (got '%2e%2e') is not valid: use 1-63 characters"),
+    ("dot_dot_segment", "../churn", None, None, "model name (got '../churn') is not valid"),
+    ("dotted", "churn.v2", None, None, "model name (got 'churn.v2') is not valid"),
+    ("capitals", "Churn", None, None, "lowercase letters, digits, '-' and '_'"),
+    ("empty", "", None, None, "model name (got '') is not valid"),
+    ("absent", None, None, None, "model name (got None) is not valid"),
+    ("too_long", "a" * 64, None, None, "1-63 characters"),
+    ("unknown_alias", "churn", "challenger", None,
+     "alias (got 'challenger') is not valid: use one of champion, previous"),
+    ("empty_alias", "churn", "", None, "alias (got '') is not valid"),
+    ("alias_in_capitals", "churn", "Champion", None, "alias (got 'Champion') is not valid"),
+    ("superscript_two", "churn", None, "²", "?version= (got '²') is not valid: use a whole number from 1 to 999999"),
+    ("arabic_indic_three", "churn", None, "٣", "?version= (got '٣') is not valid"),
+    ("fullwidth_one", "churn", None, "１", "?version= (got '１') is not valid"),
+    ("zero", "churn", None, "0", "?version= (got '0') is not valid"),
+    ("negative", "churn", None, "-1", "?version= (got '-1') is not valid"),
+    ("decimal", "churn", None, "1.0", "?version= (got '1.0') is not valid"),
+    ("word", "churn", None, "abc", "?version= (got 'abc') is not valid"),
+    ("blank_padded", "churn", None, " 1", "?version= (got ' 1') is not valid"),
+    ("too_big", "churn", None, "1000000", "from 1 to 999999"),
+    ("alias_and_version", "churn", "champion", "1", "pass either ?alias= or ?version=, not both"),
+]
+
+
+@pytest.mark.parametrize(("case", "model", "alias", "version", "says"), BAD_TARGETS, ids=[t[0] for t in BAD_TARGETS])
+def test_a_bad_model_name_alias_or_version_is_a_400_before_storage_is_read(
+    cache: ModelCache, registry: FakeRegistry, case: str, model: str | None, alias: str | None,
+    version: str | None, says: str,
+) -> None:
+    status, body, headers = score(cache, model, FORMATS["dataframe_records"][0], "application/json",
+                                  alias=alias, version=version, max_bytes=MAX)
+    assert (status, body["error_code"], headers) == (400, "INVALID_PARAMETER_VALUE", {}), body
+    assert says in body["message"]
+    assert registry.resolves == 0 and registry.fetches == []
+    assert not cache._locks
+
+
+def test_a_valid_pin_from_the_query_string_is_served(cache: ModelCache, registry: FakeRegistry) -> None:
+    registry.aliases[("churn", "previous")] = 2
+    for alias, version, served in ((None, "2", 2), ("previous", None, 2), ("champion", None, 1), (None, 1, 1)):
+        status, body, headers = score(cache, "churn", FORMATS["dataframe_records"][0], None, alias=alias,
+                                      version=version, max_bytes=MAX)
+        assert (status, headers["x-model-version"], body["model"]["version"]) == (200, str(served), served)
+
+
+def test_storage_and_unexpected_failures_answer_without_internals(
+    cache: ModelCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoint = "http://127.0.0.1:10000/devstoreaccount1"
+
+    def unreachable(model: str, alias: str) -> tuple[int, str]:
+        raise StorageUnreachable("storage is unreachable: transient, retry later",
+                                 internal=f"storage (endpoint={endpoint}) is unreachable")
+
+    def broken(model: str, alias: str) -> tuple[int, str]:
+        raise OSError(f"[Errno 2] No such file: '/work/main/.secrets' at {endpoint}")
+
+    for resolve, status, code in ((unreachable, 503, "STORAGE_UNREACHABLE"), (broken, 500, "INTERNAL_ERROR")):
+        cache._resolve = resolve  # type: ignore[method-assign]
+        with caplog.at_level("ERROR", logger="shared.scoring"):
+            got_status, body, _ = score(cache, "churn", FORMATS["dataframe_records"][0], None, max_bytes=MAX)
+        assert (got_status, body["error_code"]) == (status, code)
+        assert_clean(body["message"])
+    assert endpoint in caplog.text  # the operator still gets the details, in the log
+
+
+def test_an_artifact_onnxruntime_cannot_load_answers_without_its_words() -> None:
+    with pytest.raises(ModelArtifactError) as info:
+        load_model(b"not onnx", fx.sha256(b"not onnx"), "churn", 1)
+    assert_clean(info.value.message)
+    assert "re-export" in info.value.message and "ONNXRuntimeError" in (info.value.internal or "")
 
 
 def test_score_never_answers_500_for_bad_input(cache: ModelCache) -> None:
