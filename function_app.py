@@ -1,7 +1,20 @@
 """The function app: one FunctionApp, one Blueprint per trigger module (a table of contents)."""
 import azure.functions as func
 
-from functions import admin, export, health, poison, prepare, retrain, score, sweeper, train, validate, webhooks
+from functions import (
+    admin,
+    export,
+    health,
+    monitor,
+    poison,
+    prepare,
+    retrain,
+    score,
+    sweeper,
+    train,
+    validate,
+    webhooks,
+)
 from shared.settings import log_startup_problems
 
 log_startup_problems()  # the host log names every missing or invalid setting when the app loads
@@ -19,3 +32,4 @@ app.register_functions(sweeper.bp)  # timer: expired leases, unsynced alias flip
 app.register_functions(admin.bp)  # /api/registry/...
 app.register_functions(webhooks.bp)  # /api/webhooks/github, /api/webhooks/azure-devops
 app.register_functions(score.bp)  # POST /api/models/{model}/score
+app.register_functions(monitor.bp)  # timer + monitor-requests; /api/models/{model}/feedback; .../monitoring

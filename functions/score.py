@@ -18,7 +18,7 @@ def score(req: func.HttpRequest) -> func.HttpResponse:
     status, body, headers = get_scorer().score(
         req.route_params.get("model"), req.get_body(), req.headers.get("content-type"),
         alias=req.params.get("alias"), version=req.params.get("version"),
-        request_id=req.headers.get("x-request-id"),
+        request_id=req.headers.get("x-request-id"), prediction_ids=req.headers.get("x-prediction-ids"),
     )
     return func.HttpResponse(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                              mimetype="application/json", headers=headers)

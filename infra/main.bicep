@@ -92,6 +92,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
         { name: 'MLOPS_GIT_BRANCH', value: gitBranch }
+        { name: 'MLOPS_MONITOR_SCHEDULE', value: '0 0 * * * *' }
         { name: 'MLOPS_GITHUB_WEBHOOK_SECRET', value: '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=github-webhook-secret)' }
         { name: 'MLOPS_GITHUB_TOKEN', value: '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=github-token)' }
         { name: 'MLOPS_ADO_PAT', value: '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=ado-pat)' }

@@ -108,6 +108,64 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     _print({"run_id": run_id, "queued": paths.RETRAIN_QUEUE})
 
 
+# -- over the HTTP API (function key; admin actions take the admin key) ------------------------------
+
+DEFAULT_URL = "http://127.0.0.1:7071/api"
+
+
+def _devhost_key(kind: str) -> str | None:
+    """The local host's keys from local.settings(.sample).json, for a default against a local URL."""
+    for name in ("local.settings.json", "local.settings.sample.json"):
+        path = Path(name)
+        if path.exists():
+            dev = json.loads(path.read_text()).get("DevHost", {})
+            keys = dev.get("FunctionKeys", {}) if kind == "function" else {}
+            return next(iter(keys.values()), None) if keys else dev.get("MasterKey")
+    return None
+
+
+def _http(args: argparse.Namespace, method: str, route: str, *, admin: bool = False, **kwargs: Any) -> Any:
+    import requests
+
+    key = (os.environ.get("MLOPS_ADMIN_KEY") if admin else os.environ.get("MLOPS_KEY")) or _devhost_key(
+        "admin" if admin else "function")
+    response = requests.request(method, f"{args.url.rstrip('/')}/{route}", headers={"x-functions-key": key or ""},
+                                timeout=300, **kwargs)
+    body = response.json() if response.content else {}
+    if response.status_code >= 400:
+        raise PipelineError(f"{method} {route} answered {response.status_code}: "
+                            f"{body.get('message', response.text[:300])}")
+    return body
+
+
+def cmd_feedback(args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    kind = "text/csv" if path.suffix.lower() == ".csv" else "application/json"
+    _print(_http(args, "POST", f"models/{args.model}/feedback", data=path.read_bytes(),
+                 headers={"Content-Type": kind}))
+
+
+def cmd_monitor(args: argparse.Namespace) -> None:
+    _print(_http(args, "POST", f"registry/models/{args.model}/monitor", admin=True))
+
+
+def cmd_monitoring(args: argparse.Namespace) -> None:
+    reports = _http(args, "GET", f"registry/models/{args.model}/monitoring")["reports"]
+    _print([{"window_end": r["window"]["end"], "version": r["version"], "rows": r["window"]["rows"],
+             "dataset_drift": r["dataset_drift"], "label_coverage": r["label_coverage"],
+             "live_metrics": r["live_metrics"], "decision": r["decision"]} for r in reports])
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from shared.simulate import simulate
+
+    key = os.environ.get("MLOPS_KEY") or _devhost_key("function") or ""
+    result = simulate(args.url.rstrip("/"), key, args.model, rows=args.rows, drift=args.drift,
+                      label_share=args.label_share, dataset=args.dataset,
+                      progress=lambda line: print(line, file=sys.stderr))
+    _print(result.to_json())
+
+
 def _checked(rule: Callable[[str], Any]) -> Callable[[str], Any]:
     """A names.* rule as an argparse type: a bad name is a usage error (exit 2) naming the rule."""
     def check(raw: str) -> Any:
@@ -155,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
                   "help": "target version (default: the champion before the current one)"}))
     add("retrain", cmd_retrain, "retrain on the current data", model,
         ("--reason", {"default": "retrain requested via cli"}))
+    url = ("--url", {"default": os.environ.get("MLOPS_URL", DEFAULT_URL), "help": "the app's API (MLOPS_URL)"})
+    add("feedback", cmd_feedback, "send ground-truth labels (JSON {labels: [...]} or CSV prediction_id,label)",
+        model, ("file", {}), url)
+    add("monitor", cmd_monitor, "compute a monitoring window ending now (admin key)", model, url)
+    add("monitoring", cmd_monitoring, "list monitoring reports, latest first", model, url)
+    add("simulate", cmd_simulate, "score generated traffic over HTTP and send labels for a share of it", model,
+        url, ("--rows", {"type": int, "default": 1000}), ("--drift", {"action": "store_true"}),
+        ("--label-share", {"type": float, "default": 0.5}),
+        ("--dataset", {"choices": ["predictive-maintenance", "diabetes", "breast-cancer"],
+                       "help": "the example generator (default: the one the model is named after)"}))
     return parser
 
 

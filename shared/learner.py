@@ -75,6 +75,15 @@ class Learner:
         labels, proba = run_onnx(onnx_bytes, frame, spec)
         return compute_metrics(spec.task, target_array(frame, spec), labels, proba, classes)
 
+    def output_profile(self, onnx_bytes: bytes, frame: pd.DataFrame, spec: TrainingSpec,
+                       classes: list[Any] | None) -> dict[str, Any]:
+        """The model's outputs on a frame, profiled: what monitoring compares live outputs with."""
+        from shared.monitoring.drift import holdout_output_profile
+        from shared.onnx_export import run_onnx
+
+        labels, proba = run_onnx(onnx_bytes, frame, spec)
+        return holdout_output_profile(spec.task, labels, proba, classes)
+
     def latency(self, onnx_bytes: bytes, frame: pd.DataFrame, spec: TrainingSpec) -> dict[str, float]:
         from shared.onnx_export import measure_latency
 

@@ -71,6 +71,7 @@ class TrainRequest(Message):
     reason: str = "data drop"
     received_at: datetime | None = None  # when the drop arrived: orders current-data pointer moves
     deferrals: int = 0  # times this delivery waited for a duplicate that was still running
+    monitoring: dict[str, Any] | None = None  # a retrain monitoring started: its report, window, production rows
 
 
 class StageRequest(Message):
@@ -102,3 +103,11 @@ def parse_message(kind: type[M], body: bytes | str) -> M:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise BadRequest(f"{kind.__name__} message is invalid: {problems}") from exc
+
+
+class MonitorRequest(Message):
+    """Compute the monitoring report of `model`'s champion for the window ending at window_end."""
+
+    model: ModelName
+    window_end: datetime
+    trigger: str = "timer"

@@ -72,6 +72,19 @@ def run_id(raw: str | None) -> str:
     return raw
 
 
+# A prediction id (ours: <request id>-<row>; or the client's own): printable, no separators that CSV,
+# headers or blob paths would split on.
+PREDICTION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+PREDICTION_ID_RULE = "1-128 characters: letters, digits, '.', '_', ':' and '-'"
+
+
+def prediction_id(raw: str | None, *, what: str = "prediction id") -> str:
+    """A request or prediction id that fits PREDICTION_ID_RULE. Raises InvalidParameter."""
+    if raw is None or not PREDICTION_ID.fullmatch(raw):
+        raise InvalidParameter(f"{what} ({_show(raw)}) is not valid: use {PREDICTION_ID_RULE}")
+    return raw
+
+
 def delivery_key(raw: str | None) -> str | None:
     """A delivery id safe to put in a blob path: kept when plain, else its sha256 (it is unsigned input)."""
     if raw is None or not raw.strip():

@@ -6,12 +6,14 @@ DATASETS = "datasets"  # data drops: datasets/<model>/<file>; originals are neve
 REJECTED = "datasets-rejected"  # rejection reports next to the data: <model>/<file>.rejection.json
 MLOPS = "mlops"  # registry, specs, prepared data, runs, idempotency markers
 PREDICTIONS = "predictions"  # prediction logs: <model>/<date>/<time>-<id>.jsonl
+FEEDBACK = "feedback"  # append-only label log: <model>/<date>/<time>-<id>.jsonl
 
 # Queues (the trigger bindings name the same constants)
 TRAIN_QUEUE = "train-requests"
 EXPORT_QUEUE = "export-requests"
 VALIDATE_QUEUE = "validate-requests"
 RETRAIN_QUEUE = "retrain-requests"
+MONITOR_QUEUE = "monitor-requests"
 STAGE_QUEUES = (TRAIN_QUEUE, EXPORT_QUEUE, VALIDATE_QUEUE, RETRAIN_QUEUE)
 
 
@@ -113,3 +115,21 @@ def run_follow_prefix() -> str:
 
 def delivery_marker(provider: str, delivery_id: str) -> str:
     return f"deliveries/{provider}/{delivery_id}.json"
+
+
+def feedback_shard(model: str, shard: str) -> str:
+    """Current label per prediction id, for the ids whose sha256 starts with `shard` (2 hex digits)."""
+    return f"feedback-index/{model}/{shard}.json"
+
+
+def feedback_prefix(model: str) -> str:
+    return f"feedback-index/{model}/"
+
+
+def monitoring_report(model: str, window_end: str, version: int, hours: float) -> str:
+    """Named so that name order is time order: <window end>-v<version>-<hours>h."""
+    return f"monitoring/{model}/{window_end}-v{version:06d}-{hours:g}h.json"
+
+
+def monitoring_prefix(model: str) -> str:
+    return f"monitoring/{model}/"

@@ -71,7 +71,7 @@ def prepare_drop(ctx: Context, blob_path: str, data: bytes, etag: str) -> dict[s
     except DataRejected as exc:
         details = exc.details if isinstance(exc.details, dict) else {"problems": [{"message": exc.message}]}
         return _reject_drop(ctx, model, run_id, blob_path, details)
-    _store_prepared(ctx, model, prepared, spec)
+    store_prepared(ctx, model, prepared, spec)
     # Recorded before the training request is sent: a run still "received" has sent nothing.
     run = runs.record(ctx.storage, ctx.clock, model, run_id, RunStatus.PREPARED, data_hash=prepared.data_hash,
                       spec_hash=digest, rows=prepared.rows)
@@ -109,7 +109,8 @@ def _checked(data: bytes, name: str, spec: TrainingSpec) -> PreparedData:
     return prepare(df, spec)
 
 
-def _store_prepared(ctx: Context, model: str, prepared: PreparedData, spec: TrainingSpec) -> None:
+def store_prepared(ctx: Context, model: str, prepared: PreparedData, spec: TrainingSpec) -> None:
+    """Store prepared data with its profile under its content hash (drops and monitoring retrains)."""
     from shared.profile import profile_dataset
 
     storage = ctx.storage
@@ -279,6 +280,7 @@ class TrainStage:
             "git": request.git.to_payload() if request.git else None, "seed": spec.split.seed,
             "estimator": spec.estimator.type, "libraries": ml.library_versions(), "reason": request.reason,
             "train_rows": result.train_rows, "holdout_rows": result.holdout_rows,
+            "monitoring": request.monitoring,  # a monitoring retrain: its report, window, production rows
         }
         return registry.transition(
             storage, ctx.clock, model, record.version, V.TRAINED, reason=f"fit in {result.fit_seconds:.2f}s",
@@ -481,6 +483,7 @@ class ValidateStage(_VersionStage):
         holdout = ml.read_frame(registry.read_artifact(storage, record, "holdout"))
         onnx_bytes = registry.read_artifact(storage, record, "onnx")
         challenger = ml.evaluate(onnx_bytes, holdout, spec, record.classes)
+        outputs = ml.output_profile(onnx_bytes, holdout, spec, record.classes)  # prediction drift's baseline
         latency = ml.latency(onnx_bytes, holdout, spec)
         parity = ParityReport.from_dict(record.parity or {})
         for _ in range(self.attempts):
@@ -497,7 +500,7 @@ class ValidateStage(_VersionStage):
                 decision = Decision("pending_approval", [*decision.reasons, why])
             doc = {**decision.to_dict(), "champion_version": champion, "champion_metrics": champion_metrics,
                    "champion_problem": problem, "at": ctx.clock.now().isoformat()}
-            facts = {"decision": doc, "onnx_holdout": challenger, "latency": latency}
+            facts = {"decision": doc, "onnx_holdout": challenger, "latency": latency, "holdout_outputs": outputs}
             registry.update_version(storage, record.model, record.version, partial(_with_decision, facts=facts))
             reason = "; ".join(decision.reasons)
             if decision.outcome == "promote":
@@ -537,7 +540,8 @@ class ValidateStage(_VersionStage):
 def _with_decision(record: ModelVersion, facts: dict[str, Any]) -> ModelVersion:
     """The version with its decision written BEFORE any flip, so a takeover never loses it."""
     return record.model_copy(update={"decision": facts["decision"], "latency": facts["latency"],
-                                     "metrics": {**record.metrics, "onnx_holdout": facts["onnx_holdout"]}})
+                                     "metrics": {**record.metrics, "onnx_holdout": facts["onnx_holdout"]},
+                                     "holdout_outputs": facts["holdout_outputs"]})
 
 
 TRAIN = TrainStage()

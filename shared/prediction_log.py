@@ -1,10 +1,27 @@
 """Buffered prediction log: requests append in memory, a daemon thread writes JSON Lines blobs.
 
-log() never does I/O on the caller's thread; it only appends a reference to the request's inputs and
-outputs. A background thread flushes when flush_rows rows are buffered or flush_seconds have passed,
-writing one blob per model per flush to `{model}/{YYYY-MM-DD}/{HHMMSS}-{uuid}.jsonl` through the
-sink (which owns the container). Each line is one scored row:
-{"request_id", "model", "version", "timestamp" (ISO 8601 UTC), "inputs": {column: value}, "outputs": {...}}.
+log() never does I/O on the caller's thread; it only appends a reference to the request's inputs,
+outputs and prediction ids. A background thread flushes when flush_rows rows are buffered or
+flush_seconds have passed, writing one blob per model per flush to
+`{model}/{YYYY-MM-DD}/{HHMMSS}-{uuid}.jsonl` through the sink (which owns the container). A blob is
+ASCII JSON Lines (json.dumps escapes anything else), every line ended by a newline; the rows of one
+request are consecutive lines of one blob, in row order. Each line is one scored row with exactly
+these keys, in this order:
+
+    {"request_id": str,      # the request's id: its x-request-id header, or a uuid4 the app made
+     "prediction_id": str,   # this row's id, as answered in "prediction_ids": the client's own
+                             # (x-prediction-ids or params.ids) or "<request_id>-<row>", row from 0;
+                             # always fits shared.names.PREDICTION_ID, unique within its request
+     "model": str,           # the model name
+     "version": int,         # the model version that scored the row
+     "timestamp": str,       # when the request was scored, ISO 8601 UTC with milliseconds and an
+                             # explicit offset: "2023-11-14T22:13:20.000+00:00" (same for every row)
+     "inputs": {feature: value or null},  # every model input, as the model saw it: a number for a
+                             # numeric input (float32 inputs carry float32 rounding), null where the
+                             # client sent null or an empty CSV cell; a string for a categorical input
+                             # (a missing category is already the model's marker, e.g. "missing")
+     "outputs": {"predictions": value,    # a class label (str or int) or a regression float (null for NaN)
+                 "probabilities": {class: p}}}  # classifiers only: class label as str -> float
 
 Durability: rows live only in memory until flushed, so a crash loses at most the last flush_seconds
 of predictions (or flush_rows rows, whichever comes first), plus any batch whose write was failing.
@@ -34,6 +51,13 @@ log = logging.getLogger(__name__)
 Sink = Callable[[str, bytes], None]
 Inputs = Mapping[str, np.ndarray] | Sequence[Mapping[str, Any]]
 
+_OUTPUT_KEYS = ("predictions", "probabilities")  # what a line's "outputs" holds; prediction_ids has its own key
+
+
+def default_prediction_ids(request_id: str, rows: int) -> list[str]:
+    """The ids of a request that sent none: '<request_id>-<row>' for rows 0..rows-1."""
+    return [f"{request_id}-{i}" for i in range(rows)]
+
 
 @dataclass(frozen=True)
 class _Record:
@@ -44,6 +68,7 @@ class _Record:
     inputs: Inputs
     outputs: Mapping[str, Any]
     rows: int
+    prediction_ids: Sequence[str] | None
 
 
 @dataclass(frozen=True)
@@ -88,15 +113,21 @@ class PredictionLogger:
         self._thread.start()
 
     def log(
-        self, model: str, version: int, request_id: str, inputs: Inputs, outputs: Mapping[str, Any]
+        self, model: str, version: int, request_id: str, inputs: Inputs, outputs: Mapping[str, Any],
+        prediction_ids: Sequence[str] | None = None,
     ) -> bool:
-        """Buffer one scored request (inputs as name -> [N, 1] arrays or a list of row dicts); True if kept."""
+        """Buffer one scored request (inputs as name -> [N, 1] arrays or a list of row dicts); True if kept.
+
+        prediction_ids: one per row (default_prediction_ids when None). Raises ValueError for a count mismatch.
+        """
         if self._closed or (self._sample_rate < 1.0 and self._rng() >= self._sample_rate):
             return False
         now = self._clock()
         rows = _row_count(inputs)
-        # The caller must not mutate inputs/outputs afterwards; scoring builds fresh ones per request.
-        record = _Record(model, version, request_id, now, inputs, outputs, rows)
+        if prediction_ids is not None and len(prediction_ids) != rows:
+            raise ValueError(f"{len(prediction_ids)} prediction ids for {rows} rows (request_id={request_id})")
+        # The caller must not mutate inputs/outputs/ids afterwards; scoring builds fresh ones per request.
+        record = _Record(model, version, request_id, now, inputs, outputs, rows, prediction_ids)
         with self._lock:
             self._records.append(record)
             self._rows += rows
@@ -209,12 +240,16 @@ def _row_count(inputs: Inputs) -> int:
 
 
 def _lines(record: _Record) -> Iterable[str]:
+    """The record's rows in the line format of the module docstring."""
     stamp = datetime.fromtimestamp(record.at, tz=UTC).isoformat(timespec="milliseconds")
-    head = {"request_id": record.request_id, "model": record.model, "version": record.version, "timestamp": stamp}
+    rid, model, version = record.request_id, record.model, record.version
+    ids = record.prediction_ids or default_prediction_ids(rid, record.rows)
     outputs = _output_rows(record.outputs, record.rows)
     # strict=False: a ragged record logs its common rows rather than failing the whole flush
-    for inputs, out in zip(_input_rows(record.inputs), outputs, strict=False):
-        yield json.dumps({**head, "inputs": inputs, "outputs": out}, default=str, allow_nan=False)
+    for pid, inputs, out in zip(ids, _input_rows(record.inputs), outputs, strict=False):
+        line = {"request_id": rid, "prediction_id": pid, "model": model, "version": version, "timestamp": stamp,
+                "inputs": inputs, "outputs": out}
+        yield json.dumps(line, default=str, allow_nan=False)
 
 
 def _input_rows(inputs: Inputs) -> list[dict[str, Any]]:
@@ -227,8 +262,8 @@ def _input_rows(inputs: Inputs) -> list[dict[str, Any]]:
 
 
 def _output_rows(outputs: Mapping[str, Any], rows: int) -> list[dict[str, Any]]:
-    """Per-row slices of every per-row output list (predictions, probabilities); scalars are left out."""
-    per_row = {k: v for k, v in outputs.items() if isinstance(v, list) and len(v) == rows}
+    """Per-row slices of the per-row outputs (predictions, and probabilities for classifiers); nothing else."""
+    per_row = {k: outputs[k] for k in _OUTPUT_KEYS if isinstance(outputs.get(k), list) and len(outputs[k]) == rows}
     return [{k: v[i] for k, v in per_row.items()} for i in range(rows)]
 
 

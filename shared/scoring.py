@@ -4,7 +4,7 @@ Imports only numpy, onnxruntime and the stdlib: this module is on the cold-start
 scoring instance, so sklearn, pandas, onnx and skl2onnx stay out (tests/unit/test_scoring.py checks).
 
 Request formats (JSON unless noted), one input key per body (other top-level keys are ignored, as MLflow does):
-- MLflow scoring protocol: dataframe_split, dataframe_records, instances, inputs (params ignored);
+- MLflow scoring protocol: dataframe_split, dataframe_records, instances, inputs (of params, only ids is read);
 - Azure ML: {"input_data": {"columns", "index", "data"}};
 - plain {"data": [[...]]} in the signature's feature order, or a list of records;
 - text/csv with a header row.
@@ -13,6 +13,13 @@ Rows in error messages are counted from 0, the first data row. Nulls (or empty C
 in numeric inputs, which the model imputes, and the signature's categorical_missing in string inputs;
 NaN, Infinity and numbers too big for the input's dtype are refused alike in JSON and CSV.
 The route's model name, alias and version go through shared.names before anything reads storage.
+
+Every 200 answer carries one prediction id per row ("prediction_ids", in row order), the key delayed
+ground-truth labels are joined on: the client's own, from the x-prediction-ids header (comma-separated)
+or, in a JSON body, params.ids (a list of strings), else "<request id>-<row>" with rows from 0. The
+request id is the x-request-id header or a fresh uuid4. Ids fit shared.names.PREDICTION_ID,
+one per row and unique within the request; a request id fits the same characters in at most 100, so
+its default ids fit too. Anything else is a 400 naming the problem, before the model runs.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import re
 import reprlib
 import threading
 import time
+import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,6 +53,7 @@ from shared.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from shared.prediction_log import default_prediction_ids
 
 _fast_loads: Callable[[bytes], Any] | None
 try:  # optional: parses large bodies about 5x faster than the stdlib; same errors (ValueError subclasses)
@@ -74,6 +83,11 @@ _CSV_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 _NON_FINITE_WORDS = frozenset({"nan", "inf", "infinity"})
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = _REPR.maxlong = 40
+# A request id is a names.PREDICTION_ID of at most 100 characters: it prefixes its default prediction ids
+# ('<request id>-<row>'), which then fit the rule's 128 too.
+_MAX_REQUEST_ID = 100
+_REQUEST_ID_RULE = "1-100 characters: letters, digits, '.', '_', ':' and '-'"
+IDS_HEADER = "x-prediction-ids"
 
 
 class ModelArtifactError(PipelineError):
@@ -231,6 +245,15 @@ def load_model(
 # Request parsing
 
 
+@dataclass(frozen=True)
+class ScoringRequest:
+    """A parsed body: session feeds (input name -> array [rows, 1]) and params.ids exactly as sent (None if absent)."""
+
+    inputs: dict[str, np.ndarray]
+    rows: int
+    ids: Any = None
+
+
 def parse_request(
     body: bytes, content_type: str | None, signature: Signature, max_bytes: int
 ) -> dict[str, np.ndarray]:
@@ -238,12 +261,20 @@ def parse_request(
 
     Raises PayloadTooLarge, UnsupportedMediaType or BadRequest, each naming what is wrong.
     """
+    return read_request(body, content_type, signature, max_bytes).inputs
+
+
+def read_request(body: bytes, content_type: str | None, signature: Signature, max_bytes: int) -> ScoringRequest:
+    """parse_request, keeping the row count and a JSON body's params.ids (checked later, by row_ids)."""
     check_size(body, max_bytes)
+    ids = None
     if media_type(content_type) == "csv":
         names, columns = _table_from_csv(_decode_csv(body))
         convert = _text_column
     else:
-        names, columns = _table_from_json(_load_json(body), signature)
+        doc = _load_json(body)
+        names, columns = _table_from_json(doc, signature)
+        ids = _params_ids(doc)
         convert = _json_column
     ordered = _select(names, columns, signature)
     missing = signature.categorical_missing
@@ -251,8 +282,16 @@ def parse_request(
         # A number beyond float32 becomes inf in numpy's cast and _finite refuses it right after, naming
         # column and row; numpy's overflow warning would only be log noise (the check costs ~1 µs).
         with np.errstate(over="ignore"):
-            return {f.name: convert(col, f, missing) for f, col in zip(signature.features, ordered, strict=True)}
-    return {f.name: convert(col, f, missing) for f, col in zip(signature.features, ordered, strict=True)}
+            inputs = {f.name: convert(col, f, missing) for f, col in zip(signature.features, ordered, strict=True)}
+    else:
+        inputs = {f.name: convert(col, f, missing) for f, col in zip(signature.features, ordered, strict=True)}
+    return ScoringRequest(inputs, len(ordered[0]), ids)
+
+
+def _params_ids(doc: dict[str, Any]) -> Any:
+    """params.ids as sent, or None; a params that is not an object is ignored, as MLflow ignores unknown keys."""
+    params = doc.get("params")
+    return params.get("ids") if isinstance(params, dict) else None
 
 
 def check_size(body: bytes, max_bytes: int) -> None:
@@ -698,11 +737,15 @@ def _clip(text: str, limit: int = 80) -> str:
 # Prediction
 
 
-def predict(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Run the session and shape its outputs as JSON-native lists."""
+def predict(
+    model: LoadedModel, inputs: dict[str, np.ndarray], prediction_ids: list[str] | None = None
+) -> dict[str, Any]:
+    """Run the session and shape its outputs as JSON-native lists; prediction_ids go right after predictions."""
     sig = model.signature
     outputs = model.session.run(sig.outputs, inputs)
     result: dict[str, Any] = {"predictions": _json_list(outputs[0].reshape(-1))}
+    if prediction_ids is not None:
+        result["prediction_ids"] = prediction_ids
     if sig.task == "classification":
         result["probabilities"] = _per_class(sig.class_keys, _json_list(outputs[1]))
     result["model"] = {"name": model.name, "version": model.version}
@@ -901,9 +944,91 @@ class ModelCache:
 
 
 # ---------------------------------------------------------------------------------------------
+# Request and prediction ids
+
+
+def request_id_of(raw: str | None) -> str:
+    """The x-request-id header when it fits the id rule in at most 100 characters; a fresh uuid4 when absent or empty.
+
+    Raises BadRequest: it goes into every default prediction id and into the prediction log.
+    """
+    if not raw:
+        return str(uuid.uuid4())
+    if len(raw) > _MAX_REQUEST_ID or name_rules.PREDICTION_ID.fullmatch(raw) is None:
+        raise BadRequest(f"header x-request-id ({_show(raw)}) is not valid: use {_REQUEST_ID_RULE}, "
+                         "or leave it out and one is made for you")
+    return raw
+
+
+def header_ids(raw: str | None) -> list[str] | None:
+    """The x-prediction-ids header as a list (comma-separated, blanks around commas allowed), each id checked.
+
+    Raises BadRequest for an empty header, an id that breaks names.PREDICTION_ID or a repeated id.
+    """
+    if raw is None:
+        return None
+    if not raw.strip(" \t"):
+        raise BadRequest(f"header {IDS_HEADER} is empty; send one id per row, comma-separated, or leave it out")
+    ids = [part.strip(" \t") for part in raw.split(",")]  # RFC 9110 list syntax: optional blanks around commas
+    _check_ids(ids, f"header {IDS_HEADER}")
+    return ids
+
+
+def row_ids(request_id: str, rows: int, header: list[str] | None, params: Any) -> list[str]:
+    """One id per row: the header's (already checked by header_ids), params.ids, or '<request_id>-<row>'.
+
+    Raises BadRequest when both are given, params.ids is not a list of valid unique ids, or the count is not rows.
+    """
+    if header is not None and params is not None:
+        raise BadRequest(f"per-row ids came in both header {IDS_HEADER} and params.ids; send them in one place")
+    if header is None and params is None:
+        return default_prediction_ids(request_id, rows)
+    if header is not None:
+        ids, where = header, f"header {IDS_HEADER}"
+    else:
+        ids, where = _params_id_list(params), "params.ids"
+    if len(ids) != rows:
+        raise BadRequest(f"{where} has {len(ids)} ids for {rows} rows; send exactly one id per row, in row order")
+    return ids
+
+
+def _params_id_list(params: Any) -> list[str]:
+    if not isinstance(params, list):
+        raise BadRequest(f"params.ids must be a list of strings, one id per row; got {_json_type(params)}")
+    if set(map(type, params)) - {str}:
+        i = next(i for i, v in enumerate(params) if not isinstance(v, str))
+        raise BadRequest(f"params.ids item {i}: expected a string, got {_show(params[i])}")
+    _check_ids(params, "params.ids")
+    return params
+
+
+def _check_ids(ids: list[str], where: str) -> None:
+    """Every id fits names.PREDICTION_ID and none repeats. Raises BadRequest naming the first bad id."""
+    rule = name_rules.PREDICTION_ID
+    if not all(map(rule.fullmatch, ids)):
+        i = next(i for i, v in enumerate(ids) if rule.fullmatch(v) is None)
+        raise BadRequest(f"{where} item {i} ({_show(ids[i])}) is not a valid id: use {name_rules.PREDICTION_ID_RULE}")
+    if len(set(ids)) != len(ids):
+        repeated = sorted(v for v, count in Counter(ids).items() if count > 1)
+        raise BadRequest(f"{where} repeats ids {_show(repeated)}; every row needs its own id")
+
+
+# ---------------------------------------------------------------------------------------------
 # One call for the HTTP handler
 
-Observer = Callable[[LoadedModel, dict[str, np.ndarray], dict[str, Any]], None]
+
+@dataclass(frozen=True)
+class Scored:
+    """One successful request, as an observer (the prediction logger) sees it; nothing here may be mutated."""
+
+    model: LoadedModel
+    request_id: str
+    prediction_ids: list[str]
+    inputs: dict[str, np.ndarray]
+    result: dict[str, Any]
+
+
+Observer = Callable[[Scored], None]
 
 
 def target(model: str | None, alias: str | None, version: str | int | None) -> tuple[str, str | None, int | None]:
@@ -929,21 +1054,40 @@ def score(
     *,
     alias: str | None = None,
     version: str | int | None = None,
+    request_id: str | None = None,
+    prediction_ids: str | None = None,
     max_bytes: int,
     observe: Observer | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Score one request: (status, JSON body, headers); errors come back MLflow-shaped, never raised.
 
-    model, alias and version are as the caller sent them (route and query); they are checked here.
-    observe(model, inputs, result) runs after a success, e.g. to feed the prediction logger; its
-    failures are logged and never change the response.
+    model, alias and version are as the caller sent them (route and query), request_id and
+    prediction_ids are the x-request-id and x-prediction-ids headers (None when absent); all are
+    checked here. Every answer has an x-request-id header, except the 400 for an invalid one.
+    observe(Scored) runs after a success, e.g. to feed the prediction logger; its failures are
+    logged and never change the response.
     """
     try:
+        rid = request_id_of(request_id)
+    except BadRequest as err:
+        return err.status, {"error_code": err.code, "message": err.message}, {}
+    status, answer, headers = _score(cache, model, body, content_type, alias, version, rid, prediction_ids,
+                                     max_bytes, observe)
+    return status, answer, {**headers, "x-request-id": rid}
+
+
+def _score(
+    cache: ModelCache, model: str | None, body: bytes, content_type: str | None, alias: str | None,
+    version: str | int | None, rid: str, ids_header: str | None, max_bytes: int, observe: Observer | None,
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    try:
         name, pin_alias, pin_version = target(model, alias, version)
+        header = header_ids(ids_header)  # like the names, before storage is read
         check_size(body, max_bytes)  # before touching storage for a body we will refuse anyway
         loaded = cache.get(name, alias=pin_alias, version=pin_version)
-        inputs = parse_request(body, content_type, loaded.signature, max_bytes)
-        result = predict(loaded, inputs)
+        request = read_request(body, content_type, loaded.signature, max_bytes)
+        ids = row_ids(rid, request.rows, header, request.ids)
+        result = predict(loaded, request.inputs, ids)
     except PipelineError as err:
         if err.status >= 500:  # the answer keeps to err.message; the log gets what the operator needs
             log.error("scoring failed (name=%s): %s", _show(model), err.internal or err.message)
@@ -953,7 +1097,7 @@ def score(
         return 500, {"error_code": PipelineError.code, "message": "internal error while scoring"}, {}
     if observe is not None:
         try:
-            observe(loaded, inputs, result)
+            observe(Scored(loaded, rid, ids, request.inputs, result))
         except Exception:
             log.exception("prediction observer failed (name=%s, version=%s)", name, loaded.version)
     return 200, result, {"x-model-version": str(loaded.version)}

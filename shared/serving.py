@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import atexit
 import threading
-import uuid
 from typing import Any
-
-import numpy as np
 
 from shared import paths, registry
 from shared.errors import NotFound
 from shared.prediction_log import PredictionLogger
-from shared.scoring import LoadedModel, ModelCache, score
+from shared.scoring import ModelCache, Scored, score
 from shared.settings import Settings
 from shared.storage import AzureStorage
 
@@ -48,22 +45,22 @@ class Scorer:
 
     def score(
         self, model: str | None, body: bytes, content_type: str | None, *, alias: str | None = None,
-        version: str | int | None = None, request_id: str | None = None,
+        version: str | int | None = None, request_id: str | None = None, prediction_ids: str | None = None,
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """(status, JSON body, headers) for one scoring request; never raises for bad input.
 
-        model, alias and version are passed as the route and query gave them: scoring.score checks them.
+        model, alias, version and the x-request-id / x-prediction-ids headers are passed as the request
+        gave them: scoring.score checks them.
         """
-        rid = request_id or str(uuid.uuid4())
-
-        def observe(loaded: LoadedModel, inputs: dict[str, np.ndarray], result: dict[str, Any]) -> None:
-            self.logger.log(loaded.name, loaded.version, rid, inputs, result)
-
-        status, body_json, headers = score(
-            self.cache, model, body, content_type, alias=alias, version=version,
-            max_bytes=self._settings.scoring_max_body_bytes, observe=observe,
+        return score(
+            self.cache, model, body, content_type, alias=alias, version=version, request_id=request_id,
+            prediction_ids=prediction_ids, max_bytes=self._settings.scoring_max_body_bytes, observe=self._log,
         )
-        return status, body_json, {**headers, "x-request-id": rid}
+
+    def _log(self, scored: Scored) -> None:
+        model = scored.model
+        self.logger.log(model.name, model.version, scored.request_id, scored.inputs, scored.result,
+                        scored.prediction_ids)
 
     def close(self) -> None:
         """Flush the prediction log (also runs at interpreter exit)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from yaml.constructor import SafeConstructor
 from yaml.events import (
     AliasEvent,
@@ -52,6 +52,11 @@ EstimatorType = Literal[
 ]
 JsonScalar = bool | int | float | str | None
 AddProblem = Callable[[str, str], None]  # (field, message)
+
+# How a missing categorical value is spelled, in training and at scoring time (and so in the prediction
+# log). skl2onnx only converts a string imputer whose missing_values is a string (not None/NaN), so
+# missing categoricals are mapped to this sentinel before the pipeline and the imputer keys on it.
+CATEGORICAL_MISSING = "__missing__"
 
 # Feature names become ONNX input names; fullmatch, because `$` would accept a trailing newline.
 FEATURE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -220,6 +225,36 @@ class DataChecksSpec(_Model):
     per_column: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)
 
 
+class RetrainPolicy(_Model):
+    """When monitoring may retrain on its own, and the guards against retraining storms."""
+
+    enabled: bool = True
+    drift_windows: int = Field(default=2, ge=1, le=24)  # dataset drift in at least this many ...
+    of_windows: int = Field(default=3, ge=1, le=24)  # ... of the last this many windows
+    min_labels: int = Field(default=200, ge=1, le=10_000_000)  # labels a live-metric trigger needs
+    cooldown_hours: float = Field(default=24.0, ge=0.0, le=24.0 * 365)
+    min_new_rows: int = Field(default=200, ge=0, le=10_000_000)  # new labelled rows since the last training
+    max_per_day: int = Field(default=3, ge=0, le=48)
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> RetrainPolicy:
+        if self.drift_windows > self.of_windows:
+            raise ValueError(f"drift_windows ({self.drift_windows}) cannot exceed of_windows ({self.of_windows})")
+        return self
+
+
+class MonitoringSpec(_Model):
+    """Drift and live-performance monitoring of the champion; defaults as documented in the README."""
+
+    window_hours: float = Field(default=24.0, gt=0.0, le=24.0 * 31)
+    min_rows: int = Field(default=200, ge=1, le=10_000_000)
+    wasserstein_threshold: float = Field(default=0.1, gt=0.0, le=100.0)  # normalised by the reference std
+    psi_threshold: float = Field(default=0.2, gt=0.0, le=100.0)
+    jensen_shannon_threshold: float = Field(default=0.1, gt=0.0, le=1.0)
+    drift_share: float = Field(default=0.5, gt=0.0, le=1.0)  # share of drifted features = dataset drift
+    retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
+
+
 class TrainingSpec(_Model):
     """One model's training spec, normalised (defaults filled in)."""
 
@@ -235,6 +270,8 @@ class TrainingSpec(_Model):
     approval: Literal["auto", "manual"] = "auto"
     latency_budget_ms: float = Field(default=50.0, gt=0.0, le=MAX_LATENCY_BUDGET_MS)
     data_checks: DataChecksSpec = Field(default_factory=DataChecksSpec)
+    # Not part of spec_hash: changing a drift threshold must not make the same data train again.
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @property
     def feature_names(self) -> list[str]:
@@ -246,8 +283,13 @@ class TrainingSpec(_Model):
         return self.data_checks.per_column.get(column, self.data_checks.max_null_fraction)
 
     def to_json(self) -> str:
-        """Canonical JSON: sorted keys, no whitespace; the input of spec_hash."""
+        """Canonical JSON: sorted keys, no whitespace (what is stored)."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def training_json(self) -> str:
+        """Canonical JSON of what decides the trained model (all but monitoring): the input of spec_hash."""
+        return json.dumps(self.model_dump(mode="json", exclude={"monitoring"}), sort_keys=True,
+                          separators=(",", ":"))
 
 
 def metrics_for_task(task: str) -> tuple[str, ...]:
@@ -270,8 +312,8 @@ def comparison_rules(spec: TrainingSpec, n_classes: int | None) -> dict[str, Com
 
 
 def spec_hash(spec: TrainingSpec) -> str:
-    """sha256 hex of the canonical JSON of the normalised spec."""
-    return hashlib.sha256(spec.to_json().encode("utf-8")).hexdigest()
+    """sha256 hex of the canonical JSON of the normalised spec, monitoring settings left out."""
+    return hashlib.sha256(spec.training_json().encode("utf-8")).hexdigest()
 
 
 def parse_spec(data: bytes | str, filename: str = "spec.yaml") -> TrainingSpec:

@@ -42,12 +42,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from shared.errors import DataRejected, ModelRejected
-from shared.spec import FeatureKind, TrainingSpec
-
-# How a missing categorical value is spelled, in training and at scoring time. skl2onnx only
-# converts a string imputer whose missing_values is a string (not None/NaN), so missing
-# categoricals are mapped to this sentinel before the pipeline and the imputer keys on it.
-CATEGORICAL_MISSING = "__missing__"
+from shared.spec import CATEGORICAL_MISSING, FeatureKind, TrainingSpec
 
 ESTIMATORS: dict[str, type] = {
     "logistic_regression": LogisticRegression,

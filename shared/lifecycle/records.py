@@ -102,6 +102,7 @@ class ModelVersion(Record):
     onnx: dict[str, Any] | None = None
     latency: dict[str, float] | None = None
     decision: dict[str, Any] | None = None
+    holdout_outputs: dict[str, Any] | None = None  # the model's outputs on its holdout: prediction drift's baseline
     history: list[StatusChange] = Field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

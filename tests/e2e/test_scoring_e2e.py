@@ -301,29 +301,89 @@ def test_a_tampered_artifact_is_refused_while_the_champion_keeps_serving(
 # Prediction log
 
 
-def test_prediction_log_blobs_hold_the_rows_and_the_model_version(
+def logged(gateway: AzureStorage, model: str, *request_ids: str) -> list[dict[str, Any]]:
+    """The prediction log lines of these requests flushed so far, in blob then line order."""
+    try:
+        blobs = gateway.list(paths.PREDICTIONS, f"{model}/")
+    except NotFound:
+        return []
+    lines = []
+    for blob in blobs:
+        text = gateway.read(paths.PREDICTIONS, blob.name).data.decode()
+        lines += [json.loads(line) for line in io.StringIO(text) if line.strip()]
+    return [line for line in lines if line["request_id"] in request_ids]
+
+
+def test_prediction_log_blobs_hold_the_rows_the_model_version_and_the_prediction_ids(
     api: Any, model: str, gateway: AzureStorage, rows: pd.DataFrame
 ) -> None:
     request_id = f"e2e-{uuid.uuid4().hex}"
     response = score(api, model, json=bodies(rows)["dataframe_records"], headers={"x-request-id": request_id})
     assert response.status_code == 200, response.text[:500]
     assert response.headers["x-request-id"] == request_id
+    assert list(response.json()) == ["predictions", "prediction_ids", "probabilities", "model"]
+    assert response.json()["prediction_ids"] == [f"{request_id}-{i}" for i in range(5)]
     version = int(response.headers["x-model-version"])
 
-    def logged() -> list[dict[str, Any]]:
-        try:
-            blobs = gateway.list(paths.PREDICTIONS, f"{model}/")
-        except NotFound:
-            return []
-        lines = []
-        for blob in blobs:
-            text = gateway.read(paths.PREDICTIONS, blob.name).data.decode()
-            lines += [json.loads(line) for line in io.StringIO(text) if line.strip()]
-        return [line for line in lines if line["request_id"] == request_id]
-
-    lines = wait_for(logged, f"prediction log lines for request {request_id}", timeout=20)
+    lines = wait_for(lambda: logged(gateway, model, request_id), f"prediction log lines for request {request_id}",
+                     timeout=20)
     assert len(lines) == 5
+    assert all(list(line) == ["request_id", "prediction_id", "model", "version", "timestamp", "inputs", "outputs"]
+               for line in lines)
+    assert [line["prediction_id"] for line in lines] == response.json()["prediction_ids"]
     assert {(line["model"], line["version"]) for line in lines} == {(model, version)}
     assert [line["inputs"] for line in lines] == records_of(rows)
     assert [line["outputs"]["predictions"] for line in lines] == response.json()["predictions"]
     assert [line["outputs"]["probabilities"] for line in lines] == response.json()["probabilities"]
+
+
+def test_client_prediction_ids_are_answered_and_land_in_the_prediction_log(
+    api: Any, model: str, gateway: AzureStorage, rows: pd.DataFrame
+) -> None:
+    tag = uuid.uuid4().hex[:12]
+    header_ids = [f"order-{tag}:{i}" for i in range(5)]
+    params_ids = [f"txn.{tag}_{i}" for i in range(5)]
+    by_header = score(api, model, data=rows.to_csv(index=False).encode(), headers={
+        "content-type": "text/csv", "x-request-id": f"h-{tag}", "x-prediction-ids": ", ".join(header_ids)})
+    by_params = score(api, model, json={**bodies(rows)["dataframe_split"], "params": {"ids": params_ids}},
+                      headers={"x-request-id": f"p-{tag}"})
+    for response, ids in ((by_header, header_ids), (by_params, params_ids)):
+        assert response.status_code == 200, response.text[:500]
+        assert response.json()["prediction_ids"] == ids
+
+    def all_ten() -> list[dict[str, Any]]:
+        found = logged(gateway, model, f"h-{tag}", f"p-{tag}")
+        return found if len(found) == 10 else []
+
+    lines = wait_for(all_ten, f"prediction log lines for requests h-{tag} and p-{tag}", timeout=20)
+    by_request = {rid: [line["prediction_id"] for line in lines if line["request_id"] == rid]
+                  for rid in (f"h-{tag}", f"p-{tag}")}
+    assert by_request == {f"h-{tag}": header_ids, f"p-{tag}": params_ids}
+    predictions = {line["prediction_id"]: line["outputs"]["predictions"] for line in lines}
+    assert [predictions[i] for i in header_ids] == by_header.json()["predictions"]
+    assert [predictions[i] for i in params_ids] == by_params.json()["predictions"]
+
+
+def test_ids_that_break_a_rule_are_a_400_and_nothing_is_logged(
+    api: Any, model: str, gateway: AzureStorage, rows: pd.DataFrame
+) -> None:
+    tag = uuid.uuid4().hex[:12]
+    data = bodies(rows)["data"]
+    message = error(score(api, model, json=data, headers={"x-request-id": f"a-{tag}", "x-prediction-ids": "a,b"}),
+                    400, "BAD_REQUEST")
+    assert "header x-prediction-ids has 2 ids for 5 rows" in message
+    message = error(score(api, model, json=data, headers={"x-request-id": f"b-{tag}", "x-prediction-ids": "a,b,a,c,d"}),
+                    400, "BAD_REQUEST")
+    assert "repeats ids ['a']" in message
+    both = {**data, "params": {"ids": list("abcde")}}
+    message = error(score(api, model, json=both, headers={"x-request-id": f"c-{tag}", "x-prediction-ids": "a,b,c,d,e"}),
+                    400, "BAD_REQUEST")
+    assert "both header x-prediction-ids and params.ids" in message
+    refused = score(api, model, json=data, headers={"x-request-id": f"d {tag}"})
+    assert "header x-request-id ('d " in error(refused, 400, "BAD_REQUEST")
+    assert "x-request-id" not in refused.headers
+    # A scored request after them is logged; by then the refused ones would have been too.
+    after = score(api, model, json=data, headers={"x-request-id": f"e-{tag}"})
+    assert after.status_code == 200, after.text[:500]
+    wait_for(lambda: logged(gateway, model, f"e-{tag}"), f"prediction log lines for request e-{tag}", timeout=20)
+    assert not logged(gateway, model, *(f"{c}-{tag}" for c in "abc"), f"d {tag}")

@@ -1,4 +1,5 @@
-"""Prediction logger: batching by rows and time, sampling, sink failures, bounded buffer, close."""
+"""Prediction logger: the line format, prediction ids, batching by rows and time, sampling, sink failures,
+bounded buffer, close."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.prediction_log import PredictionLogger
+from shared import names
+from shared.prediction_log import PredictionLogger, default_prediction_ids
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -105,26 +107,64 @@ def test_log_only_buffers_and_flush_writes_one_jsonl_blob_per_model(
     assert churn.startswith("churn/2023-11-14/221320-") and churn.endswith(".jsonl")
 
 
-def test_each_line_is_one_row_with_its_inputs_and_outputs(
+def test_each_line_is_one_row_with_its_prediction_id_inputs_and_outputs(
     make: Callable[..., PredictionLogger], sink: MemorySink
 ) -> None:
     logger = make()
     inputs = _inputs(2)
     inputs["torque"][1, 0] = np.nan
-    logger.log("churn", 3, "req-1", inputs, _outputs(2))
+    logger.log("churn", 3, "req-1", inputs, {**_outputs(2), "prediction_ids": ["t-1", "t-2"]}, ["t-1", "t-2"])
     logger.flush()
+    (blob,) = sink.blobs.values()
+    assert blob.endswith(b"\n") and blob.isascii() and blob.count(b"\n") == 2
     assert sink.lines() == [
         {
-            "request_id": "req-1", "model": "churn", "version": 3, "timestamp": "2023-11-14T22:13:20.000+00:00",
+            "request_id": "req-1", "prediction_id": "t-1", "model": "churn", "version": 3,
+            "timestamp": "2023-11-14T22:13:20.000+00:00",
             "inputs": {"torque": 0.0, "type": "L"},
             "outputs": {"predictions": "ok", "probabilities": {"fail": 0.25, "ok": 0.75}},
         },
         {
-            "request_id": "req-1", "model": "churn", "version": 3, "timestamp": "2023-11-14T22:13:20.000+00:00",
+            "request_id": "req-1", "prediction_id": "t-2", "model": "churn", "version": 3,
+            "timestamp": "2023-11-14T22:13:20.000+00:00",
             "inputs": {"torque": None, "type": "L"},
             "outputs": {"predictions": "ok", "probabilities": {"fail": 0.25, "ok": 0.75}},
         },
     ]
+    keys = ["request_id", "prediction_id", "model", "version", "timestamp", "inputs", "outputs"]
+    assert all(list(line) == keys for line in sink.lines())  # in this order, and nothing else
+
+
+def test_a_regression_line_has_only_predictions_in_its_outputs(
+    make: Callable[..., PredictionLogger], sink: MemorySink
+) -> None:
+    logger = make()
+    outputs = {"predictions": [1.5, None], "prediction_ids": ["a", "b"], "model": {"name": "wear", "version": 1}}
+    logger.log("wear", 1, "r", {"torque": np.array([[1.0], [2.0]])}, outputs, ["a", "b"])
+    logger.flush()
+    assert [(line["prediction_id"], line["outputs"]) for line in sink.lines()] == [
+        ("a", {"predictions": 1.5}), ("b", {"predictions": None})]
+
+
+def test_without_prediction_ids_each_row_gets_the_request_id_and_its_index(
+    make: Callable[..., PredictionLogger], sink: MemorySink
+) -> None:
+    logger = make()
+    logger.log("churn", 3, "req-1", _inputs(3), _outputs(3))
+    logger.log("churn", 3, "req-2", [{"torque": 1.5}], {"predictions": ["ok"]})
+    logger.flush()
+    assert [line["prediction_id"] for line in sink.lines()] == ["req-1-0", "req-1-1", "req-1-2", "req-2-0"]
+    assert default_prediction_ids("a" * 100, 10_000)[-1] == "a" * 100 + "-9999"
+    assert all(names.PREDICTION_ID.fullmatch(pid) for pid in default_prediction_ids("a" * 100, 10_000))
+
+
+def test_prediction_ids_that_do_not_match_the_rows_are_refused_on_the_callers_thread(
+    make: Callable[..., PredictionLogger], sink: MemorySink
+) -> None:
+    logger = make()
+    with pytest.raises(ValueError, match=r"2 prediction ids for 3 rows \(request_id=req-1\)"):
+        logger.log("churn", 3, "req-1", _inputs(3), _outputs(3), ["a", "b"])
+    assert logger.flush() == 0 and sink.calls == 0
 
 
 def test_the_thread_flushes_once_flush_rows_are_buffered(

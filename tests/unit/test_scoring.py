@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -15,19 +16,24 @@ import numpy as np
 import onnx
 import pytest
 
+from shared import names, paths
 from shared.errors import BadRequest, NotFound, PayloadTooLarge, StorageUnreachable, Unavailable, UnsupportedMediaType
+from shared.memory_storage import MemoryStorage
 from shared.scoring import (
     Feature,
     IntegrityError,
     LoadedModel,
     ModelArtifactError,
     ModelCache,
+    Scored,
     Signature,
     load_model,
     parse_request,
     predict,
     score,
 )
+from shared.serving import Scorer
+from shared.settings import Settings
 from tests.unit import onnx_fixtures as fx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -790,15 +796,16 @@ def test_concurrent_gets_during_swaps_never_fail(cache: ModelCache, registry: Fa
 # --- score() --------------------------------------------------------------------------------------
 
 
-def test_score_returns_predictions_and_the_model_version_header(cache: ModelCache) -> None:
-    status, body, headers = score(cache, "churn", *FORMATS["dataframe_split"], max_bytes=MAX)
-    assert status == 200 and headers == {"x-model-version": "1"}
+def test_score_returns_predictions_and_the_model_version_and_request_id_headers(cache: ModelCache) -> None:
+    status, body, headers = score(cache, "churn", *FORMATS["dataframe_split"], request_id="req-1", max_bytes=MAX)
+    assert status == 200 and headers == {"x-model-version": "1", "x-request-id": "req-1"}
+    assert list(body) == ["predictions", "prediction_ids", "probabilities", "model"]  # MLflow's key first
     assert len(body["predictions"]) == 3 and body["model"] == {"name": "churn", "version": 1}
 
 
 def test_score_maps_errors_to_mlflow_shaped_bodies(cache: ModelCache) -> None:
-    status, body, headers = score(cache, "churn", b"{", "application/json", max_bytes=MAX)
-    assert (status, body["error_code"], headers) == (400, "BAD_REQUEST", {})
+    status, body, headers = score(cache, "churn", b"{", "application/json", request_id="req-1", max_bytes=MAX)
+    assert (status, body["error_code"], headers) == (400, "BAD_REQUEST", {"x-request-id": "req-1"})
     assert body["message"].startswith("request body is not valid JSON: ")
     status, body, _ = score(cache, "nope", b"{}", None, max_bytes=MAX)
     assert (status, body["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
@@ -842,8 +849,8 @@ def test_a_bad_model_name_alias_or_version_is_a_400_before_storage_is_read(
     version: str | None, says: str,
 ) -> None:
     status, body, headers = score(cache, model, FORMATS["dataframe_records"][0], "application/json",
-                                  alias=alias, version=version, max_bytes=MAX)
-    assert (status, body["error_code"], headers) == (400, "INVALID_PARAMETER_VALUE", {}), body
+                                  alias=alias, version=version, request_id="r", max_bytes=MAX)
+    assert (status, body["error_code"], headers) == (400, "INVALID_PARAMETER_VALUE", {"x-request-id": "r"}), body
     assert says in body["message"]
     assert registry.resolves == 0 and registry.fetches == []
     assert not cache._locks
@@ -898,15 +905,175 @@ def test_score_never_answers_500_for_bad_input(cache: ModelCache) -> None:
     assert model.version == 1
 
 
-def test_score_passes_inputs_and_result_to_the_observer_and_survives_its_failure(cache: ModelCache) -> None:
-    seen: list[tuple[int, list[str], int]] = []
+def test_score_passes_inputs_result_and_ids_to_the_observer_and_survives_its_failure(cache: ModelCache) -> None:
+    seen: list[Scored] = []
 
-    def observe(model: LoadedModel, inputs: dict[str, np.ndarray], result: dict[str, Any]) -> None:
-        seen.append((model.version, sorted(inputs), len(result["predictions"])))
+    def observe(scored: Scored) -> None:
+        seen.append(scored)
         raise RuntimeError("logger broke")
 
-    status, _, _ = score(cache, "churn", *FORMATS["instances_records"], max_bytes=MAX, observe=observe)
-    assert status == 200 and seen == [(1, ["speed", "torque", "type"], 3)]
+    status, body, _ = score(cache, "churn", *FORMATS["instances_records"], request_id="r1", max_bytes=MAX,
+                            observe=observe)
+    assert status == 200 and len(seen) == 1
+    (scored,) = seen
+    assert (scored.model.version, scored.request_id, sorted(scored.inputs)) == (1, "r1", ["speed", "torque", "type"])
+    assert scored.prediction_ids == body["prediction_ids"] == ["r1-0", "r1-1", "r1-2"]
+    assert scored.result is body
+
+
+# --- prediction ids -------------------------------------------------------------------------------
+
+RECORDS = FORMATS["dataframe_records"][0]
+UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+LINE_KEYS = ["request_id", "prediction_id", "model", "version", "timestamp", "inputs", "outputs"]
+
+
+def _ids_call(cache: ModelCache, body: bytes = RECORDS, content_type: str | None = "application/json",
+              **headers: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    return score(cache, "churn", body, content_type, max_bytes=MAX, **headers)  # type: ignore[arg-type]
+
+
+def _with_params(params: Any, doc: dict[str, Any] | None = None) -> bytes:
+    return _json({**(doc or {"dataframe_records": ROWS}), "params": params})
+
+
+def test_default_prediction_ids_are_the_request_id_and_the_row_index(cache: ModelCache) -> None:
+    status, body, headers = _ids_call(cache, request_id="order-42:batch.7_x")
+    assert status == 200 and headers["x-request-id"] == "order-42:batch.7_x"
+    assert body["prediction_ids"] == ["order-42:batch.7_x-0", "order-42:batch.7_x-1", "order-42:batch.7_x-2"]
+
+
+def test_without_a_request_id_a_fresh_uuid4_names_the_request_and_its_rows(cache: ModelCache) -> None:
+    answers = [_ids_call(cache, request_id=rid) for rid in (None, "", None)]  # an empty header counts as absent
+    rids = [headers["x-request-id"] for _, _, headers in answers]
+    assert all(UUID4.fullmatch(rid) for rid in rids) and len(set(rids)) == 3, rids
+    for (status, body, _), rid in zip(answers, rids, strict=True):
+        assert status == 200 and body["prediction_ids"] == [f"{rid}-0", f"{rid}-1", f"{rid}-2"]
+
+
+def test_the_longest_request_id_still_gives_default_ids_that_fit_the_id_rule(cache: ModelCache) -> None:
+    rid = "r" * 100
+    status, body, _ = _ids_call(cache, _json({"dataframe_records": ROWS * 400}), request_id=rid)
+    assert status == 200 and body["prediction_ids"][-1] == rid + "-1199"
+    assert all(names.PREDICTION_ID.fullmatch(pid) for pid in body["prediction_ids"])
+
+
+def test_ids_from_the_header_are_answered_in_row_order(cache: ModelCache) -> None:
+    status, body, headers = _ids_call(cache, request_id="r", prediction_ids="a-1, B.2 ,\tc:3")
+    assert status == 200 and headers["x-request-id"] == "r"  # RFC 9110 list: blanks around commas are dropped
+    assert body["prediction_ids"] == ["a-1", "B.2", "c:3"]
+    longest = ",".join(f"{i}" + "x" * 127 for i in range(3))
+    assert _ids_call(cache, prediction_ids=longest)[1]["prediction_ids"] == longest.split(",")
+
+
+def test_ids_from_the_header_work_for_every_format_and_for_csv(cache: ModelCache) -> None:
+    for fmt, (body, content_type) in FORMATS.items():
+        status, answer, _ = _ids_call(cache, body, content_type, prediction_ids="x,y,z")
+        assert (status, answer["prediction_ids"]) == (200, ["x", "y", "z"]), fmt
+
+
+def test_ids_from_params_ids_are_answered_in_row_order(cache: ModelCache) -> None:
+    split = {"dataframe_split": {"columns": COLUMNS, "data": _rows_in(COLUMNS)}}
+    for doc in (None, split, {"instances": _rows_in(COLUMNS)}, {"inputs": {c: [r[c] for r in ROWS] for c in COLUMNS}}):
+        body = _with_params({"ids": ["txn:1", "txn:2", "txn:3"], "temperature": 0}, doc)
+        status, answer, _ = _ids_call(cache, body, request_id="r")
+        assert (status, answer["prediction_ids"]) == (200, ["txn:1", "txn:2", "txn:3"]), doc
+
+
+def test_params_without_ids_are_ignored_as_before_and_the_default_ids_apply(cache: ModelCache) -> None:
+    for params in ({"ids": None}, {"x": 1}, {}, [["a", "b", "c"]], "ids", None):
+        status, answer, _ = _ids_call(cache, _with_params(params), request_id="r")
+        assert (status, answer["prediction_ids"]) == (200, ["r-0", "r-1", "r-2"]), params
+
+
+CSV = FORMATS["csv_with_header"][0]
+# (case, body, content type, x-request-id, x-prediction-ids, what the message says, refused before storage is read)
+ID_REFUSALS: list[tuple[str, bytes, str, str | None, str | None, str, bool]] = [
+    ("header_too_few", RECORDS, "application/json", None, "a,b",
+     "header x-prediction-ids has 2 ids for 3 rows; send exactly one id per row, in row order", False),
+    ("header_too_many", CSV, "text/csv", None, "a,b,c,d", "header x-prediction-ids has 4 ids for 3 rows", False),
+    ("params_too_few", _with_params({"ids": ["a"]}), "application/json", None, None,
+     "params.ids has 1 ids for 3 rows; send exactly one id per row", False),
+    ("params_empty", _with_params({"ids": []}), "application/json", None, None, "params.ids has 0 ids for 3 rows",
+     False),
+    ("header_repeats", RECORDS, "application/json", None, "a,b,a",
+     "header x-prediction-ids repeats ids ['a']; every row needs its own id", True),
+    ("header_repeats_after_blanks", RECORDS, "application/json", None, "a, b,b ", "repeats ids ['b']", True),
+    ("params_repeat", _with_params({"ids": ["x", "x", "x"]}), "application/json", None, None,
+     "params.ids repeats ids ['x']", False),
+    ("header_inner_blank", RECORDS, "application/json", None, "a,b c,d",
+     "header x-prediction-ids item 1 ('b c') is not a valid id: use 1-128 characters", True),
+    ("header_slash", RECORDS, "application/json", None, "a,../b,c", "item 1 ('../b') is not a valid id", True),
+    ("header_non_ascii", RECORDS, "application/json", None, "a,b,é", "item 2 ('é') is not a valid id", True),
+    ("header_empty_item", RECORDS, "application/json", None, "a,,b", "item 1 ('') is not a valid id", True),
+    ("header_trailing_comma", RECORDS, "application/json", None, "a,b,c,", "item 3 ('') is not a valid id", True),
+    ("header_empty", RECORDS, "application/json", None, "", "header x-prediction-ids is empty", True),
+    ("header_blank", RECORDS, "application/json", None, "  ", "header x-prediction-ids is empty", True),
+    ("header_id_too_long", RECORDS, "application/json", None, "a,b," + "c" * 129, "item 2 ('ccccccccc", True),
+    ("params_not_a_list", _with_params({"ids": "a,b,c"}), "application/json", None, None,
+     "params.ids must be a list of strings, one id per row; got a string", False),
+    ("params_numbers", _with_params({"ids": ["a", 2, "c"]}), "application/json", None, None,
+     "params.ids item 1: expected a string, got 2", False),
+    ("params_bad_chars", _with_params({"ids": ["a", "b", "c\n"]}), "application/json", None, None,
+     "params.ids item 2 ('c\\n') is not a valid id", False),
+    ("params_id_too_long", _with_params({"ids": ["a", "b", "c" * 129]}), "application/json", None, None,
+     "params.ids item 2 ('ccccccccc", False),
+    ("both_header_and_params", _with_params({"ids": ["a", "b", "c"]}), "application/json", None, "a,b,c",
+     "per-row ids came in both header x-prediction-ids and params.ids; send them in one place", False),
+    ("request_id_blank_inside", RECORDS, "application/json", "my request", None,
+     "header x-request-id ('my request') is not valid: use 1-100 characters", True),
+    ("request_id_too_long", RECORDS, "application/json", "r" * 101, None, "header x-request-id ('rrrrrrr", True),
+    ("request_id_header_injection", RECORDS, "application/json", "r1\r\nset-cookie: a=b", None,
+     "header x-request-id ('r1\\r\\nset-cookie: a=b') is not valid", True),
+    ("request_id_comma", RECORDS, "application/json", "r1,r2", None, "header x-request-id ('r1,r2')", True),
+    ("request_id_non_ascii", RECORDS, "application/json", "ünïcode", None, "x-request-id ('ünïcode')", True),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "content_type", "request_id", "header", "says", "early"), ID_REFUSALS,
+                         ids=[r[0] for r in ID_REFUSALS])
+def test_ids_that_break_a_rule_are_a_400_naming_the_problem(
+    registry: FakeRegistry, clock: FakeClock, case: str, body: bytes, content_type: str, request_id: str | None,
+    header: str | None, says: str, early: bool,
+) -> None:
+    cache = ModelCache(registry.resolve, registry.fetch, recheck_seconds=30, clock=clock)
+    seen: list[Scored] = []
+    status, answer, headers = score(cache, "churn", body, content_type, request_id=request_id, prediction_ids=header,
+                                    max_bytes=MAX, observe=seen.append)
+    assert (status, answer["error_code"]) == (400, "BAD_REQUEST"), answer
+    assert says in answer["message"], answer["message"]
+    assert_clean(answer["message"])
+    assert set(answer) == {"error_code", "message"} and not seen
+    # A refused x-request-id is not echoed; any other refusal names the request it refused.
+    assert set(headers) == (set() if case.startswith("request_id") else {"x-request-id"})
+    if early:  # header rules are checked with the model name, before storage is read
+        assert registry.resolves == 0 and registry.fetches == []
+
+
+def test_the_scorer_logs_every_row_with_the_prediction_id_it_answered(registry: FakeRegistry, clock: FakeClock) -> None:
+    storage = MemoryStorage()
+    scorer = Scorer(storage, Settings.from_env({}))  # type: ignore[arg-type]
+    scorer.cache = ModelCache(registry.resolve, registry.fetch, recheck_seconds=30, clock=clock)
+    try:
+        by_header = scorer.score("churn", RECORDS, None, request_id="req-1", prediction_ids="a,b,c")
+        by_default = scorer.score("churn", CSV, "text/csv", request_id="req-2")
+        by_params = scorer.score("churn", _with_params({"ids": ["p0", "p1", "p2"]}), None)
+        refused = scorer.score("churn", RECORDS, None, request_id="req-4", prediction_ids="a,a,b")
+    finally:
+        scorer.close()
+    assert [answer[0] for answer in (by_header, by_default, by_params, refused)] == [200, 200, 200, 400]
+    lines = [json.loads(line) for name in storage.blob_names(paths.PREDICTIONS)
+             for line in storage.read(paths.PREDICTIONS, name).data.decode().splitlines()]
+    answered = [(h["x-request-id"], pid) for _, body, h in (by_header, by_default, by_params)
+                for pid in body["prediction_ids"]]
+    assert [(line["request_id"], line["prediction_id"]) for line in lines] == answered
+    assert answered[:6] == [("req-1", "a"), ("req-1", "b"), ("req-1", "c"),
+                            ("req-2", "req-2-0"), ("req-2", "req-2-1"), ("req-2", "req-2-2")]
+    assert [pid for _, pid in answered[6:]] == ["p0", "p1", "p2"]
+    for line in lines:
+        assert list(line) == LINE_KEYS and (line["model"], line["version"]) == ("churn", 1)
+        assert list(line["outputs"]) == ["predictions", "probabilities"] and set(line["inputs"]) == set(COLUMNS)
+    assert [line["outputs"]["predictions"] for line in lines[:3]] == by_header[1]["predictions"]
 
 
 # --- the hot path stays light ---------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Fuzz the scoring request path: whatever the body, content type, model name or pin, the answer is a
-typed 4xx (or a 200), never an unexpected exception, a 500, a non-finite input or a leaked internal.
+"""Fuzz the scoring request path: whatever the body, content type, model name, pin, x-request-id or per-row
+ids (x-prediction-ids, params.ids), the answer is a typed 4xx (or a 200), never an unexpected exception, a
+500, a non-finite input or a leaked internal; a 200 carries exactly one valid, unique id per row.
 
 Runs on real ONNX models (tests/unit/onnx_fixtures.py): a float32 classifier, a float64 regressor,
 and an int64 signature for the parser alone. The examples are the same on every run unless
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from shared import names
 from shared.errors import NotFound, PipelineError
 from shared.scoring import (
     INPUT_KEYS,
@@ -36,7 +38,7 @@ MAX = 1_000_000
 
 
 def bounded(examples: int) -> settings:
-    """Bounded example counts (2,100 in all, about 10 s on a 2-core VM), derandomized under "ci"."""
+    """Bounded example counts (2,500 in all, about 12 s on a 2-core VM), derandomized under "ci"."""
     return settings(
         max_examples=examples, derandomize=os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci", database=None,
         deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -136,7 +138,19 @@ FORMAT_VALUES = st.one_of(
     st.dictionaries(NAMES, st.lists(SCALARS, max_size=4) | SCALARS, max_size=4),
     JSON_VALUES,
 )
-EXTRA_KEYS = st.dictionaries(st.sampled_from(["params", "foo", "signature"]), JSON_VALUES, max_size=2)
+# Ids: mostly valid ones (so counts and duplicates are reached), then every kind of breakage.
+VALID_IDS = st.from_regex(r"[A-Za-z0-9._:-]{1,10}", fullmatch=True)
+ID_TEXT = st.one_of(
+    VALID_IDS, VALID_IDS, st.sampled_from(["a", "a", "b", "..", "-", "x" * 128, "x" * 129, "", " ", "a b", "a,b", "é",
+                                           "a\n", "a\r\nset-cookie: x", "\x00", "\ud800", "１"]),
+    st.text(max_size=8),
+)
+REQUEST_IDS = st.none() | st.just("") | ID_TEXT | st.sampled_from(["r" * 100, "r" * 101]) | st.text(max_size=12)
+HEADER_IDS = st.none() | st.lists(ID_TEXT, max_size=5).map(",".join) | st.text(max_size=16)
+PARAMS_IDS = st.one_of(st.lists(ID_TEXT, max_size=5), st.lists(SCALARS, max_size=3), SCALARS,
+                       st.dictionaries(NAMES, SCALARS, max_size=2))
+EXTRA_KEYS = st.dictionaries(st.sampled_from(["params", "foo", "signature"]),
+                             JSON_VALUES | st.fixed_dictionaries({"ids": PARAMS_IDS}), max_size=2)
 DOCUMENTS = st.one_of(
     st.builds(lambda pair, extra: {pair[0]: pair[1], **extra}, MATCHED, EXTRA_KEYS),
     st.builds(lambda pair, extra: {pair[0]: pair[1], **extra}, MATCHED, EXTRA_KEYS),
@@ -215,15 +229,88 @@ def test_csv_text_with_odd_cells_parses_or_gets_a_4xx(text: str, content_type: s
     body=st.one_of(DOCUMENTS.map(lambda d: encode(d).encode("utf-8", "surrogatepass")),
                    CSV_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")), st.binary(max_size=100)),
     content_type=st.one_of(JSON_TYPES, CSV_TYPES, CONTENT_TYPES),
+    request_id=REQUEST_IDS,
+    header=HEADER_IDS,
 )
-def test_score_answers_200_or_a_clean_4xx_whatever_the_route_query_and_body(
+def test_score_answers_200_or_a_clean_4xx_whatever_the_route_query_body_and_ids(
     model: str | None, alias: str | None, version: str | int | None, body: bytes, content_type: str | None,
+    request_id: str | None, header: str | None,
 ) -> None:
-    status, answer, headers = score(cache(), model, body, content_type, alias=alias, version=version, max_bytes=MAX)
+    status, answer, headers = score(cache(), model, body, content_type, alias=alias, version=version,
+                                    request_id=request_id, prediction_ids=header, max_bytes=MAX)
     if status == 200:
         assert model in ("churn", "wear") and headers["x-model-version"] == "1"
         json.dumps(answer, allow_nan=False)
+        ids = answer["prediction_ids"]
+        assert len(ids) == len(set(ids)) == len(answer["predictions"])
+        assert all(names.PREDICTION_ID.fullmatch(i) for i in ids), ids
         return
     assert 400 <= status < 500, (status, answer)
-    assert set(answer) == {"error_code", "message"} and headers == {}
+    assert set(answer) == {"error_code", "message"} and set(headers) <= {"x-request-id"}
     assert_clean(answer["message"])
+
+
+def expected_ids(request_id: str | None, header: str | None, params_ids: Any, rows: int) -> list[str] | None:
+    """The ids a request must be answered with ([] for the default ones), or None when it must be refused."""
+    rule = names.PREDICTION_ID
+    if request_id and (len(request_id) > 100 or not rule.fullmatch(request_id)):
+        return None
+    if header is not None and params_ids is not None:
+        return None
+    if header is not None:
+        ids = [part.strip(" \t") for part in header.split(",")]
+    elif params_ids is not None:
+        if not isinstance(params_ids, list) or not all(isinstance(i, str) for i in params_ids):
+            return None
+        ids = params_ids
+    else:
+        return []
+    if len(ids) != rows or len(set(ids)) != rows or not all(rule.fullmatch(i) for i in ids):
+        return None
+    return ids
+
+
+CLEAN_ROWS = st.lists(st.tuples(PLAIN_NUMBERS, PLAIN_NUMBERS, st.sampled_from(["L", "M", "H"])).map(list),
+                      min_size=1, max_size=4)
+CLEAN = st.tuples(st.sampled_from(["instances", "inputs", "data"]), CLEAN_ROWS)  # rows the models score
+
+
+@bounded(400)
+@given(name=st.sampled_from(["churn", "wear"]), pair=st.one_of(CLEAN, CLEAN, CLEAN, MATCHED),
+       request_id=st.one_of(st.none(), VALID_IDS, VALID_IDS, REQUEST_IDS),
+       where=st.sampled_from(["default", "header", "header", "params", "params", "both"]), data=st.data())
+def test_random_ids_are_answered_one_per_row_as_sent_or_refused_with_a_400(
+    name: str, pair: tuple[str, Any], request_id: str | None, where: str, data: st.DataObject,
+) -> None:
+    doc = {pair[0]: pair[1]}
+    base_status, base, _ = score(cache(), name, encode(doc).encode("utf-8", "surrogatepass"), None, max_bytes=MAX)
+    rows = len(base["predictions"]) if base_status == 200 else 1
+    right = st.lists(VALID_IDS, min_size=rows, max_size=rows, unique=True)  # mostly: the ones that must be kept
+    ids = data.draw(st.one_of(right, right, st.lists(ID_TEXT, min_size=rows, max_size=rows),
+                              st.lists(ID_TEXT, max_size=5)), label="ids")
+    header = params_ids = None
+    if where in ("header", "both"):
+        header = data.draw(st.sampled_from([",", ", ", " ,\t"]), label="separator").join(ids)
+    if where in ("params", "both"):
+        params_ids = data.draw(st.one_of(st.just(ids), st.just(ids), PARAMS_IDS, st.none()), label="params.ids")
+        doc["params"] = {"ids": params_ids}
+    body = encode(doc).encode("utf-8", "surrogatepass")
+    status, answer, headers = score(cache(), name, body, None, request_id=request_id, prediction_ids=header,
+                                    max_bytes=MAX)
+    assert_clean(answer.get("message", "-"))
+    want = expected_ids(request_id, header, params_ids, rows)
+    # pytest --hypothesis-show-statistics shows how often each case is reached
+    event(f"ids from {where}: {status}, {'refused' if want is None else 'kept'} by the oracle")
+    if base_status != 200:  # the rows are refused anyway; which refusal comes first is not under test here
+        assert 400 <= status < 500 and set(answer) == {"error_code", "message"}, (status, answer)
+    elif want is None:
+        assert (status, answer["error_code"]) == (400, "BAD_REQUEST"), (status, answer)
+        # an id rule; or raw JSON in params.ids (a lone surrogate, say) that makes the whole body invalid
+        says = ("x-request-id", "x-prediction-ids", "params.ids", "not valid JSON")
+        assert any(what in answer["message"] for what in says), answer
+    else:
+        assert status == 200, answer
+        rid = headers["x-request-id"]
+        assert rid == request_id if request_id else len(rid) == 36  # a fresh uuid4
+        assert answer["predictions"] == base["predictions"]
+        assert answer["prediction_ids"] == (want or [f"{rid}-{i}" for i in range(rows)])
