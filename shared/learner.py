@@ -95,6 +95,12 @@ class Learner:
 
         return frame_for_spec(frame, spec)
 
+    def rows_not_trained_on(self, frame: pd.DataFrame, data: pd.DataFrame, holdout: pd.DataFrame,
+                            columns: list[str]) -> pd.Series:
+        from shared.training import rows_not_trained_on
+
+        return rows_not_trained_on(frame, data, holdout, columns)
+
     def library_versions(self) -> dict[str, str]:
         from shared.training import library_versions
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -493,13 +494,11 @@ class ValidateStage(_VersionStage):
                 registry.transition(storage, ctx.clock, record.model, record.version, V.PROMOTED,
                                     reason="promoted by an earlier try of this validation")
                 return {"outcome": str(V.PROMOTED), "version": record.version}
-            champion_metrics, problem = self._champion_metrics(ctx, record, champion, holdout)
-            decision = decide(spec, challenger, champion_metrics, latency["p99_ms"], parity)
-            if problem is not None and decision.outcome != "reject":
-                why = f"pending: {problem}; a reviewer must compare and approve (whatever the spec's approval mode)"
-                decision = Decision("pending_approval", [*decision.reasons, why])
-            doc = {**decision.to_dict(), "champion_version": champion, "champion_metrics": champion_metrics,
-                   "champion_problem": problem, "at": ctx.clock.now().isoformat()}
+            compared = self._champion_metrics(ctx, record, champion, holdout, onnx_bytes, spec)
+            decision = compared.decide(spec, challenger, latency["p99_ms"], parity)
+            doc = {**decision.to_dict(), "champion_version": champion, "champion_metrics": compared.champion,
+                   "challenger_compared_metrics": compared.challenger, "champion_problem": compared.problem,
+                   "at": ctx.clock.now().isoformat()}
             facts = {"decision": doc, "onnx_holdout": challenger, "latency": latency, "holdout_outputs": outputs}
             registry.update_version(storage, record.model, record.version, partial(_with_decision, facts=facts))
             reason = "; ".join(decision.reasons)
@@ -518,23 +517,73 @@ class ValidateStage(_VersionStage):
         raise ChampionMoved(f"model (name={record.model}) champion kept changing while validating "
                                      f"version {record.version}; retry")
 
-    def _champion_metrics(self, ctx: Context, record: ModelVersion, champion: int | None,
-                          holdout: Any) -> tuple[dict[str, float] | None, str | None]:
-        """The champion's metrics on the challenger's holdout rows (its own feature set), or why not."""
+    def _champion_metrics(self, ctx: Context, record: ModelVersion, champion: int | None, holdout: Any,
+                          onnx_bytes: bytes, spec: TrainingSpec) -> _Comparison:
+        """The champion's metrics on the challenger's holdout rows it did not train on (its own feature set)."""
         if champion is None:
-            return None, None
+            return _Comparison()
         storage, ml = ctx.storage, ctx.learner()
         champ = registry.get_version(storage, record.model, champion)
         champ_spec = registry.spec_at(storage, record.model, (champ.lineage or {})["spec_hash"])
         frame, missing = ml.frame_for_spec(holdout, champ_spec)
         if frame is None:
-            return None, (f"the champion (version {champion}) cannot be scored on this data: column(s) "
-                          f"{', '.join(missing)} absent from the new data")
+            return _Comparison(problem=f"the champion (version {champion}) cannot be scored on this data: column(s) "
+                                       f"{', '.join(missing)} absent from the new data")
         try:
             champ_onnx = registry.read_artifact(storage, champ, "onnx")
         except ArtifactCorrupt as exc:
-            return None, f"the champion (version {champion}) cannot be scored: {exc.message}"
-        return ml.evaluate(champ_onnx, frame, champ_spec, champ.classes), None
+            return _Comparison(problem=f"the champion (version {champion}) cannot be scored: {exc.message}")
+        unseen = self._unseen(ctx, champ, champ_spec, frame)
+        if unseen is None:
+            return _Comparison(ml.evaluate(champ_onnx, frame, champ_spec, champ.classes))
+        common, rows = int(unseen.sum()), len(frame)
+        if common < MIN_COMMON_ROWS:  # the same data again: too few fresh rows; the whole holdout favours the champion
+            return _Comparison(ml.evaluate(champ_onnx, frame, champ_spec, champ.classes),
+                               note=f"note: the champion trained on {rows - common} of the {rows} holdout rows "
+                                    "(too few others to compare on): the comparison favours the champion")
+        note = (f"note: champion compared on the {common} of {rows} holdout rows it did not train on "
+                f"(it trained on the other {rows - common})")
+        return _Comparison(ml.evaluate(champ_onnx, frame[unseen.to_numpy()], champ_spec, champ.classes),
+                           ml.evaluate(onnx_bytes, holdout[unseen.to_numpy()], spec, record.classes), note=note)
+
+    @staticmethod
+    def _unseen(ctx: Context, champ: ModelVersion, champ_spec: TrainingSpec, frame: Any) -> Any | None:
+        """Mask of holdout rows the champion did not train on; None when it trained on none of them."""
+        ml, storage = ctx.learner(), ctx.storage
+        data_hash = (champ.lineage or {}).get("data_hash")
+        try:
+            data = ml.read_frame(storage.read(paths.MLOPS, paths.prepared_data(champ.model, str(data_hash))).data)
+            champ_holdout = ml.read_frame(registry.read_artifact(storage, champ, "holdout"))
+        except (NotFound, ArtifactCorrupt):
+            return None  # nothing to tell them apart by: compare on the whole holdout, as before
+        columns = [c for c in [*champ_spec.feature_names, champ_spec.target]
+                   if c in data.columns and c in champ_holdout.columns]
+        mask = ml.rows_not_trained_on(frame, data, champ_holdout, columns)
+        return None if bool(mask.all()) else mask
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """The champion's side of validation: its metrics, the challenger's on the same rows when those are
+    fewer than the holdout, or why the two cannot be compared."""
+
+    champion: dict[str, float] | None = None
+    challenger: dict[str, float] | None = None
+    problem: str | None = None
+    note: str | None = None
+
+    def decide(self, spec: TrainingSpec, challenger: dict[str, float], latency_p99_ms: float,
+               parity: Any) -> Decision:
+        decision = decide(spec, challenger, self.champion, latency_p99_ms, parity, self.challenger)
+        if self.note:
+            decision = Decision(decision.outcome, [*decision.reasons, self.note])
+        if self.problem is not None and decision.outcome != "reject":
+            why = f"pending: {self.problem}; a reviewer must compare and approve (whatever the spec's approval mode)"
+            decision = Decision("pending_approval", [*decision.reasons, why])
+        return decision
+
+
+MIN_COMMON_ROWS = 30  # fewer unseen holdout rows than this and a comparison on them is noise
 
 
 def _with_decision(record: ModelVersion, facts: dict[str, Any]) -> ModelVersion:

@@ -205,6 +205,22 @@ def frame_for_spec(df: pd.DataFrame, spec: TrainingSpec) -> tuple[pd.DataFrame |
     return prepared_frame(df, spec), []
 
 
+def rows_not_trained_on(frame: pd.DataFrame, data: pd.DataFrame, holdout: pd.DataFrame,
+                        columns: list[str]) -> pd.Series:
+    """Mask of frame's rows that are not training rows of a model fit on `data` minus `holdout`.
+
+    A retrain on the current data plus new rows splits anew, so its holdout holds rows the champion
+    trained on; scoring the champion on those would flatter it. Rows are compared by content.
+    """
+    def keys(df: pd.DataFrame) -> pd.Series:
+        cells = {c: (pd.to_numeric(df[c], errors="coerce").astype("float64") if df[c].dtype.kind in "biuf"
+                     else df[c].astype("string")) for c in columns}
+        return pd.util.hash_pandas_object(pd.DataFrame(cells), index=False)
+
+    trained = set(keys(data)) - set(keys(holdout))
+    return ~keys(frame).isin(trained).set_axis(frame.index)
+
+
 def model_rejected(stage: str, subject: str, rows: int, columns: list[str],
                    problems: list[ModelProblem]) -> ModelRejected:
     """A ModelRejected whose details is a ModelReport; the message leads with the first problem."""

@@ -25,14 +25,18 @@ class Decision:
 
 def decide(spec: TrainingSpec, challenger_metrics: dict[str, float],
            champion_metrics: dict[str, float] | None, latency_p99_ms: float,
-           parity: ParityReport) -> Decision:
-    """Apply parity, quality bar, champion comparison and latency budget, then approval mode."""
+           parity: ParityReport, compared: dict[str, float] | None = None) -> Decision:
+    """Apply parity, quality bar, champion comparison and latency budget, then approval mode.
+
+    `compared` is the challenger's metrics on the rows the champion was scored on, when those are
+    fewer than the whole holdout (rows the champion trained on are left out of the comparison).
+    """
     reasons = list(parity.reasons) or [
         f"{'passed' if parity.passed else 'rejected'}: parity (no details)"]
     if not parity.passed and not any(r.startswith("rejected") for r in reasons):
         reasons.append("rejected: parity check failed")
     reasons += _bar_reasons(spec, challenger_metrics)
-    reasons += _champion_reasons(spec, challenger_metrics, champion_metrics, parity.n_classes)
+    reasons += _champion_reasons(spec, compared or challenger_metrics, champion_metrics, parity.n_classes)
     reasons.append(_latency_reason(spec, latency_p99_ms))
     if any(r.startswith("rejected") for r in reasons):
         return Decision("reject", reasons)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import base64
+import re
 import threading
 
+import pandas as pd
 import pytest
 
 from examples.datasets import diabetes
@@ -363,3 +365,30 @@ def test_a_retrain_that_keeps_failing_ends_failed_with_its_last_error(pipe):
     run = runs.get(pipe.storage, MODEL, "retrain-1")
     assert run.status == R.FAILED and "TimeoutError: current-data pointer read timed out" in (run.error or "")
     assert len(run.attempts) == 5
+
+
+def test_the_champion_is_compared_only_on_holdout_rows_it_did_not_train_on(pipe: LocalPipeline) -> None:
+    """A retrain on the same data plus new rows re-splits: the champion must not be scored on its own training rows."""
+    base = diabetes()
+    pipe.drop(MODEL, "a.csv", base)
+    pipe.run_until_idle()
+    fresh = base.sample(200, random_state=5).reset_index(drop=True)
+    fresh["bmi"] = fresh["bmi"] + 0.05  # new rows (different content), same distribution family
+    pipe.drop(MODEL, "b.csv", pd.concat([base, fresh], ignore_index=True))
+    pipe.run_until_idle()
+
+    decision = registry.get_version(pipe.storage, MODEL, 2).decision or {}
+    note = next(r for r in decision["reasons"] if r.startswith("note: champion compared on the"))
+    common, rows = (int(n) for n in re.findall(r"the (\d+) of (\d+) holdout rows", note)[0])
+    assert 30 <= common < rows  # the champion trained on the rest
+    assert decision["challenger_compared_metrics"] is not None
+    assert decision["champion_metrics"] != registry.get_version(pipe.storage, MODEL, 1).metrics["onnx_holdout"]
+
+
+def test_rows_not_trained_on_tells_training_rows_from_holdout_and_new_rows() -> None:
+    from shared.training import rows_not_trained_on
+
+    data = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": ["a", "b", "a", "b"]})
+    holdout = data.iloc[[3]]
+    frame = pd.DataFrame({"x": [1, 4.0, 9.0], "y": ["a", "b", "a"]})  # trained on, held out, new (1 as int)
+    assert rows_not_trained_on(frame, data, holdout, ["x", "y"]).tolist() == [False, True, True]
