@@ -3,6 +3,7 @@ import azure.functions as func
 
 from functions import (
     admin,
+    contract,
     export,
     health,
     monitor,
@@ -32,4 +33,5 @@ app.register_functions(sweeper.bp)  # timer: expired leases, unsynced alias flip
 app.register_functions(admin.bp)  # /api/registry/...
 app.register_functions(webhooks.bp)  # /api/webhooks/github, /api/webhooks/azure-devops
 app.register_functions(score.bp)  # POST /api/models/{model}/score
+app.register_functions(contract.bp)  # GET /api/models/{model}/signature, /api/openapi.json
 app.register_functions(monitor.bp)  # timer + monitor-requests; /api/models/{model}/feedback; .../monitoring

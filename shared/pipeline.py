@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from shared import names, paths, registry, runs
-from shared.errors import ArtifactCorrupt, DataRejected, ModelRejected, NotFound
+from shared.contract import Difference, ModelSignature, compare, prediction_range_of, signature_from, signature_of
+from shared.errors import ArtifactCorrupt, DataRejected, ModelRejected, NotFound, PipelineError
 from shared.lifecycle.claims import Held
 from shared.lifecycle.records import (
     SETTLED_VERSION,
@@ -33,6 +34,7 @@ from shared.validation import Decision, decide
 
 if TYPE_CHECKING:
     from shared.data_checks import PreparedData
+    from shared.replay import ReplayReport
     from shared.spec import TrainingSpec
 
 log = logging.getLogger("mlops.pipeline")
@@ -487,6 +489,7 @@ class ValidateStage(_VersionStage):
         outputs = ml.output_profile(onnx_bytes, holdout, spec, record.classes)  # prediction drift's baseline
         latency = ml.latency(onnx_bytes, holdout, spec)
         parity = ParityReport.from_dict(record.parity or {})
+        signature = signature_from(spec, record.task, record.classes, prediction_range_of(outputs))
         for _ in range(self.attempts):
             aliases, _ = registry.get_aliases(storage, record.model)
             champion = aliases.champion
@@ -495,11 +498,16 @@ class ValidateStage(_VersionStage):
                                     reason="promoted by an earlier try of this validation")
                 return {"outcome": str(V.PROMOTED), "version": record.version}
             compared = self._champion_metrics(ctx, record, champion, holdout, onnx_bytes, spec)
+            compared = replace(compared, changes=self._contract_changes(ctx, record.model, champion, signature),
+                               replay=_replay(ctx, record, champion, onnx_bytes))
             decision = compared.decide(spec, challenger, latency["p99_ms"], parity)
             doc = {**decision.to_dict(), "champion_version": champion, "champion_metrics": compared.champion,
                    "challenger_compared_metrics": compared.challenger, "champion_problem": compared.problem,
+                   "signature_changes": [d.message for d in compared.changes],
+                   "replay": compared.replay.to_json() if compared.replay else None,
                    "at": ctx.clock.now().isoformat()}
-            facts = {"decision": doc, "onnx_holdout": challenger, "latency": latency, "holdout_outputs": outputs}
+            facts = {"decision": doc, "onnx_holdout": challenger, "latency": latency, "holdout_outputs": outputs,
+                     "signature": signature.to_json()}
             registry.update_version(storage, record.model, record.version, partial(_with_decision, facts=facts))
             reason = "; ".join(decision.reasons)
             if decision.outcome == "promote":
@@ -516,6 +524,15 @@ class ValidateStage(_VersionStage):
             return {"outcome": str(status), "version": record.version, "reasons": decision.reasons}
         raise ChampionMoved(f"model (name={record.model}) champion kept changing while validating "
                                      f"version {record.version}; retry")
+
+    @staticmethod
+    def _contract_changes(ctx: Context, model: str, champion: int | None,
+                          signature: ModelSignature) -> tuple[Difference, ...]:
+        """How the challenger's scoring contract differs from the champion's (stored, or derived from its spec)."""
+        if champion is None:
+            return ()
+        champ = registry.get_version(ctx.storage, model, champion)
+        return tuple(compare(signature_of(ctx.storage, champ), signature))
 
     def _champion_metrics(self, ctx: Context, record: ModelVersion, champion: int | None, holdout: Any,
                           onnx_bytes: bytes, spec: TrainingSpec) -> _Comparison:
@@ -571,14 +588,23 @@ class _Comparison:
     challenger: dict[str, float] | None = None
     problem: str | None = None
     note: str | None = None
+    changes: tuple[Difference, ...] = ()  # the scoring contract's, champion -> challenger
+    replay: ReplayReport | None = None  # the champion's logged requests replayed, when there were any
 
     def decide(self, spec: TrainingSpec, challenger: dict[str, float], latency_p99_ms: float,
                parity: Any) -> Decision:
         decision = decide(spec, challenger, self.champion, latency_p99_ms, parity, self.challenger)
-        if self.note:
-            decision = Decision(decision.outcome, [*decision.reasons, self.note])
+        reasons = [*decision.reasons, *(d.message for d in self.changes), *([self.note] if self.note else []),
+                   *_replay_reasons(self.replay)]
+        decision = Decision(decision.outcome, reasons)
         if self.problem is not None and decision.outcome != "reject":
             why = f"pending: {self.problem}; a reviewer must compare and approve (whatever the spec's approval mode)"
+            decision = Decision("pending_approval", [*decision.reasons, why])
+        breaking = sum(d.breaking for d in self.changes) + bool(self.replay is not None and self.replay.failed)
+        if breaking and decision.outcome != "reject":
+            # Clients of the champion would break: never automatic, whatever the spec's approval mode.
+            why = (f"pending: {breaking} breaking change(s) to the scoring contract; a reviewer must approve "
+                   "(whatever the spec's approval mode)")
             decision = Decision("pending_approval", [*decision.reasons, why])
         return decision
 
@@ -586,11 +612,40 @@ class _Comparison:
 MIN_COMMON_ROWS = 30  # fewer unseen holdout rows than this and a comparison on them is noise
 
 
+def _replay(ctx: Context, record: ModelVersion, champion: int | None, onnx_bytes: bytes) -> ReplayReport | None:
+    """The champion's recent logged requests replayed on the challenger (None without a champion or traffic)."""
+    from shared.replay import replay
+
+    if champion is None:
+        return None
+    try:
+        report = replay(ctx.storage, record.model, champion, onnx_bytes, challenger_version=record.version,
+                        now=ctx.clock.now())
+    except PipelineError as exc:  # the replay is a release test, not a reason to fail validation
+        log.warning("validate: replay for %s v%s skipped: %s", record.model, record.version, exc.message)
+        return None
+    return report if report.rows else None
+
+
+def _replay_reasons(report: ReplayReport | None) -> list[str]:
+    if report is None:
+        return []
+    shift = "n/a" if report.output_shift is None else f"{report.output_shift:.4g}"
+    changed = "n/a" if report.changed_predictions is None else f"{report.changed_predictions:.1%}"
+    reasons = [f"replay: {report.rows} logged request row(s) of the champion replayed; {changed} of the "
+               f"predictions changed, output shift {shift}"]
+    if report.failed:
+        example = f", e.g. {report.breaking[0].prediction_id}: {report.breaking[0].error}" if report.breaking else ""
+        reasons.append(f"breaking: {report.failed} of {report.rows} replayed rows the champion answered fail on "
+                       f"the challenger{example}")
+    return reasons
+
+
 def _with_decision(record: ModelVersion, facts: dict[str, Any]) -> ModelVersion:
     """The version with its decision written BEFORE any flip, so a takeover never loses it."""
     return record.model_copy(update={"decision": facts["decision"], "latency": facts["latency"],
                                      "metrics": {**record.metrics, "onnx_holdout": facts["onnx_holdout"]},
-                                     "holdout_outputs": facts["holdout_outputs"]})
+                                     "holdout_outputs": facts["holdout_outputs"], "signature": facts["signature"]})
 
 
 TRAIN = TrainStage()

@@ -103,6 +103,7 @@ class ModelVersion(Record):
     latency: dict[str, float] | None = None
     decision: dict[str, Any] | None = None
     holdout_outputs: dict[str, Any] | None = None  # the model's outputs on its holdout: prediction drift's baseline
+    signature: dict[str, Any] | None = None  # its scoring contract (shared.contract), fixed at validation
     history: list[StatusChange] = Field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

@@ -177,7 +177,8 @@ def test_two_parallel_rollbacks_flip_once_and_a_retry_is_harmless(storage, api):
 # d. a spec that changes the feature set
 
 
-def test_a_dropped_feature_is_compared_on_the_same_rows_and_a_missing_column_waits_for_a_reviewer(app_host, storage):
+def test_a_dropped_feature_is_compared_on_the_same_rows_and_a_missing_column_waits_for_a_reviewer(app_host, storage,
+                                                                                                 api):
     model = name("features")
     full = example_spec("diabetes", model, comparison=LENIENT, quality_bar={"rmse": {"max": 80}, "r2": {"min": 0.2}})
     upload(storage, full)
@@ -200,9 +201,18 @@ def test_a_dropped_feature_is_compared_on_the_same_rows_and_a_missing_column_wai
     champion_spec = registry.spec_at(storage, model, first.lineage["spec_hash"])
     frame, missing = ml.frame_for_spec(holdout, champion_spec)
     assert missing == []
+    data = ml.read_frame(storage.read("mlops", f"prepared/{model}/{first.lineage['data_hash']}/data.parquet").data)
+    unseen = ml.rows_not_trained_on(frame, data, ml.read_frame(registry.read_artifact(storage, first, "holdout")),
+                                    [*champion_spec.feature_names, champion_spec.target])
+    if any(r.startswith("note: champion compared on the") for r in decision["reasons"]):
+        frame = frame[unseen.to_numpy()]  # only the rows the champion did not train on
     rescored = ml.evaluate(registry.read_artifact(storage, first, "onnx"), frame, champion_spec, first.classes)
     assert rescored["rmse"] == pytest.approx(decision["champion_metrics"]["rmse"], rel=1e-6)
-    assert compared.status == R.PROMOTED, decision["reasons"]
+    # dropping an input breaks clients that still send it: held for a reviewer even with approval: auto
+    assert compared.status == R.PENDING_APPROVAL, decision["reasons"]
+    assert "breaking: input s6 removed" in decision["reasons"], decision["reasons"]
+    approved = api("POST", f"registry/models/{model}/versions/{compared.version}/approve", key="master", json={})
+    assert approved.status_code == 200, approved.text
     champion_now = registry.get_version(storage, model, registry.resolve_alias(storage, model)[0])
     assert "s5" in [f.name for f in registry.spec_at(storage, model, champion_now.lineage["spec_hash"]).features]
 
