@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from shared.onnx_export import ParityReport
 from shared.spec import HIGHER_IS_BETTER, ComparisonRule, TrainingSpec, comparison_rules
+
+if TYPE_CHECKING:  # onnx_export loads scikit-learn and skl2onnx: not at import, only where a parity check runs
+    from shared.onnx_export import ParityReport
 
 Outcome = Literal["promote", "reject", "pending_approval"]
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -56,3 +58,13 @@ def test_queue_triggers_name_a_queue_and_blob_triggers_a_path(functions: Functio
 def test_the_local_host_accepts_every_function_of_the_app() -> None:
     specs = index(import_app(ROOT))
     assert {s.name for s in specs} >= {"health"}
+
+
+def test_importing_the_app_loads_no_training_library() -> None:
+    """Every cold instance imports function_app, including those that only score: training stays in the
+    handlers that train (scikit-learn, pandas, scipy, skl2onnx, onnx and pyarrow load on first use)."""
+    code = ("import sys, function_app; heavy = {'sklearn', 'pandas', 'scipy', 'skl2onnx', 'onnx', 'pyarrow'}; "
+            "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & heavy)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "", out.stdout
