@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +50,20 @@ def drop(storage: AzureStorage, model: str, name: str, frame: pd.DataFrame) -> s
     frame.to_csv(buf, index=False)
     storage.write(paths.DATASETS, f"{model}/{name}", buf.getvalue().encode())
     return f"{model}/{name}"
+
+
+def promoted_diabetes(connection_string: str, prefix: str) -> str:
+    """A fresh diabetes model (named <prefix>-<random>) with data and a promoted champion."""
+    from examples.datasets import diabetes
+    from shared.settings import Settings
+
+    store = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": connection_string}))
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    upload(store, example_spec("diabetes", name))
+    drop(store, name, "data.csv", diabetes())
+    run = wait_for_run(store, name, "data.csv")
+    assert run.status == RunStatus.PROMOTED, run
+    return name
 
 
 def source_of(run: RunRecord) -> str:

@@ -21,10 +21,9 @@ from devhost.host import DevHost
 from examples.datasets import diabetes
 from shared import paths
 from shared.lifecycle.records import RunStatus
-from shared.settings import Settings
 from shared.storage import AzureStorage
 from tests.e2e.conftest import SAMPLE_SETTINGS
-from tests.e2e.support import champion, drop, example_spec, upload, wait_for_run
+from tests.e2e.support import champion, example_spec, promoted_diabetes, wait_for_run
 from tests.fixtures.devhost_support import HostProcess, wait_for
 
 EVENTS = Path(__file__).parents[1] / "events"
@@ -33,13 +32,7 @@ EVENTS = Path(__file__).parents[1] / "events"
 @pytest.fixture(scope="module")
 def model(app_host: DevHost, azurite: Azurite) -> str:
     """A diabetes model with a promoted champion, for the cases that need one."""
-    store = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": azurite.connection_string}))
-    name = f"bad-{uuid.uuid4().hex[:8]}"
-    upload(store, example_spec("diabetes", name))
-    drop(store, name, "data.csv", diabetes())
-    run = wait_for_run(store, name, "data.csv")
-    assert run.status == RunStatus.PROMOTED, run
-    return name
+    return promoted_diabetes(azurite.connection_string, "bad")
 
 
 def assert_nothing_leaks(response: requests.Response, *secrets: str) -> None:

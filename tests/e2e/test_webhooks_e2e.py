@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from examples.datasets import diabetes
 from shared import registry, runs
 from shared.lifecycle.records import RunRecord, RunStatus
 from tests.e2e.conftest import ADO_SECRET, GITHUB_SECRET, git
-from tests.e2e.support import champion, drop, example_spec, upload, wait_for_run, wait_for_run_id
+from tests.e2e.support import champion, example_spec, promoted_diabetes, wait_for_run_id
 
 EVENTS = Path(__file__).parents[1] / "events"
 
@@ -75,16 +74,7 @@ def ridge(model: str, alpha: float) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def model(app_host, azurite) -> str:  # type: ignore[no-untyped-def]
     """A diabetes model with data and a promoted champion, shared by this module's tests."""
-    from shared.settings import Settings
-    from shared.storage import AzureStorage
-
-    store = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": azurite.connection_string}))
-    name = f"wh-{uuid.uuid4().hex[:8]}"
-    upload(store, example_spec("diabetes", name))
-    drop(store, name, "data.csv", diabetes())
-    run = wait_for_run(store, name, "data.csv")
-    assert run.status == RunStatus.PROMOTED, run
-    return name
+    return promoted_diabetes(azurite.connection_string, "wh")
 
 
 def test_a_signed_push_to_main_retrains_the_touched_model_at_that_commit(storage, spec_repo, api, model):
