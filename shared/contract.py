@@ -3,12 +3,14 @@
 A signature is fixed when a version is validated (stored on the version, shared.pipeline.ValidateStage)
 and derived on the fly, the same way, for versions validated before signatures were stored. It says
 what the scoring endpoint accepts and answers: inputs (name, type, whether a value may be left null
-because the trained pipeline imputes it, allowed categories, the spec's range), outputs (task, class
-labels in order, probability columns, a regressor's holdout prediction range) and request formats.
+because the trained pipeline imputes it, whether the column may be left out (the spec's `optional`),
+allowed categories, the spec's range), outputs (task, class labels in order, probability columns, a
+regressor's holdout prediction range) and request formats.
 
 compare(old, new) lists what a client of `old` would notice when `new` takes its place: a breaking
-difference (an input removed, renamed or retyped, a value that becomes required, fewer categories,
-another output kind or other class labels) keeps the version from being promoted automatically.
+difference (an input removed, renamed or retyped, a mandatory input added, an optional input made
+mandatory, a value that becomes required, fewer categories, another output kind or other class labels)
+keeps the version from being promoted automatically.
 """
 from __future__ import annotations
 
@@ -42,8 +44,10 @@ class InputField(_Frozen):
 
     name: str
     type: InputType
-    # False: a null (or an empty CSV cell) is accepted and imputed; the column itself must still be sent.
+    # False: a null (or an empty CSV cell) is accepted and imputed; the column itself must still be sent ...
     required: bool = False
+    # ... unless optional (the spec's `optional: true`): the column may be left out, all its values imputed.
+    optional: bool = False
     imputation: Imputation | None = None
     allowed: list[str] | None = None  # None: any category (string inputs only)
     min: float | None = None  # the spec's data-check range: what the model was trained on, not enforced
@@ -102,9 +106,11 @@ def _input(feature: FeatureSpec) -> InputField:
     # shared.training imputes every input (median for numbers, a constant category for strings),
     # so no value is required today; a pipeline without an imputer would set required=True here.
     if feature.kind == "numeric":
-        return InputField(name=feature.name, type="number", imputation="median", min=feature.min, max=feature.max)
+        return InputField(name=feature.name, type="number", imputation="median", min=feature.min, max=feature.max,
+                          optional=feature.optional)
     allowed = list(feature.allowed) if feature.allowed is not None else None
-    return InputField(name=feature.name, type="string", imputation="missing category", allowed=allowed)
+    return InputField(name=feature.name, type="string", imputation="missing category", allowed=allowed,
+                      optional=feature.optional)
 
 
 def signature_from(spec: TrainingSpec, task: str | None = None, classes: Sequence[Any] | None = None,
@@ -152,11 +158,11 @@ def compare(old: ModelSignature, new: ModelSignature) -> list[Difference]:
     for before in old.inputs:
         after = new_inputs.get(before.name)
         found += [_breaking(f"input {before.name} removed")] if after is None else _input_changes(before, after)
-    for added in new.inputs:
-        if added.name not in old_names:
-            # The endpoint needs every input column in a request (null values are imputed, absent columns
-            # are a 400), so a client of `old` breaks whether or not the new input's values are required.
-            found.append(_breaking(f"input {added.name} added (every input column must be sent)"))
+    # The endpoint needs every mandatory input column in a request (null values are imputed, absent columns
+    # are a 400), so a client of `old` breaks on a new mandatory input; a new optional one it may leave out.
+    found += [_compatible(f"optional input {added.name} added") if added.optional
+              else _breaking(f"input {added.name} added (every input column must be sent)")
+              for added in new.inputs if added.name not in old_names]
     found += _output_changes(old.outputs, new.outputs)
     return sorted(found, key=lambda d: not d.breaking)  # stable: input order kept within each kind
 
@@ -173,6 +179,9 @@ def _input_changes(old: InputField, new: InputField) -> list[Difference]:
     if old.type != new.type:
         return [_breaking(f"input {old.name} type changed from {old.type} to {new.type}")]
     found = []
+    if old.optional != new.optional:
+        found.append(_compatible(f"input {old.name} may now be left out") if new.optional
+                     else _breaking(f"input {old.name} must now be sent"))
     if old.required != new.required:
         found.append(_breaking(f"input {old.name} became required") if new.required
                      else _compatible(f"input {old.name} no longer required"))

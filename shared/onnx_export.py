@@ -127,7 +127,9 @@ def build_signature(spec: TrainingSpec, classes: list[Any] | None) -> dict[str, 
         "name": spec.name,
         "task": spec.task,
         "target": spec.target,
-        "features": [{"name": f.name, "kind": f.kind} for f in spec.features],
+        # "optional" only when set: a reader takes a missing flag as "the column must be sent".
+        "features": [{"name": f.name, "kind": f.kind, **({"optional": True} if f.optional else {})}
+                     for f in spec.features],
         "categorical_missing": CATEGORICAL_MISSING,
         "input_types": {f.name: "double" if f.kind == "numeric" else "string"
                         for f in spec.features},

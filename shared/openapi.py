@@ -4,9 +4,10 @@ One path per model (`/models/<name>/score`, `/models/<name>/feedback`), so a cli
 each model's own columns. Every schema under components/schemas is self-contained (no $ref inside),
 so a client can validate a body against one with any JSON Schema 2020-12 validator.
 
-The schemas say what shared.scoring accepts, no more: every column must be sent (in any order), a
-null is imputed, unknown and duplicate columns are refused. Allowed categories are an enum (the
-model has only learnt those); the spec's min/max are described, not enforced, as the endpoint does.
+The schemas say what shared.scoring accepts, no more: every column must be sent (in any order) except
+an optional input's (the spec's `optional: true`), which may be left out; a null is imputed, unknown and
+duplicate columns are refused. Allowed categories are an enum (the model has only learnt those); the
+spec's min/max are described, not enforced, as the endpoint does.
 """
 from __future__ import annotations
 
@@ -63,32 +64,48 @@ def document(signatures: dict[str, ModelSignature]) -> dict[str, Any]:
 def cell_schema(field: InputField) -> dict[str, Any]:
     """One value of an input: null is imputed unless the input is required."""
     nullable = [] if field.required else [None]
+    optional = " (optional column: may be left out)" if field.optional else ""
     if field.type == "string" and field.allowed is not None:
-        return {"enum": [*field.allowed, *nullable], "description": f"{field.name}: one of the allowed categories"}
+        return {"enum": [*field.allowed, *nullable],
+                "description": f"{field.name}: one of the allowed categories{optional}"}
     kinds = ["number"] if field.type == "number" else ["string", "number"]  # a category may be sent as a number
     schema: dict[str, Any] = {"type": [*kinds, *(["null"] if nullable else [])]}
     if field.min is not None or field.max is not None:
-        schema["description"] = f"{field.name}: trained on [{field.min}, {field.max}] (not enforced)"
+        schema["description"] = f"{field.name}: trained on [{field.min}, {field.max}] (not enforced){optional}"
+    elif optional:
+        schema["description"] = f"{field.name}{optional}"
     return schema
 
 
 def request_schema(sig: ModelSignature) -> dict[str, Any]:
     """The JSON body of a scoring request: one of dataframe_split, dataframe_records, inputs, instances."""
     names = sig.input_names
+    mandatory = [f.name for f in sig.inputs if not f.optional]
+    # A record may lack any key (a null there), so records list no required keys; the endpoint refuses a
+    # mandatory column absent from every record, which a per-record schema cannot say.
     record = {"type": "object", "minProperties": 1, "additionalProperties": False,
               "properties": {f.name: cell_schema(f) for f in sig.inputs}}
     records = {"type": "array", "minItems": 1, "items": record}
-    columns = {"type": "object", "required": names, "additionalProperties": False,
+    columns = {"type": "object", "required": mandatory, "additionalProperties": False,
                "properties": {f.name: {"type": "array", "minItems": 1, "items": cell_schema(f)} for f in sig.inputs}}
     split = {"type": "object", "required": ["columns", "data"], "properties": {
-        "columns": {"type": "array", "items": {"enum": names}, "uniqueItems": True,
-                    "minItems": len(names), "maxItems": len(names)},
+        "columns": _split_columns(names, mandatory),
         "index": {"type": "array"},
         "data": {"type": "array", "minItems": 1,
-                 "items": {"type": "array", "items": _ROW_CELL, "minItems": len(names), "maxItems": len(names)}}}}
+                 "items": {"type": "array", "items": _ROW_CELL, "minItems": len(mandatory), "maxItems": len(names)}}}}
     rows = {"anyOf": [records, columns]}
     return {"oneOf": [_body("dataframe_split", split), _body("dataframe_records", records),
                       _body("inputs", rows), _body("instances", rows)]}
+
+
+def _split_columns(names: list[str], mandatory: list[str]) -> dict[str, Any]:
+    """dataframe_split.columns: every input once, in any order; optional ones may be left out."""
+    schema: dict[str, Any] = {"type": "array", "items": {"enum": names}, "uniqueItems": True,
+                              "minItems": len(mandatory), "maxItems": len(names)}
+    if len(mandatory) < len(names):
+        schema["allOf"] = [{"contains": {"const": name}} for name in mandatory]
+        schema["description"] = f"optional columns, which may be left out: {[n for n in names if n not in mandatory]}"
+    return schema
 
 
 def _body(key: str, schema: dict[str, Any]) -> dict[str, Any]:

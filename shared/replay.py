@@ -7,8 +7,9 @@ scoring.predict, so a row fails here exactly when the endpoint would refuse it o
 A logged missing category (spec.CATEGORICAL_MISSING) is sent as null, as a client sends it.
 
 What the parser refuses, and so what counts as breaking: a column the challenger needs that the log lacks
-(an added input), a logged column the challenger does not know (a removed input: unknown columns are a 400,
-not ignored), a value of the wrong type for the challenger's input (a category in a now numeric input).
+(an added input, unless optional: its values are then missing), a logged column the challenger does not
+know (a removed input: unknown columns are a 400, not ignored), a value of the wrong type for the
+challenger's input (a category in a now numeric input).
 A category the challenger was not trained on, or its spec no longer allows, is NOT refused by the parser:
 the exported encoder ignores unknown categories, so such rows are answered and show up only in
 changed_predictions / output_shift.

@@ -109,11 +109,13 @@ class IntegrityError(ModelArtifactError):
 
 @dataclass(frozen=True)
 class Feature:
-    """One model input: name, spec kind (numeric|categorical) and the ONNX input's numpy dtype."""
+    """One model input: name, spec kind (numeric|categorical), the ONNX input's numpy dtype, and whether
+    a request may leave its column out (optional: every value is then missing and imputed)."""
 
     name: str
     kind: str
     dtype: np.dtype
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,11 +162,11 @@ def parse_signature(raw: str | None, input_types: Mapping[str, str], outputs: Se
         raise ModelArtifactError(f"model has no {SIGNATURE_KEY} metadata; re-export it with the export stage")
     try:
         meta = json.loads(raw)
-        features = [(f["name"], f["kind"]) for f in meta["features"]]
+        features = [(f["name"], f["kind"], f.get("optional") is True) for f in meta["features"]]
         task = meta["task"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelArtifactError(f"model {SIGNATURE_KEY} metadata is malformed: {exc}") from exc
-    names = [n for n, _ in features]
+    names = [n for n, _, _ in features]
     if not names or sorted(names) != sorted(input_types):
         raise ModelArtifactError(
             f"model signature features {names} do not match graph inputs {sorted(input_types)}"
@@ -182,7 +184,7 @@ def parse_signature(raw: str | None, input_types: Mapping[str, str], outputs: Se
         name=str(meta.get("name", "")),
         task=task,
         target=str(meta.get("target", "")),
-        features=tuple(Feature(n, k, _NUMPY_DTYPES[input_types[n]]) for n, k in features),
+        features=tuple(Feature(n, k, _NUMPY_DTYPES[input_types[n]], o) for n, k, o in features),
         classes=classes,
         categorical_missing=str(meta.get("categorical_missing", "missing")),
         outputs=tuple(outputs[:expected_outputs]),
@@ -270,13 +272,13 @@ def read_request(body: bytes, content_type: str | None, signature: Signature, ma
     ids = None
     if media_type(content_type) == "csv":
         names, columns = _table_from_csv(_decode_csv(body))
-        convert = _text_column
+        convert, absent = _text_column, _CSV_MISSING
     else:
         doc = _load_json(body)
         names, columns = _table_from_json(doc, signature)
         ids = _params_ids(doc)
-        convert = _json_column
-    ordered = _select(names, columns, signature)
+        convert, absent = _json_column, None
+    ordered = _select(names, columns, signature, absent)
     missing = signature.categorical_missing
     if signature.has_float32:
         # A number beyond float32 becomes inf in numpy's cast and _finite refuses it right after, naming
@@ -549,8 +551,14 @@ def _table_from_csv(text: str) -> Table:
     return names, _transpose(rows, len(names), "CSV") if rows else [[] for _ in names]
 
 
-def _select(names: Sequence[Any], columns: Sequence[Sequence[Any]], signature: Signature) -> Sequence[Sequence[Any]]:
-    """Order columns as the signature's features, refusing missing, unknown and duplicate columns."""
+def _select(
+    names: Sequence[Any], columns: Sequence[Sequence[Any]], signature: Signature, absent: Any = None
+) -> Sequence[Sequence[Any]]:
+    """Order columns as the signature's features, refusing missing, unknown and duplicate columns.
+
+    An optional feature's column may be left out: it becomes a column of `absent`, the format's missing
+    cell (JSON null, an empty CSV cell), so it is converted and imputed exactly as sent nulls would be.
+    """
     if names is signature.feature_names or tuple(names) == signature.feature_names:
         return _check_rows(columns)  # the common case: already in feature order
     index = signature._index
@@ -558,14 +566,15 @@ def _select(names: Sequence[Any], columns: Sequence[Sequence[Any]], signature: S
         dupes = sorted(str(n) for n, count in Counter(names).items() if count > 1)
         raise BadRequest(f"duplicate columns {_show(dupes)}")
     given = set(names)
-    missing = [f for f in signature.feature_names if f not in given]
+    missing = [f.name for f in signature.features if f.name not in given and not f.optional]
     unknown = [str(n) for n in names if n not in index]
     if missing or unknown:
         parts = [f"missing columns {missing}" if missing else "",
                  f"unknown columns {_show(unknown)}" if unknown else ""]
         raise BadRequest(f"{'; '.join(p for p in parts if p)}; the model expects {list(signature.feature_names)}")
     by_name = dict(zip(names, columns, strict=True))
-    return _check_rows([by_name[f] for f in signature.feature_names])
+    filler = [absent] * (len(columns[0]) if columns else 0)  # never mutated: converters build new lists
+    return _check_rows([by_name.get(f, filler) for f in signature.feature_names])
 
 
 def _check_rows(columns: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:

@@ -18,7 +18,16 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from yaml.constructor import SafeConstructor
 from yaml.events import (
     AliasEvent,
@@ -183,6 +192,16 @@ class FeatureSpec(_Model):
     allowed: list[Category] | None = Field(default=None, max_length=MAX_CATEGORIES)
     min: float | None = None
     max: float | None = None
+    # The column may be absent from scoring requests; its values are then missing and imputed.
+    optional: bool = False
+
+    @model_serializer(mode="wrap")
+    def _drop_default_optional(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when False, so specs written before the field keep their canonical JSON and spec_hash.
+        data: dict[str, Any] = handler(self)
+        if not self.optional:
+            data.pop("optional", None)
+        return data
 
 
 class EstimatorSpec(_Model):

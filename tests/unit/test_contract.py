@@ -65,6 +65,16 @@ def test_signature_of_a_regressor_carries_its_holdout_prediction_range() -> None
     assert prediction_range_of(None) is None and prediction_range_of({"predictions": {"min": None}}) is None
 
 
+def test_signature_of_a_spec_marks_its_optional_features_and_no_others() -> None:
+    spec = parse_spec((SPECS / "predictive-maintenance.yaml").read_bytes(), "predictive-maintenance.yaml")
+    assert not any(i.optional for i in signature_from(spec, "classification", [0, 1]).inputs)
+    marked = spec.model_copy(update={"features": [spec.features[0].model_copy(update={"optional": True}),
+                                                  *spec.features[1:]]})
+    inputs = signature_from(marked, "classification", [0, 1]).inputs
+    assert inputs[0] == cat("machine_type", ["L", "M", "H"], optional=True)
+    assert not any(i.optional for i in inputs[1:])
+
+
 def test_the_same_signature_has_no_differences() -> None:
     one = sig(num("a"), cat("b", ["x"]), classes=["no", "yes"])
     assert compare(one, one) == []
@@ -84,12 +94,12 @@ def test_renaming_an_input_is_breaking_as_a_removal() -> None:
     assert [d.kind for d in found] == ["breaking", "breaking"]
 
 
-def test_an_optional_input_becoming_required_is_breaking() -> None:
+def test_a_nullable_input_becoming_required_is_breaking() -> None:
     assert messages(sig(num("a")), sig(num("a", required=True, imputation=None))) == [
         "breaking: input a became required"]
 
 
-def test_a_required_input_becoming_optional_is_compatible() -> None:
+def test_a_required_input_becoming_nullable_is_compatible() -> None:
     assert messages(sig(num("a", required=True)), sig(num("a"))) == ["compatible: input a no longer required"]
 
 
@@ -112,11 +122,27 @@ def test_widening_categories_is_compatible() -> None:
 
 
 @pytest.mark.parametrize("required", [False, True])
-def test_adding_an_input_is_breaking_because_the_endpoint_needs_every_column(required: bool) -> None:
-    # values of an optional input may be null, but the column itself must be in every request
+def test_adding_a_mandatory_input_is_breaking_because_the_endpoint_needs_its_column(required: bool) -> None:
+    # values of a nullable input may be null, but a mandatory column itself must be in every request
     found = compare(sig(num("a")), sig(num("a"), num("b", required=required)))
     assert [(d.kind, d.message) for d in found] == [
         ("breaking", "breaking: input b added (every input column must be sent)")]
+
+
+@pytest.mark.parametrize("added", [num("b", optional=True), cat("b", ["L"], optional=True)], ids=["number", "string"])
+def test_adding_an_optional_input_is_compatible_because_clients_may_leave_its_column_out(added: InputField) -> None:
+    found = compare(sig(num("a")), sig(num("a"), added))
+    assert [(d.kind, d.message) for d in found] == [("compatible", "compatible: optional input b added")]
+
+
+def test_an_optional_input_becoming_mandatory_is_breaking() -> None:
+    found = compare(sig(num("a", optional=True)), sig(num("a")))
+    assert [(d.kind, d.message) for d in found] == [("breaking", "breaking: input a must now be sent")]
+
+
+def test_a_mandatory_input_becoming_optional_is_compatible() -> None:
+    found = compare(sig(cat("m", ["L"])), sig(cat("m", ["L"], optional=True)))
+    assert [(d.kind, d.message) for d in found] == [("compatible", "compatible: input m may now be left out")]
 
 
 def test_an_output_kind_change_is_breaking() -> None:
@@ -160,6 +186,12 @@ def test_a_compatible_change_is_listed_and_promotes() -> None:
     changes = tuple(compare(sig(cat("m", ["L"])), sig(cat("m", ["L", "M"]))))
     decision = _Comparison(champion=GOOD, changes=changes).decide(regression_spec(), GOOD, 3.0, parity(n_classes=None))
     assert decision.outcome == "promote" and "compatible: input m categories added: [M]" in decision.reasons
+
+
+def test_an_added_optional_input_promotes() -> None:
+    changes = tuple(compare(sig(num("s6")), sig(num("s6"), num("s8", optional=True))))
+    decision = _Comparison(champion=GOOD, changes=changes).decide(regression_spec(), GOOD, 3.0, parity(n_classes=None))
+    assert decision.outcome == "promote" and "compatible: optional input s8 added" in decision.reasons
 
 
 def test_a_rejected_challenger_stays_rejected_whatever_the_contract() -> None:

@@ -11,7 +11,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from examples.datasets import breast_cancer, diabetes, predictive_maintenance
-from shared.contract import ModelSignature, PredictionRange, signature_from
+from shared.contract import InputField, ModelSignature, PredictionRange, signature_from
 from shared.openapi import document
 from shared.spec import parse_spec
 
@@ -94,6 +94,37 @@ def test_bodies_the_endpoint_refuses_do_not_validate(doc: dict[str, Any], change
         "two formats": {"dataframe_records": records, "instances": records},
     }[change]
     assert not schema(doc, "predictive-maintenance.ScoreRequest").is_valid(body)
+
+
+def with_optional_s8() -> ModelSignature:
+    base = example_signature("diabetes")
+    s8 = InputField(name="s8", type="number", imputation="median", optional=True)
+    return base.model_copy(update={"inputs": [*base.inputs, s8]})
+
+
+def test_an_optional_input_may_be_left_out_or_sent_in_every_request_format() -> None:
+    validator = schema(document({"diabetes": with_optional_s8()}), "diabetes.ScoreRequest")
+    without = rows("diabetes")
+    for frame in (without, without.assign(s8=0.5)):
+        for label, body in bodies(frame).items():
+            errors = [e.message for e in validator.iter_errors(body)]
+            assert not errors, (list(frame.columns)[-1], label, errors[:3])
+
+
+@pytest.mark.parametrize("format_", ["dataframe_split", "inputs_columns"])
+def test_a_mandatory_input_is_still_needed_next_to_an_optional_one(format_: str) -> None:
+    validator = schema(document({"diabetes": with_optional_s8()}), "diabetes.ScoreRequest")
+    frame = rows("diabetes").assign(s8=0.5).drop(columns=["bmi"])
+    assert not validator.is_valid(bodies(frame)[format_])
+
+
+def test_an_optional_input_is_described_and_only_mandatory_columns_are_required() -> None:
+    request = document({"diabetes": with_optional_s8()})["components"]["schemas"]["diabetes.ScoreRequest"]
+    split, _, inputs, _ = (option["properties"][key] for option, key in zip(
+        request["oneOf"], ["dataframe_split", "dataframe_records", "inputs", "instances"], strict=True))
+    assert "s8" not in inputs["anyOf"][1]["required"] and "bmi" in inputs["anyOf"][1]["required"]
+    assert "may be left out: ['s8']" in split["properties"]["columns"]["description"]
+    assert "optional column" in inputs["anyOf"][1]["properties"]["s8"]["items"]["description"]
 
 
 def test_responses_validate_against_the_response_schemas(doc: dict[str, Any]) -> None:

@@ -177,6 +177,59 @@ def test_a_key_missing_from_some_records_is_a_null_there(clf: LoadedModel) -> No
     assert inputs["torque"][0, 0] == 40.5 and np.isnan(inputs["torque"][1, 0])
 
 
+def _with_optional(data: bytes, optional: set[str]) -> bytes:
+    """The fixture model's ONNX with these features marked optional in its signature metadata."""
+    model = onnx.load_from_string(data)
+    prop = next(p for p in model.metadata_props if p.key == "mlops.signature")
+    signature = json.loads(prop.value)
+    signature["features"] = [{**f, "optional": True} if f["name"] in optional else f for f in signature["features"]]
+    prop.value = json.dumps(signature)
+    return model.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def clf_optional() -> LoadedModel:
+    return _load(_with_optional(fx.classifier(), {"torque", "type"}))
+
+
+def test_the_optional_flag_is_read_from_the_signature_and_defaults_to_mandatory(clf: LoadedModel,
+                                                                                clf_optional: LoadedModel) -> None:
+    assert [f.optional for f in clf.signature.features] == [False, False, False]
+    assert {f.name: f.optional for f in clf_optional.signature.features} == {
+        "torque": True, "speed": False, "type": True}
+
+
+@pytest.mark.parametrize(("absent", "nulls", "content_type"), [
+    (_json({"dataframe_records": [{"speed": 1500}, {"speed": 1410.5}]}),
+     _json({"dataframe_records": [{"torque": None, "speed": 1500, "type": None},
+                                  {"torque": None, "speed": 1410.5, "type": None}]}), "application/json"),
+    (_json({"dataframe_split": {"columns": ["speed"], "data": [[1500], [1410.5]]}}),
+     _json({"data": [[None, 1500, None], [None, 1410.5, None]]}), "application/json"),
+    (_json({"inputs": {"speed": [1500, 1410.5]}}),
+     _json({"inputs": {"torque": [None, None], "speed": [1500, 1410.5], "type": [None, None]}}), "application/json"),
+    (b"speed\n1500\n1410.5\n", b"torque,speed,type\n,1500,\n,1410.5,\n", "text/csv"),
+], ids=["dataframe_records", "dataframe_split", "inputs_columns", "csv"])
+def test_an_absent_optional_column_scores_as_if_its_values_were_sent_as_nulls(
+    clf_optional: LoadedModel, absent: bytes, nulls: bytes, content_type: str
+) -> None:
+    left_out = _parse(clf_optional, absent, content_type)
+    assert np.isnan(left_out["torque"]).all() and left_out["torque"].dtype == np.float32
+    assert left_out["type"].ravel().tolist() == [fx.MISSING, fx.MISSING]
+    sent = _parse(clf_optional, nulls, content_type)
+    assert predict(clf_optional, left_out) == predict(clf_optional, sent)
+
+
+def test_an_absent_mandatory_column_is_still_refused_next_to_optional_ones(clf: LoadedModel,
+                                                                        clf_optional: LoadedModel) -> None:
+    body = _json({"dataframe_records": [{"torque": 1.0, "type": "L"}]})
+    for model in (clf_optional, clf):
+        with pytest.raises(BadRequest, match=re.escape("missing columns ['speed']")) as caught:
+            _parse(model, body)
+        assert caught.value.status == 400
+    with pytest.raises(BadRequest, match=re.escape("missing columns ['torque', 'type']")):
+        _parse(clf, _json({"dataframe_records": [{"speed": 1.0}]}))  # not optional there: a 400 as before
+
+
 def test_numbers_in_a_categorical_column_become_strings(clf: LoadedModel) -> None:
     inputs = _parse(clf, _json({"data": [[1.0, 2.0, 7], [1.0, 2.0, 2.5]]}))
     assert inputs["type"].ravel().tolist() == ["7", "2.5"]

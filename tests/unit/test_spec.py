@@ -240,6 +240,19 @@ def test_to_json_round_trips_to_the_same_spec() -> None:
     assert isinstance(again, TrainingSpec)
 
 
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_the_optional_flag_leaves_existing_spec_hashes_alone(path: Path) -> None:
+    data = yaml.safe_load(path.read_bytes())
+    spec = parse_spec(json.dumps(data), "a.json")
+    assert "optional" not in spec.to_json() and "optional" not in spec.training_json()
+    explicit = {**data, "features": [{**f, "optional": False} for f in data["features"]]}
+    assert spec_hash(parse_spec(json.dumps(explicit), "b.json")) == spec_hash(spec)
+    first = {**data["features"][0], "optional": True}
+    optional = parse_spec(json.dumps({**data, "features": [first, *data["features"][1:]]}), "c.json")
+    assert optional.features[0].optional is True and spec_hash(optional) != spec_hash(spec)
+    assert parse_spec(optional.to_json(), "d.json") == optional  # the flag survives the stored form
+
+
 def test_default_comparison_is_the_primary_metric_with_no_regression() -> None:
     spec = parse_spec(json.dumps(base()), "s.json")
     assert list(comparison_rules(spec, 2)) == ["roc_auc"]

@@ -19,6 +19,7 @@ from shared.errors import DataRejected
 from shared.onnx_export import (
     SIGNATURE_KEY,
     ParityReport,
+    build_signature,
     export_onnx,
     make_session,
     measure_latency,
@@ -149,6 +150,15 @@ def test_onnx_contract_inputs_outputs_and_signature() -> None:
     assert facts["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
     assert facts["size_bytes"] == len(onnx_bytes)
     assert facts["opset"]["ai.onnx"] == 18 and "ai.onnx.ml" in facts["opset"]
+
+
+def test_the_signature_marks_optional_features_and_only_those() -> None:
+    spec = make_spec("random_forest", "grade")
+    marked = spec.model_copy(update={"features": [spec.features[0].model_copy(update={"optional": True}),
+                                                  *spec.features[1:]]})
+    features = build_signature(marked, [0, 1, 2])["features"]
+    assert features[0] == {"name": "a", "kind": "numeric", "optional": True}
+    assert all("optional" not in f for f in features[1:])  # absent means mandatory, as before the flag
 
 
 def test_regression_graph_has_a_single_variable_output() -> None:
