@@ -45,8 +45,9 @@ def check_health() -> HealthReport:
     from shared.storage import get_storage
 
     settings = get_settings()
-    configuration = {str(need): found for need, found in settings.startup_problems().items()}
-    if Need.STORAGE in settings.startup_problems():
+    problems = settings.startup_problems()
+    configuration = {str(need): found for need, found in problems.items()}
+    if Need.STORAGE in problems:
         return HealthReport("not configured", configuration=configuration)
     try:
         storage = get_storage()

@@ -21,6 +21,7 @@ from shared.lifecycle.records import ModelVersion, RunStatus
 from shared.lifecycle.stages import Context
 from shared.messages import TrainRequest
 from shared.monitoring.policy import Decision, PastWindow, WindowFacts, decide
+from shared.monitoring.window import category_string
 from shared.spec import TrainingSpec, spec_hash
 
 log = logging.getLogger("mlops.monitoring")
@@ -176,21 +177,21 @@ def _join(chunk: Any, labels: dict[str, feedback.KnownLabel], spec: TrainingSpec
     """Collect the chunk's labelled rows; returns their prediction ids."""
     ids = []
     trained_at = champion.created
-    classes = {_class_key(c): c for c in champion.classes or []}
+    classes = {category_string(c): c for c in champion.classes or []}
     for i, pid in enumerate(chunk.prediction_ids):
         known = labels.get(pid)
         if known is None:
             continue
         ids.append(pid)
         if spec.task == "classification":
-            label = classes.get(_class_key(known.label))
+            label = classes.get(category_string(known.label))
             if label is None:
                 joined.unknown_labels += 1
                 continue
             joined.proba.append(_proba_row(chunk, i, champion))
         else:
             label = known.label
-        at = _timestamp(chunk.timestamps[i])
+        at = datetime.fromtimestamp(float(chunk.timestamps[i]), UTC)  # LogChunk: epoch seconds
         joined.y_true.append(label)
         joined.y_pred.append(chunk.predictions[i])
         joined.lags.append(max(0.0, (known.at - at).total_seconds()))
@@ -200,26 +201,11 @@ def _join(chunk: Any, labels: dict[str, feedback.KnownLabel], spec: TrainingSpec
     return ids
 
 
-def _class_key(value: Any) -> str:
-    """1, 1.0 and "1" name the same class; so do true and "True"."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
-
-
 def _proba_row(chunk: Any, i: int, champion: ModelVersion) -> np.ndarray:
-    order = [_class_key(c) for c in champion.classes or []]
-    logged = [_class_key(c) for c in chunk.classes]
+    order = [category_string(c) for c in champion.classes or []]
+    logged = [category_string(c) for c in chunk.classes]
     row = chunk.probabilities[i] if chunk.probabilities is not None else np.full(len(logged), np.nan)
     return np.array([row[logged.index(c)] if c in logged else np.nan for c in order], dtype=np.float64)
-
-
-def _timestamp(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, np.datetime64):
-        return datetime.fromtimestamp(value.astype("datetime64[ms]").astype(np.int64) / 1000, UTC)
-    return datetime.fromtimestamp(float(value), UTC)
 
 
 def _cell(value: Any) -> Any:
@@ -237,9 +223,9 @@ def _live_metrics(spec: TrainingSpec, champion: ModelVersion, joined: _Joined) -
     proba = np.vstack(joined.proba) if joined.proba else None
     if proba is not None and np.isnan(proba).any():
         proba = None
-    y_pred = [_class_key(p) for p in joined.y_pred] if spec.task == "classification" else joined.y_pred
-    y_true = [_class_key(t) for t in joined.y_true] if spec.task == "classification" else joined.y_true
-    classes = [_class_key(c) for c in champion.classes or []] or None
+    y_pred = [category_string(p) for p in joined.y_pred] if spec.task == "classification" else joined.y_pred
+    y_true = [category_string(t) for t in joined.y_true] if spec.task == "classification" else joined.y_true
+    classes = [category_string(c) for c in champion.classes or []] or None
     try:
         metrics = compute_metrics(spec.task, y_true, y_pred, proba, classes)
     except ValueError as exc:  # e.g. probabilities missing from an old log

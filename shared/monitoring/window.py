@@ -338,7 +338,7 @@ def category_column(values: list[Any]) -> np.ndarray:
     if set(map(type, values)) <= _PLAIN_CATEGORIES:
         column = np.fromiter(values, dtype=object, count=len(values))
     else:
-        column = np.fromiter((_category(v) for v in values), dtype=object, count=len(values))
+        column = np.fromiter((category_string(v) for v in values), dtype=object, count=len(values))
     column[column == CATEGORICAL_MISSING] = None
     return column
 
@@ -358,7 +358,8 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _category(value: Any) -> str | None:
+def category_string(value: Any) -> str | None:
+    """A category or class label as prepare spells it: 3.0 -> '3', True -> 'True', null/NaN -> None."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     if isinstance(value, float) and value.is_integer():
