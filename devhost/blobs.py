@@ -1,16 +1,25 @@
-"""Blob triggers served by container scanning: once per blob version (ETag receipts), poison after N."""
+"""Blob triggers: container scans, once per blob version (ETag receipts).
+
+- LogsAndContainerScan source (BlobScanner): each new version is read (data and properties in one
+  download) and the function invoked directly; 5 failures (poisonBlobThreshold) send the host's
+  blob trigger message to webjobs-blobtrigger-poison; up to maxDegreeOfParallelism versions at once.
+- EventGrid source (EventGridSource): the scan stands in for Event Grid. Each new version becomes the
+  Microsoft.Storage.BlobCreated event Azure Storage would publish, POSTed to the blobs extension's
+  webhook on the local HTTP server; from there it takes the host's path (blob trigger queue, retries,
+  poison: devhost/eventgrid.py, devhost/blobqueue.py). The receipt records that the event was delivered.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import re
 import threading
-from urllib.parse import quote
 
-from azure.functions.blob import InputStream
-
+from devhost.bindingdata import blob_uri, download, input_stream, properties
+from devhost.blobqueue import BLOB_POISON_QUEUE
 from devhost.clock import Clock
 from devhost.config import HOSTS_CONTAINER, DevHostError, resolve
+from devhost.eventgrid import CreatedBlob, EventGridPublisher, account_name, blob_created_event
 from devhost.index import FunctionSpec, Invoker
 from devhost.loop import PollingLoop
 from shared.errors import NotFound, PipelineError
@@ -18,8 +27,7 @@ from shared.storage import AzureStorage, BlobInfo, encode_message
 
 log = logging.getLogger("devhost")
 
-BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
-MAX_PARALLEL = 8
+__all__ = ["BLOB_POISON_QUEUE", "BlobScanner", "EventGridSource", "compile_blob_path"]
 
 
 def compile_blob_path(path: str, where: str) -> tuple[str, str, re.Pattern[str]]:
@@ -36,27 +44,24 @@ def compile_blob_path(path: str, where: str) -> tuple[str, str, re.Pattern[str]]
     return container, prefix, re.compile("^" + "".join(parts) + "$")
 
 
-class BlobScanner(PollingLoop):
-    """Scans one container for one function; receipts keyed by ETag make each version fire once."""
+def _params(match: re.Match[str]) -> dict[str, str]:
+    return {k: v for k, v in match.groupdict().items() if v is not None}
+
+
+class _ContainerScan(PollingLoop):
+    """Lists one container for one function and hands each matching version without a receipt on."""
 
     def __init__(self, spec: FunctionSpec, storage: AzureStorage, hosts: AzureStorage, host_id: str, *,
-                 poison_threshold: int, interval: float, invoker: Invoker, clock: Clock,
-                 message_encoding: str) -> None:
+                 interval: float, clock: Clock) -> None:
         self.spec = spec
         path = resolve(str(spec.trigger["path"]), f"function {spec.name} path")
-        self.container, self._prefix, self._pattern = compile_blob_path(path, f"function {spec.name}")
+        self.container, self._prefix, self.pattern = compile_blob_path(path, f"function {spec.name}")
         self.source = str(spec.trigger.get("source") or "LogsAndContainerScan")
         self._storage, self._hosts, self._host_id = storage, hosts, host_id
-        self._threshold, self._interval = poison_threshold, interval
-        self._invoke, self._clock, self._encoding = invoker, clock, message_encoding
+        self._interval, self._clock = interval, clock
         self._receipts = f"blobreceipts/{host_id}/{spec.function_id}/"
-        self._running: set[str] = set()
-        # finished here: a scan that listed receipts before this one's was written must not rerun it
-        self._finished: set[str] = set()
-        self._failures: dict[str, int] = {}
         self._lock = threading.Lock()
         self._init_loop(f"blobs-{spec.name}")
-
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -71,36 +76,51 @@ class BlobScanner(PollingLoop):
         return f"{self._receipts}{blob.etag.strip(chr(34))}/{blob.container}/{blob.name}"
 
     def scan(self) -> None:
-        """Start an invocation for every matching blob version without a receipt."""
+        """Hand on every matching blob version without a receipt."""
         done = {b.name for b in self._hosts.list(HOSTS_CONTAINER, self._receipts)}
         for blob in self._storage.list(self.container, self._prefix):
-            match = self._pattern.match(blob.name)
+            match = self.pattern.match(blob.name)
             key = self.receipt(blob)
-            if not match or key in done:
-                continue
-            with self._lock:
-                if key in self._running or key in self._finished or len(self._running) >= MAX_PARALLEL \
-                        or self._stop.is_set():
-                    continue
-                self._running.add(key)
-            threading.Thread(target=self._process, args=(blob, key), daemon=True,
-                             name=f"invoke-{self.spec.name}").start()
+            if match and key not in done and not self._stop.is_set():
+                self._new_version(blob, key, _params(match))
 
-    def _process(self, info: BlobInfo, key: str) -> None:
+    def _new_version(self, blob: BlobInfo, key: str, params: dict[str, str]) -> None:
+        raise NotImplementedError
+
+
+class BlobScanner(_ContainerScan):
+    """LogsAndContainerScan: invokes the function for each new version; receipts keyed by ETag, poison after N."""
+
+    def __init__(self, spec: FunctionSpec, storage: AzureStorage, hosts: AzureStorage, host_id: str, *,
+                 poison_threshold: int, interval: float, invoker: Invoker, clock: Clock,
+                 message_encoding: str, max_parallel: int) -> None:
+        super().__init__(spec, storage, hosts, host_id, interval=interval, clock=clock)
+        self._threshold, self._invoke, self._encoding = poison_threshold, invoker, message_encoding
+        self.max_parallel = max_parallel  # host.json extensions.blobs.maxDegreeOfParallelism
+        self._running: set[str] = set()
+        # finished here: a scan that listed receipts before this one's was written must not rerun it
+        self._finished: set[str] = set()
+        self._failures: dict[str, int] = {}
+
+    def _new_version(self, blob: BlobInfo, key: str, params: dict[str, str]) -> None:
+        with self._lock:
+            if key in self._running or key in self._finished or len(self._running) >= self.max_parallel:
+                return
+            self._running.add(key)
+        threading.Thread(target=self._process, args=(blob, key, params), daemon=True,
+                         name=f"invoke-{self.spec.name}").start()
+
+    def _process(self, info: BlobInfo, key: str, params: dict[str, str]) -> None:
         try:
             try:
-                blob = self._storage.read(info.container, info.name)
+                blob = download(self._storage, info.container, info.name)
             except NotFound:
                 return  # deleted since the listing
             if blob.etag.strip('"') != info.etag.strip('"'):  # listings give ETags unquoted
                 return  # overwritten since the listing: the next scan sees the new version
-            stream = InputStream(
-                data=blob.data, name=f"{info.container}/{info.name}", length=len(blob.data),
-                uri=f"{self._storage.blob_endpoint.rstrip('/')}/{info.container}/{quote(info.name)}",
-            )
             reason = f"New blob detected({self.source}): {info.container}/{info.name}"
             try:
-                self._invoke(self.spec, reason, stream)
+                self._invoke(self.spec, reason, input_stream(blob, params))
             except Exception:
                 self._failed(info, key, blob.etag)
                 return
@@ -109,6 +129,9 @@ class BlobScanner(PollingLoop):
                 self._finished.add(key)
         except PipelineError as exc:
             log.error("blob %s/%s (function %s): %s", info.container, info.name, self.spec.name, exc)
+        except Exception as exc:  # the SDK's own errors from the download: the next scan retries
+            log.error("blob %s/%s (function %s): could not read it: %s", info.container, info.name,
+                      self.spec.name, exc)
         finally:
             with self._lock:
                 self._running.discard(key)
@@ -119,16 +142,45 @@ class BlobScanner(PollingLoop):
         if failures < self._threshold:
             return  # retried on a later scan
         # the Functions host gives up on a blob version after poisonBlobThreshold (5) failures
-        # and sends this message to webjobs-blobtrigger-poison
+        # and sends its blob trigger message to webjobs-blobtrigger-poison
         message = {"Type": "BlobTrigger", "FunctionId": self.spec.function_id, "BlobType": "BlockBlob",
                    "ContainerName": info.container, "BlobName": info.name, "ETag": etag}
         if self._encoding == "base64":
-            self._hosts.enqueue_raw(BLOB_POISON_QUEUE, encode_message(message))
+            self._hosts.enqueue_raw(BLOB_POISON_QUEUE, encode_message(json.dumps(message)))
         else:
-            self._hosts.enqueue_raw(BLOB_POISON_QUEUE, json.dumps(message, sort_keys=True))
+            self._hosts.enqueue_raw(BLOB_POISON_QUEUE, json.dumps(message))
         self._hosts.write_json(HOSTS_CONTAINER, key, {"status": "poisoned", "etag": etag, "failures": failures})
         with self._lock:
             self._finished.add(key)
         log.error("Blob %s/%s (ETag=%s) failed %d times in function %s: message sent to queue '%s'; "
                   "this version will not be retried", info.container, info.name, etag, failures,
                   self.spec.name, BLOB_POISON_QUEUE)
+
+
+class EventGridSource(_ContainerScan):
+    """EventGrid source: publishes a BlobCreated event per new version to the blobs webhook (once per ETag)."""
+
+    def __init__(self, spec: FunctionSpec, storage: AzureStorage, hosts: AzureStorage, host_id: str, *,
+                 interval: float, clock: Clock, publisher: EventGridPublisher) -> None:
+        super().__init__(spec, storage, hosts, host_id, interval=interval, clock=clock)
+        self._publisher = publisher
+        self._account = account_name(storage.blob_endpoint)
+
+    def _new_version(self, blob: BlobInfo, key: str, params: dict[str, str]) -> None:
+        props = properties(self._storage, blob.container, blob.name)
+        if props is None or str(props.etag).strip('"') != blob.etag.strip('"'):
+            return  # deleted or overwritten since the listing: the next scan publishes the new version
+        created = CreatedBlob(
+            container=blob.container, name=blob.name, etag=str(props.etag),
+            content_type=props.content_settings.content_type, content_length=int(props.size or 0),
+            url=blob_uri(self._storage, blob.container, blob.name), last_modified=props.last_modified,
+        )
+        event = blob_created_event(created, account=self._account, now=self._clock.now())
+        status = self._publisher.publish(self.spec.function_id, [event])
+        if status // 100 != 2:
+            log.warning("Event Grid (local): the blobs webhook answered %s for %s/%s (function %s); "
+                        "retrying on the next scan", status, blob.container, blob.name, self.spec.name)
+            return
+        self._hosts.write_json(HOSTS_CONTAINER, key, {"status": "published", "etag": str(props.etag),
+                                                      "event": event["id"]})
+

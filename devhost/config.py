@@ -51,6 +51,11 @@ class QueueOptions:
     message_encoding: str = "base64"
 
 
+def default_blobs_parallelism() -> int:
+    """The blobs extension's default maxDegreeOfParallelism: 8 * the number of cores (BlobsOptions.cs)."""
+    return 8 * (os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class HostConfig:
     """What the local host reads from host.json."""
@@ -58,6 +63,21 @@ class HostConfig:
     route_prefix: str = "api"
     queues: QueueOptions = field(default_factory=QueueOptions)
     poison_blob_threshold: int = 5
+    # extensions.blobs.maxDegreeOfParallelism: blob versions processed at once
+    blobs_max_parallel: int = field(default_factory=default_blobs_parallelism)
+
+
+def _blobs_parallelism(blobs: Mapping[str, Any]) -> int:
+    value = _get(blobs, "maxDegreeOfParallelism")
+    if value is None:
+        return default_blobs_parallelism()
+    try:
+        parallel = int(value)
+    except (TypeError, ValueError):
+        parallel = 0
+    if parallel <= 0:  # BlobsOptions rejects it too (ArgumentOutOfRangeException)
+        raise DevHostError(f"host.json extensions.blobs.maxDegreeOfParallelism={value!r}: use a positive integer")
+    return parallel
 
 
 def load_host_json(app_dir: Path) -> HostConfig:
@@ -88,6 +108,7 @@ def load_host_json(app_dir: Path) -> HostConfig:
             message_encoding=encoding,
         ),
         poison_blob_threshold=int(_get(blobs, "poisonBlobThreshold", 5)),
+        blobs_max_parallel=_blobs_parallelism(blobs),
     )
 
 
@@ -100,6 +121,8 @@ class LocalSettings:
     port: int | None = None
     function_keys: dict[str, str] = field(default_factory=dict, repr=False)
     master_key: str | None = field(default=None, repr=False)
+    # host-level system keys by name, e.g. blobs_extension for the blobs extension's Event Grid webhook
+    system_keys: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def load_local_settings(app_dir: Path, path: Path | None = None) -> LocalSettings:
@@ -130,6 +153,7 @@ def load_local_settings(app_dir: Path, path: Path | None = None) -> LocalSetting
         port=int(port) if port else None,
         function_keys={k: str(v) for k, v in (dev.get("FunctionKeys") or {}).items() if v},
         master_key=dev.get("MasterKey") or None,
+        system_keys={k: str(v) for k, v in (dev.get("SystemKeys") or {}).items() if v},
     )
 
 

@@ -5,6 +5,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import socket
 import sys
 import time
@@ -12,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
-from devhost.blobs import BlobScanner
+from devhost.blobqueue import Registration, SharedBlobQueueListener, blob_queue_options
+from devhost.blobs import BlobScanner, EventGridSource
 from devhost.clock import Clock, SystemClock
 from devhost.config import (
     DEFAULT_PORT,
@@ -22,8 +24,10 @@ from devhost.config import (
     load_host_json,
     load_local_settings,
 )
+from devhost.eventgrid import BLOBS_EXTENSION, WEBHOOK_PATH, BlobsWebhook, EventGridPublisher
 from devhost.http import HttpHost
 from devhost.index import FunctionSpec, Invoker, import_app, index
+from devhost.outputs import OutputWriter, QueueWatcher
 from devhost.queues import QueueListener
 from devhost.timers import TimerRunner
 from shared.errors import StorageUnreachable
@@ -34,7 +38,8 @@ log = logging.getLogger("devhost")
 
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
 HOST_ID_SETTING = "AzureFunctionsWebHost__hostid"
-Listener = QueueListener | BlobScanner | TimerRunner
+Listener = QueueListener | BlobScanner | EventGridSource | TimerRunner
+BLOBS_SYSTEM_KEY = f"{BLOBS_EXTENSION}_extension"  # the system key the blobs webhook takes
 START_AZURITE = ("start Azurite: `make run` (starts it for you), `python -m devhost --with-azurite`, "
                  "or `npx azurite --location .azurite` in another terminal")
 
@@ -69,6 +74,7 @@ class DevHost:
         self, app_dir: Path | str, *, env: Mapping[str, str] | None = None, port: int | None = None,
         bind: str = "127.0.0.1", settings_path: Path | None = None, auth: bool = True,
         clock: Clock | None = None, blob_scan_interval: float = 2.0, grace_seconds: float = 10.0,
+        event_grid: bool = True,
     ) -> None:
         self.app_dir = Path(app_dir).resolve()
         self._env = dict(env or {})
@@ -79,6 +85,11 @@ class DevHost:
         self._clock = clock or SystemClock()
         self._scan_interval = blob_scan_interval
         self._grace = grace_seconds
+        # EventGrid blob triggers: True publishes BlobCreated events from container scans (the local
+        # stand-in for an Event Grid subscription); False leaves them to events POSTed to the webhook
+        self._event_grid = event_grid
+        self._publisher = EventGridPublisher(None)
+        self._blob_queue: SharedBlobQueueListener | None = None
         self._invoker = Invoker(self.app_dir)
         self._storages: dict[str, AzureStorage] = {}
         self._listeners: list[Listener] = []
@@ -89,6 +100,9 @@ class DevHost:
         self.port = 0
         self.started_seconds = 0.0
         self.function_key: str | None = None  # a key that passes function level (None: auth off)
+        # host-level system keys: DevHost.SystemKeys of the settings, blobs_extension generated if absent
+        self.system_keys: dict[str, str] = {}
+        self._generated_keys: list[str] = []
 
     @property
     def url(self) -> str:
@@ -130,23 +144,57 @@ class DevHost:
         if not self.functions:
             log.warning("No job functions found in %s", self.app_dir)
         http_specs = [s for s in self.functions if s.trigger_type == "httpTrigger"]
-        for spec in self.functions:
-            poller = self._listener_for(spec, config)
-            if poller is not None:
-                self._listeners.append(poller)
+        self._init_blobs(settings.system_keys, config)
+        self._init_listeners(config)
+        webhooks = {BLOBS_EXTENSION: BlobsWebhook(self._blob_queue)} if self._blob_queue else {}
         self._http = HttpHost(http_specs, self._invoker, route_prefix=config.route_prefix,
-                              function_keys=settings.function_keys, master_key=settings.master_key, auth=self._auth)
+                              function_keys=settings.function_keys, master_key=settings.master_key, auth=self._auth,
+                              system_keys=self.system_keys, webhooks=webhooks)
         port = self._requested_port if self._requested_port is not None else (settings.port or DEFAULT_PORT)
         try:
             self.port = self._http.start(self._bind, port)
         except OSError as exc:
             raise DevHostError(f"cannot listen on {self._bind}:{port} ({exc}): pass another --port") from exc
+        # Event Grid delivers to the webhook on this host's own HTTP server, listening from here on
+        self._publisher.endpoint = f"{self._local_url}/{WEBHOOK_PATH}/{BLOBS_EXTENSION}"
         self._log_auth(settings.path, bool(settings.function_keys or settings.master_key))
+        self._log_webhook(settings.path)
         if self._auth:
             self.function_key = next(iter(settings.function_keys.values()), settings.master_key)
         for listener in self._listeners:
             listener.start()
         self._print_functions()
+
+    @property
+    def _local_url(self) -> str:
+        """Where this process reaches its own HTTP server."""
+        host = "127.0.0.1" if self._bind in ("0.0.0.0", "::", "") else self._bind
+        return f"http://{host}:{self.port}"
+
+    def _init_blobs(self, configured_keys: Mapping[str, str], config: HostConfig) -> None:
+        """System keys, and the host's blob trigger queue with its listener when the app has blob triggers."""
+        self.system_keys, self._generated_keys = dict(configured_keys), []
+        if BLOBS_SYSTEM_KEY not in self.system_keys:
+            self.system_keys[BLOBS_SYSTEM_KEY] = secrets.token_urlsafe(32)
+            self._generated_keys.append(BLOBS_SYSTEM_KEY)
+        self._publisher = EventGridPublisher(self.system_keys[BLOBS_SYSTEM_KEY] if self._auth else None)
+        if any(s.trigger_type == "blobTrigger" for s in self.functions):
+            options = blob_queue_options(config.blobs_max_parallel, config.poison_blob_threshold,
+                                         config.queues.message_encoding)
+            self._blob_queue = SharedBlobQueueListener(self.storage(), _host_id(self.app_dir), options,
+                                                       self._invoker, self._clock)
+            self._listeners.append(self._blob_queue)
+
+    def _init_listeners(self, config: HostConfig) -> None:
+        """A listener per non-HTTP trigger; output bindings wake this host's listener of their queue."""
+        watcher = QueueWatcher()
+        self._invoker.outputs = OutputWriter(self.storage, config.queues.message_encoding, watcher)
+        for spec in self.functions:
+            poller = self._listener_for(spec, config)
+            if poller is not None:
+                self._listeners.append(poller)
+            if isinstance(poller, QueueListener):
+                watcher.register(poller.queue, poller.notify)
 
     def _listener_for(self, spec: FunctionSpec, config: HostConfig) -> Listener | None:
         """The poller for a non-HTTP trigger (None for HTTP, which the HttpHost serves)."""
@@ -154,13 +202,27 @@ class DevHost:
         if spec.trigger_type == "queueTrigger":
             return QueueListener(spec, self.storage(conn), config.queues, self._invoker, self._clock)
         if spec.trigger_type == "blobTrigger":
-            return BlobScanner(
-                spec, self.storage(conn), self.storage(), _host_id(self.app_dir),
-                poison_threshold=config.poison_blob_threshold, interval=self._scan_interval,
-                invoker=self._invoker, clock=self._clock, message_encoding=config.queues.message_encoding)
+            return self._blob_listener(spec, self.storage(conn), config)
         if spec.trigger_type == "timerTrigger":
             return TimerRunner(spec, self.storage(), _host_id(self.app_dir), self._invoker, self._clock)
         return None
+
+    def _blob_listener(self, spec: FunctionSpec, storage: AzureStorage, config: HostConfig) -> Listener | None:
+        """EventGrid source: the local Event Grid (or nothing); LogsAndContainerScan: the scanner invoking it."""
+        host_id = _host_id(self.app_dir)
+        source: EventGridSource | BlobScanner
+        if spec.trigger.get("source") == "EventGrid":
+            source = EventGridSource(spec, storage, self.storage(), host_id, interval=self._scan_interval,
+                                     clock=self._clock, publisher=self._publisher)
+            listener: Listener | None = source if self._event_grid else None
+        else:
+            source = listener = BlobScanner(
+                spec, storage, self.storage(), host_id, poison_threshold=config.poison_blob_threshold,
+                interval=self._scan_interval, invoker=self._invoker, clock=self._clock,
+                message_encoding=config.queues.message_encoding, max_parallel=config.blobs_max_parallel)
+        if self._blob_queue is not None:  # the host registers every blob trigger with its queue listener
+            self._blob_queue.register(Registration(spec, storage, source.pattern, source.source))
+        return listener
 
     def _log_auth(self, path: Path | None, have_keys: bool) -> None:
         if not self._auth:
@@ -171,6 +233,23 @@ class DevHost:
             log.warning("HTTP auth: keys enforced but no DevHost.FunctionKeys/MasterKey in %s: function and "
                         "admin level routes answer 401 (use --no-auth)", path)
 
+    def _log_webhook(self, path: Path | None) -> None:
+        """How to deliver Event Grid events by hand (or from a real subscription through a tunnel)."""
+        if not any(s.trigger.get("source") == "EventGrid" for s in self.functions):
+            return
+        where = ("events from container scans (local Event Grid)" if self._event_grid
+                 else "local Event Grid off: only events POSTed here")
+        log.info("Event Grid blob triggers (%s): POST %s/%s/%s?functionName=Host.Functions.<name> with header "
+                 "aeg-event-type: Notification", where, self._local_url, WEBHOOK_PATH, BLOBS_EXTENSION)
+        if not self._auth:
+            log.info("  blobs webhook key: none needed (--no-auth)")
+        elif BLOBS_SYSTEM_KEY in self._generated_keys:
+            log.info("  blobs webhook key: ?code= or x-functions-key with DevHost.MasterKey, or set "
+                     "DevHost.SystemKeys.%s in %s (this run generated a random one)", BLOBS_SYSTEM_KEY, path)
+        else:
+            log.info("  blobs webhook key: ?code= or x-functions-key with DevHost.SystemKeys.%s (or "
+                     "DevHost.MasterKey) from %s", BLOBS_SYSTEM_KEY, path)
+
     def _print_functions(self) -> None:
         lines = ["", "Functions:", ""]
         routes = {r.spec.name: r for r in self._http.routes} if self._http else {}
@@ -179,6 +258,9 @@ class DevHost:
             if route:
                 methods = ",".join(sorted(route.methods)) if route.methods else "ALL"
                 lines.append(f"  {spec.name}: [{methods}] {self.url}/{route.path}")
+            elif spec.trigger.get("source") == "EventGrid":
+                lines.append(f"  {spec.name}: {spec.trigger_type} (EventGrid) "
+                             f"[POST] {self.url}/{WEBHOOK_PATH}/{BLOBS_EXTENSION}?functionName={spec.function_id}")
             else:
                 lines.append(f"  {spec.name}: {spec.trigger_type}")
         print("\n".join(lines) + "\n", flush=True)
@@ -188,6 +270,7 @@ class DevHost:
         grace = self._grace if grace_seconds is None else grace_seconds
         if self._saved_env is None:
             return  # not running
+        self._stop_event_sources()
         if self._http is not None:
             self._http.stop()
             self._http = None
@@ -198,9 +281,16 @@ class DevHost:
             if isinstance(listener, QueueListener):
                 listener.release_unfinished()
         self._listeners = []
+        self._blob_queue = None
         self._restore_process(self._saved_env)
         self._saved_env = None
         log.info("Host stopped")
+
+    def _stop_event_sources(self) -> None:
+        """The local Event Grid delivers over HTTP: stop it before the HTTP server."""
+        for listener in self._listeners:
+            if isinstance(listener, EventGridSource):
+                listener.stop_polling()
 
     def _drain(self, grace: float) -> None:
         """Wait up to grace seconds for running invocations, and say so."""

@@ -1,11 +1,16 @@
-"""HTTP triggers on werkzeug's threaded server: route templates, methods, keys, func.HttpRequest."""
+"""HTTP triggers on werkzeug's threaded server: route templates, methods, keys, func.HttpRequest.
+
+Also the host's extension webhooks, /runtime/webhooks/{extension}[/...] (azure-functions-host
+HostController.ExtensionWebHookHandler): GET, POST and DELETE; the `<extension>_extension` system key
+or the master key (401 otherwise); 404 for an extension without a webhook handler.
+"""
 from __future__ import annotations
 
 import hmac
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +28,9 @@ CONSTRAINTS = {
     "guid": r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}",
     "double": r"-?\d+(?:\.\d+)?", "float": r"-?\d+(?:\.\d+)?", "decimal": r"-?\d+(?:\.\d+)?",
 }
+WEBHOOK = re.compile(r"^/runtime/webhooks/(?P<extension>[^/]+)(?:/.*)?$", re.IGNORECASE)
+WEBHOOK_METHODS = frozenset({"GET", "POST", "DELETE"})
+WebhookHandler = Callable[[Request], Response]
 PARAM = re.compile(r"\{(\*{1,2})?(\w+)((?::[^{}?=]+)*)(\?)?(?:=[^{}]*)?\}")
 
 
@@ -81,6 +89,7 @@ class HttpHost:
     def __init__(
         self, specs: Iterable[FunctionSpec], invoker: Invoker, *, route_prefix: str,
         function_keys: dict[str, str], master_key: str | None, auth: bool,
+        system_keys: Mapping[str, str] | None = None, webhooks: Mapping[str, WebhookHandler] | None = None,
     ) -> None:
         routes = [compile_route(s, route_prefix) for s in specs]
         # literal segments win over constrained, then plain, optional and catch-all parameters
@@ -89,6 +98,8 @@ class HttpHost:
         self._function_keys = list(function_keys.values())
         self._master_key = master_key
         self._auth = auth
+        self._system_keys = dict(system_keys or {})
+        self._webhooks = {name.lower(): handler for name, handler in (webhooks or {}).items()}
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -112,9 +123,18 @@ class HttpHost:
     def _authorized(self, route: Route, request: Request) -> bool:
         if not self._auth or route.auth_level == "ANONYMOUS":
             return True
-        key = request.headers.get("x-functions-key") or request.args.get("code") or ""
         allowed = [self._master_key] if route.auth_level == "ADMIN" else [*self._function_keys, self._master_key]
-        return any(k and hmac.compare_digest(key.encode(), k.encode()) for k in allowed)
+        return _key_matches(request, allowed)
+
+    def _webhook(self, extension: str, request: Request) -> Response:
+        """An extension webhook: system key `<extension>_extension` or the master key, then its handler."""
+        if request.method not in WEBHOOK_METHODS:
+            return Response(status=405, headers={"Allow": ", ".join(sorted(WEBHOOK_METHODS))})
+        name = extension.lower()
+        if self._auth and not _key_matches(request, [self._system_keys.get(f"{name}_extension"), self._master_key]):
+            return Response(status=401)
+        handler = self._webhooks.get(name)
+        return handler(request) if handler else Response(status=404)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
@@ -122,20 +142,19 @@ class HttpHost:
 
     def handle(self, request: Request) -> Response:
         """Route, authorize, invoke and convert the function's response."""
-        allowed: set[str] = set()
+        webhook = WEBHOOK.match(request.path)
+        if webhook:
+            return self._webhook(webhook.group("extension"), request)
         for route in self.routes:
             match = route.pattern.match(request.path)
-            if not match:
-                continue
-            if route.methods is not None and request.method not in route.methods:
-                allowed |= route.methods
+            # the host's function routes constrain the method: another method matches no route,
+            # so the answer is 404 (not 405), as on Azure
+            if not match or (route.methods is not None and request.method not in route.methods):
                 continue
             if not self._authorized(route, request):
                 return Response(status=401)
             params = {k: v for k, v in match.groupdict().items() if v is not None}
             return self._invoke(route, request, params)
-        if allowed:
-            return Response(status=405, headers={"Allow": ", ".join(sorted(allowed))})
         return Response(status=404)
 
     def _invoke(self, route: Route, request: Request, params: dict[str, str]) -> Response:
@@ -156,3 +175,9 @@ class HttpHost:
         if result is None:
             return Response(status=204)
         return Response(result if isinstance(result, (str, bytes)) else str(result), mimetype="text/plain")
+
+
+def _key_matches(request: Request, allowed: Iterable[str | None]) -> bool:
+    """The request's key (x-functions-key header or ?code=) is one of `allowed`."""
+    key = request.headers.get("x-functions-key") or request.args.get("code") or ""
+    return any(k and hmac.compare_digest(key.encode(), k.encode()) for k in allowed)

@@ -17,7 +17,9 @@ from typing import Any
 
 import azure.functions as func
 
+from devhost.annotations import FunctionLoadError, check_function
 from devhost.config import DevHostError
+from devhost.outputs import Out, OutputWriter, check_output
 
 log = logging.getLogger("devhost")
 
@@ -33,6 +35,7 @@ class FunctionSpec:
     bindings: tuple[dict[str, Any], ...]
     user_function: Callable[..., Any]
     wants_context: bool
+    outputs: tuple[dict[str, Any], ...] = ()  # output bindings the host writes after a success
 
     @property
     def trigger_type(self) -> str:
@@ -87,15 +90,17 @@ def _function_spec(f: func.Function) -> FunctionSpec:
     name = f.get_function_name() or f.get_user_function().__name__
     bindings = tuple(json.loads(raw) for raw in f.get_raw_bindings())
     trigger = _trigger(name, bindings)
+    outputs = _outputs(name, bindings, trigger)
+    try:
+        check_function(name, f.get_user_function(), bindings)
+    except (FunctionLoadError, NameError, TypeError) as exc:  # the worker refuses such a function at load
+        raise DevHostError(f"function_app.py indexing failed: {exc}") from exc
     params = set(inspect.signature(f.get_user_function()).parameters)
-    extra = params - {trigger["name"], "context"}
-    if extra:
-        raise DevHostError(f"function {name}: parameters {sorted(extra)} match no binding")
-    return FunctionSpec(name, trigger, bindings, f.get_user_function(), "context" in params)
+    return FunctionSpec(name, trigger, bindings, f.get_user_function(), "context" in params, outputs)
 
 
 def _trigger(name: str, bindings: tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    """The one supported trigger binding; DevHostError for any other binding but the http $return."""
+    """The one supported trigger binding."""
     triggers = [b for b in bindings if str(b.get("type", "")).endswith("Trigger")]
     if len(triggers) != 1:
         raise DevHostError(f"function {name} has {len(triggers)} triggers; exactly one is required")
@@ -103,11 +108,21 @@ def _trigger(name: str, bindings: tuple[dict[str, Any], ...]) -> dict[str, Any]:
     if trigger["type"] not in SUPPORTED_TRIGGERS:
         raise DevHostError(f"function {name}: trigger type {trigger['type']} is not supported by "
                            f"devhost (supported: {', '.join(SUPPORTED_TRIGGERS)})")
-    for b in bindings:
-        if b is not trigger and not (b.get("type") == "http" and b.get("name") == "$return"):
-            raise DevHostError(f"function {name}: binding type {b.get('type')} (name={b.get('name')}) "
-                               "is not supported by devhost (only triggers and the http $return)")
     return trigger
+
+
+def _outputs(name: str, bindings: tuple[dict[str, Any], ...], trigger: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The output bindings devhost writes; DevHostError for any other binding but the http $return."""
+    outputs = []
+    for b in bindings:
+        if b is trigger or (b.get("type") == "http" and b.get("name") == "$return"):
+            continue
+        if b.get("direction") != "OUT":
+            raise DevHostError(f"function {name}: input binding type {b.get('type')} (name={b.get('name')}) "
+                               "is not supported by devhost (only triggers, queue outputs and the http $return)")
+        check_output(name, b)
+        outputs.append(b)
+    return tuple(outputs)
 
 
 @dataclass(frozen=True)
@@ -128,11 +143,14 @@ class Invoker:
         self._app_dir = app_dir
         self._inflight = 0
         self._idle = threading.Condition()
+        self.outputs: OutputWriter | None = None  # set by the host once it knows its storage
 
     def __call__(self, spec: FunctionSpec, reason: str, arg: Any) -> Any:
-        """Invoke `spec` with its trigger argument; re-raises what the function raised."""
+        """Invoke `spec` with its trigger argument; re-raises what the function (or an output write) raised."""
         invocation_id = str(uuid.uuid4())
         kwargs = {spec.trigger["name"]: arg}
+        outs: dict[str, Out[Any]] = {b["name"]: Out() for b in spec.outputs}
+        kwargs.update(outs)
         if spec.wants_context:
             kwargs["context"] = Context(invocation_id, spec.name, str(self._app_dir))
         with self._idle:
@@ -141,6 +159,10 @@ class Invoker:
         started = time.monotonic()
         try:
             result = spec.user_function(**kwargs)
+            if outs:
+                if self.outputs is None:
+                    raise DevHostError(f"function {spec.name}: output bindings but no output writer")
+                self.outputs.write(spec.name, spec.outputs, outs)
         except Exception:
             took = (time.monotonic() - started) * 1000
             log.exception("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms) "

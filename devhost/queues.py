@@ -46,11 +46,18 @@ class QueueListener:
         self._inflight: dict[str, _InFlight] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._hurry = False  # notified of a new message: poll at once, back-off reset
+        self.polls = 0  # receive calls so far (how often the listener looked)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"queue-{spec.name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def notify(self) -> None:
+        """This host just wrote a message to the queue (SharedQueueWatcher): poll now, not after the back-off."""
+        self._hurry = True
+        self._wake.set()
 
     def stop_polling(self) -> None:
         """Receive nothing more; running invocations continue."""
@@ -84,28 +91,36 @@ class QueueListener:
         delay = MIN_POLLING_INTERVAL
         while not self._stopping:
             self._wake.clear()
-            received = 0
-            try:
-                self._renew_leases()
-                # the Functions host fetches a new batch once in-flight drops to newBatchThreshold,
-                # so up to batchSize + newBatchThreshold invocations can run at once
-                if len(self._inflight) <= self._opt.new_batch_threshold:
-                    batch = self._storage.receive(self.queue, max_messages=min(self._opt.batch_size, 32),
-                                                  visibility_timeout=LEASE_SECONDS)
-                    for message in batch:
-                        if self._stopping:  # received while stopping: hand it straight back
-                            self._storage.release(self.queue, message, visibility_timeout=0)
-                        else:
-                            self._dispatch(message)
-                    received = len(batch)
-            except Exception as exc:  # keep polling: storage may come back
-                log.warning("queue %s (function %s): polling failed: %s", self.queue, self.spec.name, exc)
-            if received:
+            if self._poll():
                 delay = MIN_POLLING_INTERVAL  # activity resets the back-off
                 continue
             self._clock.wait(self._wake, delay)
+            if self._hurry:
+                self._hurry, delay = False, MIN_POLLING_INTERVAL
+                continue
             # idle: exponential back-off up to maxPollingInterval, as the host's queue listener does
             delay = min(delay * 2, max(self._opt.max_polling_interval, MIN_POLLING_INTERVAL))
+
+    def _poll(self) -> int:
+        """Receive and dispatch one batch; returns how many messages came."""
+        try:
+            self._renew_leases()
+            # the Functions host fetches a new batch once in-flight drops to newBatchThreshold,
+            # so up to batchSize + newBatchThreshold invocations can run at once
+            if len(self._inflight) > self._opt.new_batch_threshold:
+                return 0
+            self.polls += 1
+            batch = self._storage.receive(self.queue, max_messages=min(self._opt.batch_size, 32),
+                                          visibility_timeout=LEASE_SECONDS)
+            for message in batch:
+                if self._stopping:  # received while stopping: hand it straight back
+                    self._storage.release(self.queue, message, visibility_timeout=0)
+                else:
+                    self._dispatch(message)
+            return len(batch)
+        except Exception as exc:  # keep polling: storage may come back
+            log.warning("queue %s (function %s): polling failed: %s", self.queue, self.spec.name, exc)
+            return 0
 
     def _renew_leases(self) -> None:
         now = time.monotonic()

@@ -31,10 +31,38 @@ class Schedule:
             raise DevHostError(f"{where}: schedule {expression!r} is neither a 6-field NCRONTAB "
                                "expression (seconds first) nor a TimeSpan") from None
 
+    def sub_minute(self, now: datetime) -> bool:
+        """More frequent than once a minute, by the host's rule (TimerSchedule.ShouldDisableScheduleMonitor).
+
+        TimeSpan: shorter than a minute. NCRONTAB: minute and every higher field are `*` and more than
+        one occurrence falls in the next minute (`*/10 * * * * *` yes; `0 * * * * *`, `* 1-5 * * * *` no).
+        """
+        if self._interval is not None:
+            return self._interval < 60
+        if any(f != "*" for f in self.expression.split()[1:]):
+            return False
+        end = now + timedelta(minutes=1)
+        first = self.next_after(now)
+        return first < end and self.next_after(first) < end
+
     def next_after(self, moment: datetime) -> datetime:
         if self._interval is not None:
             return moment + timedelta(seconds=self._interval)
         return croniter(self.expression, moment, second_at_beginning=True, ret_type=datetime).get_next(datetime)
+
+
+def use_monitor(configured: object, schedule: Schedule, now: datetime) -> bool:
+    """The host's UseMonitor: as configured (default true), but off for schedules more frequent than a minute.
+
+    TimerSchedule.Create (Azure/azure-webjobs-sdk-extensions,
+    src/WebJobs.Extensions/Extensions/Timers/Scheduling/TimerSchedule.cs) turns
+    UseMonitor off for such schedules whatever the binding says; useMonitor false always stays off.
+    """
+    wanted = True if configured is None else str(configured).lower() not in ("false", "0")
+    if wanted and schedule.sub_minute(now):
+        log.debug("UseMonitor changed to false based on schedule frequency.")
+        return False
+    return wanted
 
 
 class TimerRunner(PollingLoop):
@@ -45,7 +73,7 @@ class TimerRunner(PollingLoop):
         self.schedule = Schedule(resolve(str(spec.trigger["schedule"]), f"function {spec.name} schedule"),
                                  f"function {spec.name}")
         self.run_on_startup = bool(spec.trigger.get("runOnStartup", False))
-        self.use_monitor = bool(spec.trigger.get("useMonitor", True))
+        self.use_monitor = use_monitor(spec.trigger.get("useMonitor"), self.schedule, clock.now())
         self._status_path = f"timers/{host_id}/{spec.function_id}/status"
         self._hosts, self._invoke, self._clock = hosts, invoker, clock
         self._init_loop(f"timer-{spec.name}")

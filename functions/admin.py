@@ -10,6 +10,7 @@ from shared.lifecycle import releases
 from shared.lifecycle.records import RunStatus
 from shared.lifecycle.stages import app_context
 from shared.messages import RetrainRequest
+from shared.outbox import message_text
 from shared.spec import parse_spec
 from shared.storage import get_storage
 
@@ -117,16 +118,18 @@ def rollback(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("request_retrain")
 @bp.route(route="registry/models/{model}/retrain", methods=["POST"], auth_level=ADMIN)
+@bp.queue_output(arg_name="retrains", queue_name=paths.RETRAIN_QUEUE, connection="AzureWebJobsStorage")
 @handles_errors
-def request_retrain(req: func.HttpRequest) -> func.HttpResponse:
-    """Enqueue a retrain of the current data (the same path queue-triggered retraining takes)."""
+def request_retrain(req: func.HttpRequest, retrains: func.Out[str]) -> func.HttpResponse:
+    """Request a retrain of the current data (the same path queue-triggered retraining takes)."""
     storage = get_storage()
     model = _model(req)
     registry.current_spec(storage, model)  # 404 now rather than a poison message later
     run_id = runs.new_run_id()
     reason = names.text_field(json_body(req), "reason", default="retrain requested via admin API")
     runs.record(storage, app_context().clock, model, run_id, RunStatus.RECEIVED, detail=reason)
-    storage.enqueue(paths.RETRAIN_QUEUE, RetrainRequest(model=model, reason=reason, run_id=run_id).to_payload())
+    # written by the host once this returns; if that write fails the caller gets a 500 and retries
+    retrains.set(message_text(RetrainRequest(model=model, reason=reason, run_id=run_id).to_payload()))
     return json_response({"run_id": run_id, "queued": paths.RETRAIN_QUEUE}, 202)
 
 

@@ -15,43 +15,49 @@ from shared.http import handles_errors, json_body, json_response
 from shared.lifecycle.stages import app_context
 from shared.messages import MonitorRequest, parse_message
 from shared.monitoring.report import list_reports, run_monitor
+from shared.outbox import Messages
 
 bp = func.Blueprint()
 
 
 @bp.function_name("monitor_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%MLOPS_MONITOR_SCHEDULE%", run_on_startup=False)
-def monitor_timer(timer: func.TimerRequest) -> None:
+@bp.queue_output(arg_name="windows", queue_name=paths.MONITOR_QUEUE, connection="AzureWebJobsStorage")
+def monitor_timer(timer: func.TimerRequest, windows: func.Out[Messages]) -> None:
     """One message per model with a champion; the window ends at this occurrence (so a retry is the same window)."""
-    ctx = app_context()
+    ctx, outbox = app_context().with_outbox()
     end = ctx.clock.now().astimezone(UTC).replace(second=0, microsecond=0)
-    sent = 0
     for model in registry.list_models(ctx.storage):
-        if model.aliases.champion is None:
-            continue
-        ctx.storage.enqueue(paths.MONITOR_QUEUE, MonitorRequest(model=model.name, window_end=end).to_payload())
-        sent += 1
-    logging.info("monitor_timer: %d window(s) ending %s sent to %s", sent, end.isoformat(), paths.MONITOR_QUEUE)
+        if model.aliases.champion is not None:
+            ctx.send(paths.MONITOR_QUEUE, MonitorRequest(model=model.name, window_end=end).to_payload())
+    outbox.bind({paths.MONITOR_QUEUE: windows})
+    logging.info("monitor_timer: %d window(s) ending %s sent to %s", len(outbox.messages.get(paths.MONITOR_QUEUE, [])),
+                 end.isoformat(), paths.MONITOR_QUEUE)
 
 
 @bp.function_name("monitor")
 @bp.queue_trigger(arg_name="msg", queue_name=paths.MONITOR_QUEUE, connection="AzureWebJobsStorage")
-def monitor(msg: func.QueueMessage) -> None:
-    """The monitoring report of one window (idempotent per model, version and window)."""
+@bp.queue_output(arg_name="trainings", queue_name=paths.TRAIN_QUEUE, connection="AzureWebJobsStorage")
+def monitor(msg: func.QueueMessage, trainings: func.Out[Messages]) -> None:
+    """The monitoring report of one window (idempotent per model, version and window); a retrain it decides
+    on leaves through the output binding."""
     request = parse_message(MonitorRequest, msg.get_body())
+    ctx, outbox = app_context().with_outbox()
     try:
-        report = run_monitor(app_context(), request.model, window_end=request.window_end, trigger=request.trigger)
+        report = run_monitor(ctx, request.model, window_end=request.window_end, trigger=request.trigger)
     except (NotFound, Unavailable) as exc:  # the model or its champion went away: nothing to monitor
         logging.warning("monitor: %s: %s", request.model, exc.message)
         return
+    outbox.bind({paths.TRAIN_QUEUE: trainings})
     logging.info("monitor: %s v%s drift=%s retrain=%s", request.model, report["version"], report["dataset_drift"],
                  report["decision"]["retrain"])
 
 
 @bp.function_name("monitor_now")
 @bp.route(route="registry/models/{model}/monitor", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@bp.queue_output(arg_name="trainings", queue_name=paths.TRAIN_QUEUE, connection="AzureWebJobsStorage")
 @handles_errors
-def monitor_now(req: func.HttpRequest) -> func.HttpResponse:
+def monitor_now(req: func.HttpRequest, trainings: func.Out[Messages]) -> func.HttpResponse:
     """Run one window and answer its report: body {"window_end": ISO time} (optional; default now)."""
     model = names.model_name(req.route_params.get("model"))
     raw = json_body(req).get("window_end")
@@ -62,7 +68,10 @@ def monitor_now(req: func.HttpRequest) -> func.HttpResponse:
     if raw is not None and (end is None or end.tzinfo is None):
         raise BadRequest(f"window_end ({str(raw)[:40]!r}) must be an ISO 8601 time with a zone, e.g. "
                          "2026-11-24T12:00:00Z")
-    return json_response(run_monitor(app_context(), model, window_end=end, trigger="api"))
+    ctx, outbox = app_context().with_outbox()
+    report = run_monitor(ctx, model, window_end=end, trigger="api")
+    outbox.bind({paths.TRAIN_QUEUE: trainings})
+    return json_response(report)
 
 
 @bp.function_name("list_monitoring")

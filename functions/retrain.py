@@ -7,6 +7,7 @@ import azure.functions as func
 
 from shared import paths
 from shared.lifecycle.stages import app_context
+from shared.outbox import Messages
 from shared.pipeline import retrain as retrain_model
 
 bp = func.Blueprint()
@@ -14,7 +15,10 @@ bp = func.Blueprint()
 
 @bp.function_name("retrain")
 @bp.queue_trigger(arg_name="msg", queue_name=paths.RETRAIN_QUEUE, connection="AzureWebJobsStorage")
-def retrain(msg: func.QueueMessage) -> None:
-    """Enqueue training for the model's current data (the same path a data drop takes)."""
-    result = retrain_model(app_context(), msg.get_body(), msg.dequeue_count or 1)
+@bp.queue_output(arg_name="trainings", queue_name=paths.TRAIN_QUEUE, connection="AzureWebJobsStorage")
+def retrain(msg: func.QueueMessage, trainings: func.Out[Messages]) -> None:
+    """Request training on the model's current data (the same path a data drop takes)."""
+    ctx, outbox = app_context().with_outbox()
+    result = retrain_model(ctx, msg.get_body(), msg.dequeue_count or 1)
+    outbox.bind({paths.TRAIN_QUEUE: trainings})
     logging.info("retrain: message %s -> %s", msg.id, result)

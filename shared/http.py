@@ -5,13 +5,13 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec
 
 import azure.functions as func
 
 from shared.errors import PipelineError
 
-Handler = Callable[[func.HttpRequest], func.HttpResponse]
+P = ParamSpec("P")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -28,13 +28,17 @@ def error_response(exc: PipelineError) -> func.HttpResponse:
     return json_response(body, exc.status)
 
 
-def handles_errors(handler: Handler) -> Handler:
-    """Map our typed errors to their HTTP status; anything else is a logged 500 with no internals."""
+def handles_errors(handler: Callable[P, func.HttpResponse]) -> Callable[P, func.HttpResponse]:
+    """Map our typed errors to their HTTP status; anything else is a logged 500 with no internals.
+
+    The wrapper keeps the handler's signature (functools.wraps), which is what the worker binds
+    parameters by: an output binding next to the request passes straight through.
+    """
 
     @functools.wraps(handler)
-    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
         try:
-            return handler(req)
+            return handler(*args, **kwargs)
         except PipelineError as exc:
             if exc.status >= 500:
                 logging.error("%s: %s", handler.__name__, exc.internal or exc.message)

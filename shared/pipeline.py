@@ -80,7 +80,7 @@ def prepare_drop(ctx: Context, blob_path: str, data: bytes, etag: str) -> dict[s
                       spec_hash=digest, rows=prepared.rows)
     if run.status != RunStatus.PREPARED:
         return {"outcome": str(run.status), "run_id": run_id}  # closed meanwhile: a newer drop replaced it
-    ctx.storage.enqueue(paths.TRAIN_QUEUE, _train_request(run).to_payload())
+    ctx.send(paths.TRAIN_QUEUE, _train_request(run).to_payload())
     return {"outcome": "prepared", "run_id": run_id, "data_hash": prepared.data_hash}
 
 
@@ -151,6 +151,8 @@ def _close_replaced_drop(ctx: Context, model: str, blob_path: str, run_id: str) 
             why = f"{paths.DATASETS}/{blob_path} was replaced before this version was prepared; see run {run_id}"
             runs.record(ctx.storage, ctx.clock, model, earlier, RunStatus.FAILED, detail=why, error=why)
         elif run is not None and run.status == RunStatus.PREPARED:
+            # Sent now, not through the output binding: the pointer moves on below, so after a crash
+            # nothing would remember that this earlier run still waits for its training request.
             ctx.storage.enqueue(paths.TRAIN_QUEUE, _train_request(run).to_payload())
     ctx.storage.write_json(paths.MLOPS, pointer, {"run_id": run_id, "at": ctx.clock.now().isoformat()})
 
@@ -217,7 +219,7 @@ def request_retrain(ctx: Context, request: RetrainRequest) -> dict[str, Any]:
     runs.record(storage, ctx.clock, request.model, run_id, RunStatus.QUEUED,
                 detail=f"{request.reason}: training on data {current['data_hash'][:12]}",
                 source_blob=current.get("source_blob"), data_hash=current["data_hash"], spec_hash=digest)
-    storage.enqueue(paths.TRAIN_QUEUE, train_request.to_payload())
+    ctx.send(paths.TRAIN_QUEUE, train_request.to_payload())
     return {"outcome": "queued", "run_id": run_id}
 
 
@@ -258,8 +260,7 @@ class TrainStage:
             record = self._fit(ctx, request, held, record)
         if record.status not in SETTLED_VERSION:
             self._move_current_data(ctx, request)
-            ctx.storage.enqueue(paths.EXPORT_QUEUE, StageRequest(
-                run_id=record.run_id or request.run_id, model=request.model, version=record.version).to_payload())
+            self._hand_off(ctx, request, record)
         log.info("train: model=%s version=%s %s", request.model, record.version, record.status)
         return {"outcome": "trained", "version": record.version, "run_id": record.run_id}
 
@@ -339,9 +340,22 @@ class TrainStage:
 
         ctx.storage.update_json(paths.MLOPS, paths.current_data(request.model), change)
 
+    @staticmethod
+    def _hand_off(ctx: Context, request: TrainRequest, record: ModelVersion) -> None:
+        ctx.send(paths.EXPORT_QUEUE, StageRequest(
+            run_id=record.run_id or request.run_id, model=request.model, version=record.version).to_payload())
+
     def on_done(self, ctx: Context, request: TrainRequest, result: dict[str, Any], by_run: str | None) -> None:
         if by_run == request.run_id or result.get("run_id") == request.run_id:
-            return  # a redelivery of our own run's message
+            # A redelivery of our own run's message: the output binding's export request may never
+            # have been written (the host writes it after the function returned), so send it again
+            # while the version still waits for export; export's claim makes a second copy harmless.
+            version = result.get("version")
+            if version is not None:
+                record = registry.get_version(ctx.storage, request.model, int(version))
+                if record.status not in SETTLED_VERSION:
+                    self._hand_off(ctx, request, record)
+            return
         same = f"same data (hash={request.data_hash[:12]}) and spec (hash={request.spec_hash[:12]})"
         if result.get("outcome") == "rejected":
             why = f"{same} were rejected by run {by_run}: {result.get('reason')}"
@@ -445,8 +459,19 @@ class ExportStage(_VersionStage):
         if record.status == V.TRAINED:
             record = self._export(ctx, record)
         if record.status == V.EXPORTED:
-            ctx.storage.enqueue(paths.VALIDATE_QUEUE, request.model_copy(update={"deferrals": 0}).to_payload())
+            self._hand_off(ctx, request)
         return {"outcome": str(record.status), "version": record.version}
+
+    @staticmethod
+    def _hand_off(ctx: Context, request: StageRequest) -> None:
+        ctx.send(paths.VALIDATE_QUEUE, request.model_copy(update={"deferrals": 0}).to_payload())
+
+    def on_done(self, ctx: Context, request: StageRequest, result: dict[str, Any], by_run: str | None) -> None:
+        super().on_done(ctx, request, result, by_run)
+        # the validate request leaves through the output binding after the function returns: a
+        # redelivery sends it again while the version still waits for validation
+        if registry.get_version(ctx.storage, request.model, request.version).status == V.EXPORTED:
+            self._hand_off(ctx, request)
 
     def _export(self, ctx: Context, record: ModelVersion) -> ModelVersion:
         storage, ml, settings = ctx.storage, ctx.learner(), ctx.settings

@@ -24,10 +24,11 @@ from shared.lifecycle.releases import give_up
 from shared.lifecycle.stages import Context
 from shared.lifecycle.sweeper import sweep
 from shared.memory_storage import MemoryStorage
+from shared.outbox import Outbox
 from shared.pipeline import STAGES, deliver, prepare_drop, retrain
 from shared.settings import Settings
 from shared.spec import spec_hash
-from shared.storage import QueuedMessage
+from shared.storage import QueuedMessage, encode_message
 
 HOST_LEASE_SECONDS = 600
 VISIBILITY_TIMEOUT = 2
@@ -124,7 +125,9 @@ class LocalPipeline:
     def fire_drop(self, model: str, name: str) -> dict[str, Any]:
         """The blob trigger firing for the current version of a dropped file."""
         blob = self.storage.read(paths.DATASETS, f"{model}/{name}")
-        result = prepare_drop(self.ctx.fresh(), f"{model}/{name}", blob.data, blob.etag)
+        ctx, outbox = self.ctx.fresh().with_outbox()
+        result = prepare_drop(ctx, f"{model}/{name}", blob.data, blob.etag)
+        self.write_outputs(outbox)
         self.unreceipted.discard((model, name))  # the host writes its receipt after a success
         return result
 
@@ -135,12 +138,22 @@ class LocalPipeline:
     # -- what the host does ---------------------------------------------------------------------
 
     def handle(self, queue: str, body: bytes, dequeue_count: int) -> Any:
-        ctx = self.ctx.fresh()
+        """One invocation; its output-binding messages are written after it returns, as the host does."""
+        ctx, outbox = self.ctx.fresh().with_outbox()
         if queue == paths.RETRAIN_QUEUE:
-            return retrain(ctx, body, dequeue_count)
-        if queue in POISON_QUEUES:
-            return give_up(ctx, queue.removesuffix("-poison"), body)
-        return deliver(ctx, queue, body, dequeue_count)
+            result = retrain(ctx, body, dequeue_count)
+        elif queue in POISON_QUEUES:
+            result = give_up(ctx, queue.removesuffix("-poison"), body)
+        else:
+            result = deliver(ctx, queue, body, dequeue_count)
+        self.write_outputs(outbox)
+        return result
+
+    def write_outputs(self, outbox: Outbox) -> None:
+        """The host's output-binding writes (before it completes the trigger: a crash here loses them)."""
+        for queue, texts in outbox.messages.items():
+            for text in texts:
+                self.storage.enqueue_raw(queue, encode_message(text))
 
     def receive(self, queue: str) -> QueuedMessage | None:
         got = self.storage.receive(queue, max_messages=1, visibility_timeout=HOST_LEASE_SECONDS)

@@ -111,6 +111,9 @@ def give_up(ctx: Context, queue: str, body: bytes) -> str:
     key = stage.key(request)
     claim = ctx.claims.get(stage.name, key)
     if claim is not None and claim.state == ClaimState.COMPLETED:
+        # done, but its hand-off to the next stage (written by the host after the function
+        # returned) may be lost with the failed deliveries: on_done sends what is still owed
+        stage.on_done(ctx, request, claim.result or {}, claim.run_id)
         return f"work (stage={stage.name}, key={key}) completed; run {run_id} is not failed"
     try:
         last = runs.last_error(runs.get(ctx.storage, model, run_id))
@@ -132,6 +135,12 @@ def _give_up_retrain(ctx: Context, body: bytes) -> str:
         run = runs.get(ctx.storage, request.model, request.run_id)
     except NotFound:
         run = None
+    if run is not None and run.status == RunStatus.QUEUED:
+        # its training request went into the output binding, which the failed deliveries may have lost
+        from shared.pipeline import request_retrain
+
+        request_retrain(ctx, request)
+        return f"run {request.run_id} is queued; its training request was sent again"
     if run is not None and run.status != RunStatus.RECEIVED:
         return f"run {request.run_id} is {run.status}; the retrain went through, nothing to fail"
     last = runs.last_error(run) if run is not None else None

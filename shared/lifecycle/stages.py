@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -20,6 +21,7 @@ from shared.errors import Conflict, DataRejected, IllegalTransition, InProgress,
 from shared.learner import Learner  # light: its heavy imports happen inside its methods
 from shared.lifecycle.claims import HEARTBEAT_SECONDS, LEASE_SECONDS, Busy, ClaimLost, ClaimStore, Done, Held
 from shared.messages import Message
+from shared.outbox import Outbox
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -42,6 +44,19 @@ class Context:
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     lease_seconds: float = LEASE_SECONDS
     heartbeat_seconds: float = HEARTBEAT_SECONDS
+    outbox: Outbox | None = None  # None: messages go out through the storage SDK at once
+
+    def send(self, queue: str, payload: Mapping[str, Any]) -> None:
+        """Hand a message to the next stage: through the invocation's output binding when it has one."""
+        if self.outbox is None:
+            self.storage.enqueue(queue, dict(payload))
+        else:
+            self.outbox.send(queue, payload)
+
+    def with_outbox(self) -> tuple[Context, Outbox]:
+        """This context sending through a new outbox (a function with queue output bindings)."""
+        outbox = Outbox()
+        return replace(self, outbox=outbox), outbox
 
     @property
     def claims(self) -> ClaimStore:
@@ -51,8 +66,8 @@ class Context:
         return self.ml if self.ml is not None else Learner()
 
     def fresh(self) -> Context:
-        """The same context for another invocation (its own claim owner)."""
-        return replace(self, owner=uuid.uuid4().hex)
+        """The same context for another invocation (its own claim owner, no outbox)."""
+        return replace(self, owner=uuid.uuid4().hex, outbox=None)
 
 
 def app_context() -> Context:

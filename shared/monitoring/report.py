@@ -299,4 +299,4 @@ def _start_retraining(ctx: Context, body: dict[str, Any]) -> None:
     request = TrainRequest(run_id=run_id, model=model, data_hash=retraining["data_hash"],
                            spec_hash=retraining["spec_hash"], reason=reason, received_at=ctx.clock.now(),
                            monitoring=lineage)
-    ctx.storage.enqueue(paths.TRAIN_QUEUE, request.to_payload())
+    ctx.send(paths.TRAIN_QUEUE, request.to_payload())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,10 @@ import requests
 
 from devhost import DevHost, DevHostError, FakeClock
 from devhost.azurite import Azurite
-from devhost.blobs import BLOB_POISON_QUEUE
+from devhost.blobqueue import SharedBlobQueueListener
+from devhost.blobs import BLOB_POISON_QUEUE, BlobScanner
+from devhost.config import load_host_json
+from devhost.timers import Schedule, use_monitor
 from shared.storage import AzureStorage
 from tests.fixtures.devhost_support import SEMANTICS_APP, b64, decode_json_message, fixture_env, records, wait_for
 
@@ -161,13 +165,41 @@ def test_blob_poison_after_five_failures_like_the_host(
     assert len(blob_runs(storage, env, "g/bad.txt")) == 5
 
 
-def test_event_grid_blob_trigger_is_served_by_scanning(
+def test_event_grid_blob_trigger_fires_through_the_local_event_grid_and_the_blobs_webhook(
     start: Start, storage: AzureStorage, env: dict[str, str],
 ) -> None:
     start()
     storage.write(env["EG_CONTAINER"], "e.txt", b"abc")
     [run] = wait_for(lambda: records(storage, env, "blob-eg"), "the EventGrid-sourced blob trigger")
     assert run == {"name": f"{env['EG_CONTAINER']}/e.txt", "length": 3}
+    # the scan published a BlobCreated event (receipt), the webhook queued it, the queue listener ran it
+    receipts = f"blobreceipts/test-{env['FIXTURE_RECORDS'][4:]}/Host.Functions.blob_eventgrid/"
+    [receipt] = wait_for(lambda: storage.list("azure-webjobs-hosts", receipts), "the receipt")
+    assert storage.read_json("azure-webjobs-hosts", receipt.name)[0]["status"] == "published"
+
+
+def test_blobs_max_degree_of_parallelism_from_host_json(
+    env: dict[str, str], tmp_path: Path, azurite: Azurite,
+) -> None:
+    assert load_host_json(SEMANTICS_APP).blobs_max_parallel == 8 * (os.cpu_count() or 1)  # the host's default
+    app = tmp_path / "app"
+    shutil.copytree(SEMANTICS_APP, app)
+    host_json = json.loads((app / "host.json").read_text())
+    host_json["extensions"]["blobs"] = {"maxDegreeOfParallelism": 0}
+    (app / "host.json").write_text(json.dumps(host_json))
+    with pytest.raises(DevHostError, match=r"maxDegreeOfParallelism=0"):
+        load_host_json(app)
+    host_json["extensions"]["blobs"] = {"MaxDegreeOfParallelism": 3}  # keys bind case-insensitively
+    (app / "host.json").write_text(json.dumps(host_json))
+    host = DevHost(app, env=env, port=0, blob_scan_interval=0.1).start()
+    try:
+        scanners = [x for x in host._listeners if isinstance(x, BlobScanner)]
+        assert scanners and all(s.max_parallel == 3 for s in scanners)
+        [queue] = [x for x in host._listeners if isinstance(x, SharedBlobQueueListener)]
+        # SharedBlobQueueListenerFactory: BatchSize = 3 / 2 + 1, NewBatchThreshold = 3 - BatchSize
+        assert (queue._opt.batch_size, queue._opt.new_batch_threshold) == (2, 1)
+    finally:
+        host.stop(grace_seconds=2)
 
 
 # -- timers -----------------------------------------------------------------------------------
@@ -197,6 +229,28 @@ def test_occurrence_missed_while_stopped_runs_at_startup_as_past_due_like_the_ho
     start(clock=FakeClock(datetime(2024, 1, 1, 0, 20, 0, tzinfo=UTC)), env=schedule)
     ticks = wait_for(lambda: (t := records(storage, env, "tick")) and len(t) == 2 and t, "the past-due run")
     assert sorted(t["past_due"] for t in ticks) == [False, True]
+
+
+def test_timer_use_monitor_defaults_false_for_sub_minute_schedules(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
+    now = datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC)
+
+    def monitored(schedule: str, configured: object = None) -> bool:
+        return use_monitor(configured, Schedule(schedule, "test"), now)
+
+    # TimerSchedule.Create: UseMonitor (default true) is turned off for schedules more frequent than a minute
+    assert monitored("0 */5 * * * *") and monitored("0 * * * * *") and monitored("* 1-5 * * * *")
+    assert not monitored("*/10 * * * * *") and not monitored("10,20,45 * * * * *")
+    assert monitored("00:01:00") and not monitored("00:00:30")
+    assert not monitored("0 */5 * * * *", False)  # an explicit false stays false
+    assert not monitored("*/10 * * * * *", True)  # and an explicit true does not keep a sub-minute monitor
+    clock = FakeClock(now)
+    start(clock=clock, env={"TICK_SCHEDULE": "*/10 * * * * *"})
+    wait_for(lambda: records(storage, env, "tick"), "the runOnStartup invocation")
+    clock.advance(10)
+    wait_for(lambda: len(records(storage, env, "tick")) == 2, "the 00:00:10 tick")  # after the first's status write
+    assert storage.list("azure-webjobs-hosts", f"timers/test-{env['FIXTURE_RECORDS'][4:]}/") == []
 
 
 # -- startup ----------------------------------------------------------------------------------
