@@ -30,7 +30,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--examples", action="store_true", help="seed the bundled example specs and datasets, "
                    "then log each model's champion and a curl line to score it")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to let running invocations finish on stop")
-    p.add_argument("--blob-scan-interval", type=float, default=2.0, help="seconds between blob container scans")
+    p.add_argument("--blob-scan-interval", type=float, default=0.5,
+                   help="seconds between container scans: LogsAndContainerScan blob triggers, and the local Event Grid "
+                        "that turns new blobs into BlobCreated events for EventGrid-source triggers")
+    p.add_argument("--no-event-grid", action="store_true",
+                   help="no local Event Grid: EventGrid-source blob triggers fire only from events POSTed to "
+                        "/runtime/webhooks/blobs (by hand, or by a real subscription through a tunnel)")
     return p.parse_args(argv)
 
 
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             azurite = _azurite(args)
             env[DEFAULT_CONNECTION] = azurite.connection_string
         host = DevHost(args.app_dir, env=env, port=args.port, settings_path=args.settings, auth=not args.no_auth,
-                       blob_scan_interval=args.blob_scan_interval, grace_seconds=args.grace).start()
+                       blob_scan_interval=args.blob_scan_interval, grace_seconds=args.grace,
+                       event_grid=not args.no_event_grid).start()
         if args.examples:
             threading.Thread(target=_run_examples, args=(host,), name="examples", daemon=True).start()
         stop.wait()

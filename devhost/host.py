@@ -32,7 +32,7 @@ from devhost.queues import QueueListener
 from devhost.timers import TimerRunner
 from shared.errors import StorageUnreachable
 from shared.settings import Settings
-from shared.storage import AzureStorage
+from shared.storage import AzureStorage, reset_process_state
 
 log = logging.getLogger("devhost")
 
@@ -73,7 +73,7 @@ class DevHost:
     def __init__(
         self, app_dir: Path | str, *, env: Mapping[str, str] | None = None, port: int | None = None,
         bind: str = "127.0.0.1", settings_path: Path | None = None, auth: bool = True,
-        clock: Clock | None = None, blob_scan_interval: float = 2.0, grace_seconds: float = 10.0,
+        clock: Clock | None = None, blob_scan_interval: float = 0.5, grace_seconds: float = 10.0,
         event_grid: bool = True,
     ) -> None:
         self.app_dir = Path(app_dir).resolve()
@@ -138,6 +138,7 @@ class DevHost:
         settings = load_local_settings(self.app_dir, self._settings_path)
         os.environ.update(self._env)  # the caller's environment, like the shell's for func start
         apply_values(settings.values)
+        reset_process_state()  # the app starts as in a new worker process: nothing cached from a former run
         config = load_host_json(self.app_dir)
         self._added_path = str(self.app_dir) not in sys.path
         self.functions = index(import_app(self.app_dir))

@@ -479,6 +479,19 @@ _gateway: AzureStorage | None = None
 _gateway_lock = threading.Lock()
 
 
+def reset_process_state() -> None:
+    """Forget the process-wide gateway and settings: the next use builds them from the environment.
+
+    For a host that restarts the app inside one process (devhost, tests), as a new worker would.
+    """
+    global _gateway
+    from shared.settings import get_settings
+
+    with _gateway_lock:
+        _gateway = None
+    get_settings.cache_clear()
+
+
 def get_storage() -> AzureStorage:
     """The process-wide gateway (clients are thread-safe and keep connections alive)."""
     global _gateway
