@@ -4,10 +4,11 @@ STAMP := .venv/.installed
 
 .PHONY: run test lint soak setup clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .   # the `mlops` command line (mlops_cli/) into .venv/bin
 	touch $(STAMP)
 
 node_modules/.package-lock.json: package.json package-lock.json
@@ -39,7 +40,7 @@ CHECKOV := env -u BC_API_KEY CKV_PARSE_ERROR_FAIL=true CKV_SKIP_PACKAGE_UPDATE_C
 	CKV_GITHUB_CONFIG_FETCH_DATA=false .venv-checkov/bin/checkov --skip-download --compact --quiet
 
 lint: setup $(CHECKOV_STAMP)
-	$(PY) -m ruff check shared functions devhost function_app.py tests
+	$(PY) -m ruff check shared functions devhost mlops_cli function_app.py tests
 	$(PY) -m mypy
 	$(CHECKOV) -d infra --framework bicep
 	$(CHECKOV) -d .github/workflows --framework github_actions

@@ -13,6 +13,7 @@ from functions import (
     score,
     sweeper,
     train,
+    uploads,
     validate,
     webhooks,
 )
@@ -34,4 +35,5 @@ app.register_functions(admin.bp)  # /api/registry/...
 app.register_functions(webhooks.bp)  # /api/webhooks/github, /api/webhooks/azure-devops
 app.register_functions(score.bp)  # POST /api/models/{model}/score
 app.register_functions(contract.bp)  # GET /api/models/{model}/signature, /api/openapi.json
+app.register_functions(uploads.bp)  # POST /api/registry/models/{model}/uploads: a SAS URL for a drop
 app.register_functions(monitor.bp)  # timer + monitor-requests; /api/models/{model}/feedback; .../monitoring

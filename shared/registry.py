@@ -73,7 +73,7 @@ def current_spec(storage: Storage, model: str) -> tuple[TrainingSpec, str]:
         body, _ = storage.read_json(paths.MLOPS, paths.spec_current(model))
     except NotFound:
         raise NotFound(
-            f"spec (model={model}) not found: upload one with `python -m shared.cli upload-spec` or push it to git"
+            f"spec (model={model}) not found: upload one with `mlops upload-spec <file>` or push it to git"
         ) from None
     return parse_spec(json.dumps(body["spec"]), "spec.json"), body["spec_hash"]
 

@@ -1,0 +1,1 @@
+"""One module per kind of command: reads (registry), changes (admin), data (drop, score, feedback), monitoring."""
