@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: run test lint soak setup clean
+.PHONY: run test lint soak setup clean chromium
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	python3 -m venv .venv
@@ -19,12 +19,19 @@ setup: $(STAMP) node_modules/.package-lock.json
 run: setup
 	$(PY) -m devhost --with-azurite --examples
 
-test: setup lint
+test: setup lint chromium
 	$(PY) -m pytest
 
 # The model-based lifecycle test with many more random interleavings than `make test` runs.
 soak: setup
 	HYPOTHESIS_PROFILE=soak $(PY) -m pytest tests/unit/test_lifecycle_stateful.py -p no:cacheprovider --timeout=3600
+
+# The model pages' browser test (tests/e2e/test_pages_browser.py) drives Chromium: Debian's package,
+# or any Chrome named by CHROMIUM=<path> (GitHub's runners: /usr/bin/google-chrome).
+chromium:
+	@if { [ -n "$$CHROMIUM" ] && [ -x "$$CHROMIUM" ]; } || command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+	else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium; fi
 
 # checkov has its own venv: it pins packaging<24, pytest needs packaging>=24 (requirements-checkov.txt).
 CHECKOV_STAMP := .venv-checkov/.installed

@@ -13,6 +13,7 @@ from functions import (
     score,
     sweeper,
     train,
+    ui,
     uploads,
     validate,
     webhooks,
@@ -37,3 +38,4 @@ app.register_functions(score.bp)  # POST /api/models/{model}/score
 app.register_functions(contract.bp)  # GET /api/models/{model}/signature, /api/openapi.json
 app.register_functions(uploads.bp)  # POST /api/registry/models/{model}/uploads: a SAS URL for a drop
 app.register_functions(monitor.bp)  # timer + monitor-requests; /api/models/{model}/feedback; .../monitoring
+app.register_functions(ui.bp)  # GET /api/ui, /api/ui/models/{model}: model pages in the browser

@@ -62,6 +62,8 @@ def _run_examples(host: DevHost) -> None:
         storage = host.storage()
         for model in examples.seed(storage):
             threading.Thread(target=_report_champion, args=(host, model), daemon=True).start()
+        code = f"?code={host.function_key}" if host.function_key else ""
+        log.info("examples: model pages at %s/api/ui%s", host.url, code)
     except Exception:
         log.exception("examples: seeding failed")
 

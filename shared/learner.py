@@ -6,6 +6,7 @@ same real results in the model-based tests (which replay the same data and specs
 from __future__ import annotations
 
 import io
+import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -83,6 +84,17 @@ class Learner:
 
         labels, proba = run_onnx(onnx_bytes, frame, spec)
         return holdout_output_profile(spec.task, labels, proba, classes)
+
+    def holdout_charts(self, onnx_bytes: bytes, frame: pd.DataFrame, spec: TrainingSpec,
+                       classes: list[Any] | None) -> bytes:
+        """JSON of the model's holdout charts (confusion matrix and ROC, or predicted vs actual and residuals)."""
+        from shared.holdout_charts import holdout_charts
+        from shared.onnx_export import run_onnx
+        from shared.training import target_array
+
+        labels, proba = run_onnx(onnx_bytes, frame, spec)
+        charts = holdout_charts(spec.task, target_array(frame, spec), labels, proba, classes)
+        return json.dumps(charts, sort_keys=True, separators=(",", ":")).encode()
 
     def latency(self, onnx_bytes: bytes, frame: pd.DataFrame, spec: TrainingSpec) -> dict[str, float]:
         from shared.onnx_export import measure_latency

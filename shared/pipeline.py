@@ -513,6 +513,8 @@ class ValidateStage(_VersionStage):
         challenger = ml.evaluate(onnx_bytes, holdout, spec, record.classes)
         outputs = ml.output_profile(onnx_bytes, holdout, spec, record.classes)  # prediction drift's baseline
         latency = ml.latency(onnx_bytes, holdout, spec)
+        charts = _write_artifact(ctx, record.model, record.version, "holdout-charts", "json",  # the model pages'
+                                 ml.holdout_charts(onnx_bytes, holdout, spec, record.classes))
         parity = ParityReport.from_dict(record.parity or {})
         signature = signature_from(spec, record.task, record.classes, prediction_range_of(outputs))
         for _ in range(self.attempts):
@@ -532,7 +534,7 @@ class ValidateStage(_VersionStage):
                    "replay": compared.replay.to_json() if compared.replay else None,
                    "at": ctx.clock.now().isoformat()}
             facts = {"decision": doc, "onnx_holdout": challenger, "latency": latency, "holdout_outputs": outputs,
-                     "signature": signature.to_json()}
+                     "signature": signature.to_json(), "holdout_charts": charts}
             registry.update_version(storage, record.model, record.version, partial(_with_decision, facts=facts))
             reason = "; ".join(decision.reasons)
             if decision.outcome == "promote":
@@ -670,7 +672,8 @@ def _with_decision(record: ModelVersion, facts: dict[str, Any]) -> ModelVersion:
     """The version with its decision written BEFORE any flip, so a takeover never loses it."""
     return record.model_copy(update={"decision": facts["decision"], "latency": facts["latency"],
                                      "metrics": {**record.metrics, "onnx_holdout": facts["onnx_holdout"]},
-                                     "holdout_outputs": facts["holdout_outputs"], "signature": facts["signature"]})
+                                     "holdout_outputs": facts["holdout_outputs"], "signature": facts["signature"],
+                                     "artifacts": {**record.artifacts, "holdout_charts": facts["holdout_charts"]}})
 
 
 TRAIN = TrainStage()

@@ -90,6 +90,10 @@ class CachedLearner(Learner):
         return self._cached(_digest("outputs", onnx_bytes, frame, spec_hash(spec)), lambda: super(
             CachedLearner, self).output_profile(onnx_bytes, frame, spec, classes))
 
+    def holdout_charts(self, onnx_bytes: bytes, frame: Any, spec: Any, classes: Any) -> Any:
+        return self._cached(_digest("charts", onnx_bytes, frame, spec_hash(spec)), lambda: super(
+            CachedLearner, self).holdout_charts(onnx_bytes, frame, spec, classes))
+
     def latency(self, onnx_bytes: bytes, frame: Any, spec: Any) -> Any:
         return self._cached(_digest("latency", onnx_bytes), lambda: super(CachedLearner, self).latency(
             onnx_bytes, frame, spec))

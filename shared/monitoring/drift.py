@@ -38,6 +38,7 @@ REFERENCE_SAMPLE_SIZE = 20_000  # training values per numeric feature (reference
 HOLDOUT_SAMPLE_SIZE = 2_000  # holdout outputs stored with their profile: the holdout is rarely larger
 QUANTILE_SAMPLE_POINTS = 1_000  # points of the pseudo-sample rebuilt from a profile's quantiles
 MAX_TRACKED_CATEGORIES = 10_000  # live categories counted by name; the rest only as unseen "__other__"
+LIVE_CATEGORIES = 20  # most frequent live categories a report lists for drawing
 HOLDOUT_FORMAT = 1
 SIGNIFICANCE = 0.01  # KS p-value under which a numeric shift is real rather than sampling noise
 
@@ -71,6 +72,10 @@ class FeatureDrift:
     out_of_range: int | None = None  # numeric: present values outside the spec's min/max
     out_of_range_rate: float | None = None
     unseen_share: float | None = None  # categorical: share of present values outside the known categories
+    # the window's own distribution, for a reader to draw next to the training one: counts on the
+    # training profile's bins (numeric) or of the most frequent categories (categorical)
+    live_counts: tuple[int, ...] | None = None
+    live_categories: tuple[tuple[str, int], ...] | None = None
 
     @property
     def drifted(self) -> bool:
@@ -83,8 +88,12 @@ class FeatureDrift:
         }
         if self.kind == "numeric":
             body["out_of_range_rate"] = self.out_of_range_rate
+            if self.live_counts is not None:
+                body["live_bin_counts"] = list(self.live_counts)
         else:
             body["unseen_share"] = self.unseen_share
+            if self.live_categories is not None:
+                body["live_counts"] = dict(self.live_categories)
         return body
 
 
@@ -341,6 +350,7 @@ class DriftAccumulator:
                 kind="numeric", status=_status(ok), statistics=numeric.statistics(monitoring, ok),
                 present=numeric.present, nulls=numeric.nulls, null_rate=_rate(numeric.nulls, self.rows),
                 out_of_range=numeric.out_of_range, out_of_range_rate=_rate(numeric.out_of_range, numeric.present),
+                live_counts=tuple(int(n) for n in numeric.live),
             )
         categories = self.categorical[feature.name]
         ok = judged and categories.present >= monitoring.min_rows
@@ -348,6 +358,7 @@ class DriftAccumulator:
         return FeatureDrift(
             kind="categorical", status=_status(ok), statistics=(distance,), present=categories.present,
             nulls=categories.nulls, null_rate=_rate(categories.nulls, self.rows), unseen_share=categories.unseen(),
+            live_categories=tuple((k, n) for k, n in categories.counts.most_common(LIVE_CATEGORIES) if n),
         )
 
 
