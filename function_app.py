@@ -3,6 +3,7 @@ import azure.functions as func
 
 from functions import (
     admin,
+    batch_score,
     contract,
     export,
     health,
@@ -35,6 +36,7 @@ app.register_functions(sweeper.bp)  # timer: expired leases, unsynced alias flip
 app.register_functions(admin.bp)  # /api/registry/...
 app.register_functions(webhooks.bp)  # /api/webhooks/github, /api/webhooks/azure-devops
 app.register_functions(score.bp)  # POST /api/models/{model}/score
+app.register_functions(batch_score.bp)  # blob scoring-requests/{model}/{name}
 app.register_functions(contract.bp)  # GET /api/models/{model}/signature, /api/openapi.json
 app.register_functions(uploads.bp)  # POST /api/registry/models/{model}/uploads: a SAS URL for a drop
 app.register_functions(monitor.bp)  # timer + monitor-requests; /api/models/{model}/feedback; .../monitoring

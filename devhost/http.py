@@ -1,4 +1,6 @@
-"""HTTP triggers on werkzeug's threaded server: route templates, methods, keys, func.HttpRequest.
+"""HTTP triggers on waitress (HTTP/1.1 keep-alive, a pool of worker threads): route templates, methods, keys,
+func.HttpRequest. werkzeug's Request/Response shape the WSGI side; its development server answered every
+request with `Connection: close`, so each request paid a TCP connect (and benchmarks measured that).
 
 Also the host's extension webhooks, /runtime/webhooks/{extension}[/...] (azure-functions-host
 HostController.ExtensionWebHookHandler): GET, POST and DELETE; the `<extension>_extension` system key
@@ -10,12 +12,14 @@ import hmac
 import logging
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.util import request_uri
 
 import azure.functions as func
-from werkzeug.serving import BaseWSGIServer, make_server
+from waitress.server import create_server  # type: ignore[import-untyped]
 from werkzeug.wrappers import Request, Response
 
 from devhost.index import FunctionSpec, Invoker
@@ -31,6 +35,9 @@ CONSTRAINTS = {
 WEBHOOK = re.compile(r"^/runtime/webhooks/(?P<extension>[^/]+)(?:/.*)?$", re.IGNORECASE)
 WEBHOOK_METHODS = frozenset({"GET", "POST", "DELETE"})
 WebhookHandler = Callable[[Request], Response]
+# Requests served at once (waitress worker threads); more wait in its queue. The Functions host serves many
+# concurrent requests per instance; 16 keeps a blocked function from stalling the webhook or health checks.
+HTTP_THREADS = 16
 PARAM = re.compile(r"\{(\*{1,2})?(\w+)((?::[^{}?=]+)*)(\?)?(?:=[^{}]*)?\}")
 
 
@@ -100,25 +107,36 @@ class HttpHost:
         self._auth = auth
         self._system_keys = dict(system_keys or {})
         self._webhooks = {name.lower(): handler for name, handler in (webhooks or {}).items()}
-        self._server: BaseWSGIServer | None = None
+        self._server: Any = None  # waitress's server (MultiSocketServer | BaseWSGIServer)
         self._thread: threading.Thread | None = None
 
     def start(self, host: str, port: int) -> int:
         """Serve in a background thread; returns the bound port (port 0 picks a free one)."""
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = make_server(host, port, self, threaded=True)
+        logging.getLogger("waitress").setLevel(logging.WARNING)  # no "Serving on" or queue-depth chatter
+        # send_bytes=1: the worker thread that ran the function sends the response itself; by default waitress
+        # leaves answers under 18 KB to its I/O thread, one more thread hand-off (~50 µs) per request. Deprecated
+        # in waitress 3 (pinned in requirements-dev.txt), hence the warning filter.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "send_bytes", DeprecationWarning)
+            self._server = create_server(self, host=host, port=port, threads=HTTP_THREADS, ident="devhost",
+                                         send_bytes=1)
         server = self._server
-        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.1),
-                                        name="devhost-http", daemon=True)
+        self._thread = threading.Thread(target=server.run, name="devhost-http", daemon=True)
         self._thread.start()
-        return int(self._server.server_port)
+        return int(server.effective_port)
 
     def stop(self) -> None:
-        """Stop accepting requests (requests already running finish on their own threads)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop accepting requests and close the connections; requests already running finish on their threads."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        # waitress's loop runs while its socket map has entries: close them all (listener, trigger, channels)
+        while server._map:
+            for dispatcher in list(server._map.values()):
+                dispatcher.handle_close()
+        server.task_dispatcher.shutdown(cancel_pending=False, timeout=1)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def _authorized(self, route: Route, request: Request) -> bool:
         if not self._auth or route.auth_level == "ANONYMOUS":
@@ -159,7 +177,7 @@ class HttpHost:
 
     def _invoke(self, route: Route, request: Request, params: dict[str, str]) -> Response:
         req = func.HttpRequest(
-            method=request.method, url=request.url, headers=dict(request.headers),
+            method=request.method, url=request_uri(request.environ), headers=dict(request.headers),
             params={k: request.args.get(k, "") for k in request.args}, route_params=params,
             body=request.get_data(),
         )

@@ -19,9 +19,11 @@ param storageAccountName string
 param systemTopicName string
 @description('Container for events that could not be delivered (output deadLetterContainerName of main.bicep).')
 param deadLetterContainerName string = 'eventgrid-deadletter'
-@description('The blob-triggered function (functions/prepare.py) and the container it watches.')
-param functionName string = 'prepare'
-param containerName string = 'datasets'
+@description('Each EventGrid-source blob trigger of the app and the container it watches: data drops feed prepare (functions/prepare.py), files to score feed batch_score (functions/batch_score.py).')
+param triggers array = [
+  { functionName: 'prepare', containerName: 'datasets' }
+  { functionName: 'batch_score', containerName: 'scoring-requests' }
+]
 
 resource app 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
@@ -42,16 +44,16 @@ resource blobEvents 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = {
 
 // The key is read here, at deployment time, and goes straight into the endpoint URL (Event Grid
 // stores it and shows only the base URL); it never passes through the workflow or its logs.
-var webhookUrl = 'https://${app.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${appHost.listKeys().systemKeys.blobs_extension}'
+var webhookBase = 'https://${app.properties.defaultHostName}/runtime/webhooks/blobs'
 
-resource datasetsToPrepare 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
+resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = [for t in triggers: {
   parent: blobEvents
-  name: '${containerName}-to-${functionName}'
+  name: '${t.containerName}-to-${replace(t.functionName, '_', '-')}'
   properties: {
     destination: {
       endpointType: 'WebHook'
       properties: {
-        endpointUrl: webhookUrl
+        endpointUrl: '${webhookBase}?functionName=Host.Functions.${t.functionName}&code=${appHost.listKeys().systemKeys.blobs_extension}'
         maxEventsPerBatch: 1 // one blob per invocation
         preferredBatchSizeInKilobytes: 64
       }
@@ -59,7 +61,7 @@ resource datasetsToPrepare 'Microsoft.EventGrid/systemTopics/eventSubscriptions@
     filter: {
       includedEventTypes: ['Microsoft.Storage.BlobCreated']
       // The trailing slash keeps `datasets-rejected` (the rejection reports) out.
-      subjectBeginsWith: '/blobServices/default/containers/${containerName}/'
+      subjectBeginsWith: '/blobServices/default/containers/${t.containerName}/'
     }
     eventDeliverySchema: 'EventGridSchema'
     // Event Grid retries with back-off while the app scales from zero or restarts; what is still
@@ -81,6 +83,6 @@ resource datasetsToPrepare 'Microsoft.EventGrid/systemTopics/eventSubscriptions@
       }
     }
   }
-}
+}]
 
-output subscriptionName string = datasetsToPrepare.name
+output subscriptionNames array = [for (t, i) in triggers: subscriptions[i].name]

@@ -67,7 +67,7 @@ var storageName = take(toLower(replace(name, '-', '')), 24)
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
 // The app creates its containers on first use; declaring them lets a first data drop land before that.
-var appContainerNames = ['datasets', 'datasets-rejected', 'mlops', 'predictions', 'feedback']
+var appContainerNames = ['datasets', 'datasets-rejected', 'mlops', 'predictions', 'feedback', 'scoring-requests', 'scoring-results']
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: default network action stays Allow: a Flex Consumption app without VNet integration reaches its host storage over the public endpoint from no fixed address (private storage needs VNet integration and private endpoints, https://learn.microsoft.com/azure/azure-functions/functions-networking-options); shared keys are disabled, so every request is an Entra-authorized one

@@ -26,6 +26,7 @@ from shared.errors import Conflict, NotFound, StorageUnreachable
 from shared.storage import (
     Blob,
     BlobInfo,
+    BlobStream,
     JsonBlobs,
     QueuedMessage,
     blob_label,
@@ -75,7 +76,8 @@ class MemoryStorage(JsonBlobs):
         self.queue_endpoint = "memory://queues"
         # called as fault(op, container_or_queue, path_or_message_id) before each operation; ops:
         # read, write, delete, exists, list, enqueue, receive, delete_message, release, renew, peek, ping
-        # (the JSON helpers reach read/write, enqueue_raw is "enqueue", list passes the prefix)
+        # (the JSON helpers reach read/write, enqueue_raw is "enqueue", list passes the prefix, open_read
+        # and each range it reads are "read")
         self.fault: Fault | None = None
         self.outage = False
         self._clock = clock
@@ -119,6 +121,19 @@ class MemoryStorage(JsonBlobs):
         if stored is None:
             raise NotFound(f"{blob_label(container, path)} not found")
         return Blob(data=stored.data, etag=stored.etag)
+
+    def open_read(self, container: str, path: str) -> BlobStream:
+        opened = self.read(container, path)
+
+        def fetch(offset: int, length: int) -> bytes:
+            self._before("read", self.blob_endpoint, container, path)
+            with self._lock:
+                stored = self._containers.get(container, {}).get(path)
+            if stored is None or stored.etag != opened.etag:  # Azure: the ranged read's If-Match fails (412)
+                raise Conflict(f"{blob_label(container, path)} was changed by someone else (precondition failed)")
+            return stored.data[offset : offset + length]
+
+        return BlobStream(fetch, len(opened.data), opened.etag)
 
     def write(
         self, container: str, path: str, data: bytes, *, if_match: str | None = None,

@@ -7,6 +7,8 @@ REJECTED = "datasets-rejected"  # rejection reports next to the data: <model>/<f
 MLOPS = "mlops"  # registry, specs, prepared data, runs, idempotency markers
 PREDICTIONS = "predictions"  # prediction logs: <model>/<date>/<time>-<id>.jsonl
 FEEDBACK = "feedback"  # append-only label log: <model>/<date>/<time>-<id>.jsonl
+SCORING_REQUESTS = "scoring-requests"  # files to batch-score: <model>/[v<N>/]<file>.csv|.parquet|.jsonl
+SCORING_RESULTS = "scoring-results"  # <model>/<file>.predictions.csv|.parquet or <model>/<file>.rejection.json
 
 # Queues (the trigger bindings name the same constants)
 TRAIN_QUEUE = "train-requests"
@@ -25,6 +27,21 @@ def poison(queue: str) -> str:
 def rejection_report(dataset_path: str) -> str:
     """Report path in REJECTED for a dropped dataset path (<model>/<file>)."""
     return f"{dataset_path}.rejection.json"
+
+
+def batch_result(request_path: str, extension: str) -> str:
+    """Results in SCORING_RESULTS of a file dropped at SCORING_REQUESTS/<request_path> (<model>/<file>)."""
+    return f"{request_path}.predictions.{extension}"
+
+
+def batch_rejection(request_path: str) -> str:
+    """Rejection report in SCORING_RESULTS of a file dropped at SCORING_REQUESTS/<request_path>."""
+    return f"{request_path}.rejection.json"
+
+
+def batch_marker(request_path: str, etag: str) -> str:
+    """Idempotency marker (in MLOPS) of one version (ETag) of a file dropped for batch scoring."""
+    return f"batch-scoring/{request_path}/{etag.strip(chr(34))}.json"
 
 
 def spec_current(model: str) -> str:

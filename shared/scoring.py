@@ -1,13 +1,19 @@
 """Pure scoring core: parse a request, run the champion's ONNX session, cache and hot-swap sessions.
 
 Imports only numpy, onnxruntime and the stdlib: this module is on the cold-start path of every
-scoring instance, so sklearn, pandas, onnx and skl2onnx stay out (tests/unit/test_scoring.py checks).
+scoring instance, so sklearn, pandas, onnx and skl2onnx stay out (tests/unit/test_scoring.py checks);
+pyarrow loads (shared.arrow_bodies) with the first Arrow/Parquet body, CSV body of ARROW_CSV_MIN_BYTES or
+more, or CSV/Arrow answer.
 
 Request formats (JSON unless noted), one input key per body (other top-level keys are ignored, as MLflow does):
 - MLflow scoring protocol: dataframe_split, dataframe_records, instances, inputs (of params, only ids is read);
 - Azure ML: {"input_data": {"columns", "index", "data"}};
 - plain {"data": [[...]]} in the signature's feature order, or a list of records;
-- text/csv with a header row.
+- text/csv with a header row; application/vnd.apache.arrow.stream (Arrow IPC) and application/x-parquet.
+Rows of plain numbers for a model whose inputs are all floats go straight into one float matrix
+(_numeric_rows); every other body goes column by column through the general path, which also answers
+whatever the fast paths decline, so values and messages are the same either way.
+A 200 answer is JSON, or a table (CSV or Arrow IPC) when the Accept header asks for one (response_kind).
 Content types follow MLflow's scoring server: charset may only be utf-8, no other parameter.
 Rows in error messages are counted from 0, the first data row. Nulls (or empty CSV cells) become NaN
 in numeric inputs, which the model imputes, and the signature's categorical_missing in string inputs;
@@ -26,6 +32,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -66,7 +73,17 @@ log = logging.getLogger(__name__)
 SIGNATURE_KEY = "mlops.signature"
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs", "input_data", "data")
 _INPUT_KEY_SET = frozenset(INPUT_KEYS)
-_MEDIA_TYPES = {"application/json": "json", "text/csv": "csv", "application/csv": "csv"}
+_MEDIA_TYPES = {
+    "application/json": "json", "text/csv": "csv", "application/csv": "csv",
+    "application/vnd.apache.arrow.stream": "arrow", "application/x-parquet": "parquet",
+    "application/vnd.apache.parquet": "parquet",
+}
+_ACCEPT_TYPES = {"text/csv": "csv", "application/csv": "csv", "application/vnd.apache.arrow.stream": "arrow",
+                 "application/json": "json", "*/*": "json", "application/*": "json"}
+# CSV bodies at least this big go through pyarrow's reader (imported then); smaller ones through the stdlib's,
+# which answers a few rows faster than pyarrow's set-up. Both give the same arrays
+# (tests/unit/test_scoring_columnar.py).
+ARROW_CSV_MIN_BYTES = 16 * 1024
 _NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(double)": np.dtype(np.float64),
     "tensor(float)": np.dtype(np.float32),
@@ -132,6 +149,7 @@ class Signature:
     feature_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     class_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
     has_float32: bool = field(init=False, repr=False, compare=False)
+    all_float: bool = field(init=False, repr=False, compare=False)  # every input is float32/float64
     _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
     _getter: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
 
@@ -141,6 +159,7 @@ class Signature:
         object.__setattr__(self, "feature_names", names)
         object.__setattr__(self, "class_keys", tuple(str(c) for c in self.classes))
         object.__setattr__(self, "has_float32", any(f.dtype == np.float32 for f in self.features))
+        object.__setattr__(self, "all_float", all(f.dtype.kind == "f" for f in self.features))
         object.__setattr__(self, "_index", {n: i for i, n in enumerate(names)})
         object.__setattr__(self, "_getter", itemgetter(*names))
 
@@ -269,15 +288,30 @@ def parse_request(
 def read_request(body: bytes, content_type: str | None, signature: Signature, max_bytes: int) -> ScoringRequest:
     """parse_request, keeping the row count and a JSON body's params.ids (checked later, by row_ids)."""
     check_size(body, max_bytes)
-    ids = None
-    if media_type(content_type) == "csv":
+    kind = media_type(content_type)
+    if kind in ("arrow", "parquet"):
+        from shared import arrow_bodies  # pyarrow loads with the first such body, never at import
+
+        return arrow_bodies.read_table_body(body, kind, signature)
+    if kind == "csv":
+        fast = _arrow_csv(body, signature)
+        if fast is not None:
+            return fast
         names, columns = _table_from_csv(_decode_csv(body))
-        convert, absent = _text_column, _CSV_MISSING
-    else:
-        doc = _load_json(body)
-        names, columns = _table_from_json(doc, signature)
-        ids = _params_ids(doc)
-        convert, absent = _json_column, None
+        return _convert(names, columns, signature, _text_column, _CSV_MISSING, None)
+    doc = _load_json(body)
+    matrix = _numeric_rows(doc, signature, body)
+    if matrix is not None:
+        return ScoringRequest(matrix[0], matrix[1], _params_ids(doc))
+    names, columns = _table_from_json(doc, signature)
+    return _convert(names, columns, signature, _json_column, None, _params_ids(doc))
+
+
+def _convert(
+    names: Sequence[Any], columns: Sequence[Sequence[Any]], signature: Signature,
+    convert: Callable[[Any, Feature, str], np.ndarray], absent: Any, ids: Any,
+) -> ScoringRequest:
+    """The general path: columns of Python cells, checked and converted one feature at a time."""
     ordered = _select(names, columns, signature, absent)
     missing = signature.categorical_missing
     if signature.has_float32:
@@ -288,6 +322,99 @@ def read_request(body: bytes, content_type: str | None, signature: Signature, ma
     else:
         inputs = {f.name: convert(col, f, missing) for f, col in zip(signature.features, ordered, strict=True)}
     return ScoringRequest(inputs, len(ordered[0]), ids)
+
+
+def _arrow_csv(body: bytes, signature: Signature) -> ScoringRequest | None:
+    """A big CSV body through pyarrow's reader; None (the stdlib reader decides) for anything it cannot vouch for."""
+    # Quotes and old Mac line ends are left to the stdlib reader, whose rules (and messages) are the contract.
+    if len(body) < ARROW_CSV_MIN_BYTES or b'"' in body or b"\r" in body:
+        return None
+    from shared import arrow_bodies
+
+    return arrow_bodies.read_csv_body(body, signature)
+
+
+# ---------------------------------------------------------------------------------------------
+# The columnar fast path: rows of plain numbers straight into one float matrix (no per-cell Python work).
+# It takes only bodies the general path accepts and gives the same arrays (tests/unit/test_scoring_columnar.py);
+# anything else (strings, booleans, NaN/Infinity, missing or unknown columns, a ragged row) returns None and
+# the general path answers, with its messages.
+
+_PLAIN_CELLS = frozenset({int, float, type(None)})
+
+
+def _numeric_rows(doc: Any, signature: Signature, body: bytes) -> tuple[dict[str, np.ndarray], int] | None:
+    """(session feeds, rows) of a body whose inputs are all floats and whose rows hold only numbers and nulls."""
+    if not signature.all_float or not isinstance(doc, dict) or b"true" in body or b"false" in body:
+        return None  # a JSON boolean would pass numpy's conversion as 1.0 / 0.0: the general path refuses it
+    found = doc.keys() & _INPUT_KEY_SET
+    if len(found) != 1:
+        return None
+    (key,) = found
+    names, rows = _plain_rows(key, doc[key], signature)
+    order = None if names is None else _column_order(names, signature)
+    if order is None or not rows or set(map(type, rows)) != {list} or set(map(len, rows)) != {len(order)}:
+        return None
+    values = _float_matrix(rows)
+    feeds = None if values is None else _matrix_feeds(values, order, signature)
+    return None if feeds is None else (feeds, len(rows))
+
+
+def _plain_rows(key: str, value: Any, signature: Signature) -> tuple[Any, Any]:
+    """Column names and rows of a split body ({"columns", "data"}) or of a list of rows in feature order."""
+    if key in ("dataframe_split", "input_data") and isinstance(value, dict):
+        names = value.get("columns", signature.feature_names)
+        rows = value.get("data")
+        plain = set(value) <= {"columns", "data", "index"} and isinstance(rows, list)
+        plain = plain and isinstance(names, list | tuple)
+        return (names, rows) if plain else (None, [])
+    if key in ("inputs", "data", "instances") and isinstance(value, list) and value and type(value[0]) is list:
+        return signature.feature_names, value
+    return None, []
+
+
+def _column_order(names: Sequence[Any], signature: Signature) -> list[int] | None:
+    """Position in names of each feature, when names are exactly the features (in any order)."""
+    if names is signature.feature_names or tuple(names) == signature.feature_names:
+        return list(range(len(names)))
+    if not all(type(n) is str for n in names) or len(set(names)) != len(names):
+        return None
+    if set(names) != set(signature.feature_names):
+        return None  # absent optional, unknown or repeated columns: the general path fills or refuses them
+    where = {n: i for i, n in enumerate(names)}
+    return [where[n] for n in signature.feature_names]
+
+
+def _float_matrix(rows: list[list[Any]]) -> np.ndarray | None:
+    """rows as a Fortran-ordered float64 matrix (null -> NaN), or None unless every cell is an int, float or null."""
+    try:
+        matrix = np.array(rows)
+        if matrix.dtype.kind in "fi":
+            # inferred from plain ints and floats only; NaN or inf here came from NaN/Infinity/1e400 in the body
+            values = np.asfortranarray(matrix, dtype=np.float64)
+            return values if np.isfinite(values).all() else None
+        if matrix.dtype != object or not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_CELLS:
+            return None
+        # nulls present: every cell is an int, a float or None, so a NaN below is a null and nothing is inf
+        return np.asfortranarray(np.array(rows, dtype=np.float64))
+    except (ValueError, TypeError, OverflowError):  # an int beyond float64, nested lists
+        return None
+
+
+def _matrix_feeds(values: np.ndarray, order: list[int], signature: Signature) -> dict[str, np.ndarray] | None:
+    # values is column-major: its transpose is row-major [W, N], and each [N, 1] slab of it is one contiguous feed
+    slabs = values.T.reshape(values.shape[1], values.shape[0], 1)
+    if order != list(range(len(order))):
+        slabs = slabs[order]
+    feeds = dict(zip(signature.feature_names, slabs, strict=True))
+    if signature.has_float32:
+        for feature in signature.features:
+            if feature.dtype == np.float32:
+                with np.errstate(over="ignore"):
+                    feeds[feature.name] = column = feeds[feature.name].astype(np.float32)
+                if np.isinf(column).any():
+                    return None  # beyond float32: the general path names column and row
+    return feeds
 
 
 def _params_ids(doc: dict[str, Any]) -> Any:
@@ -321,8 +448,32 @@ def media_type(content_type: str | None) -> str:
     if media.endswith("+json") and "/" in media:
         return "json"
     raise UnsupportedMediaType(
-        f"content type (content_type={_clip(content_type)}) is not supported; send application/json or text/csv"
+        f"content type (content_type={_clip(content_type)}) is not supported; send application/json, text/csv, "
+        "application/vnd.apache.arrow.stream or application/x-parquet"
     )
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A 200 answer in the format the client's Accept asked for (CSV or an Arrow IPC stream) instead of JSON."""
+
+    data: bytes
+    media_type: str
+
+
+_ENCODED_MEDIA = {"csv": "text/csv", "arrow": "application/vnd.apache.arrow.stream"}
+
+
+def response_kind(accept: str | None) -> str:
+    """'json', 'csv' or 'arrow': the first supported media range of an Accept header, JSON when none is.
+
+    Lenient, as MLflow ignores Accept: an unsupported or malformed header is answered in JSON, never 406.
+    """
+    for part in (accept or "").split(","):
+        kind = _ACCEPT_TYPES.get(part.split(";", 1)[0].strip().lower())
+        if kind is not None:
+            return kind
+    return "json"
 
 
 def _check_parameter(param: str, content_type: str) -> None:
@@ -751,14 +902,21 @@ def predict(
 ) -> dict[str, Any]:
     """Run the session and shape its outputs as JSON-native lists; prediction_ids go right after predictions."""
     sig = model.signature
-    outputs = model.session.run(sig.outputs, inputs)
-    result: dict[str, Any] = {"predictions": _json_list(outputs[0].reshape(-1))}
+    labels, probabilities = run_model(model, inputs)
+    result: dict[str, Any] = {"predictions": _json_list(labels)}
     if prediction_ids is not None:
         result["prediction_ids"] = prediction_ids
-    if sig.task == "classification":
-        result["probabilities"] = _per_class(sig.class_keys, _json_list(outputs[1]))
+    if probabilities is not None:
+        result["probabilities"] = _per_class(sig.class_keys, _json_list(probabilities))
     result["model"] = {"name": model.name, "version": model.version}
     return result
+
+
+def run_model(model: LoadedModel, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The session's outputs: predictions [N] and, for classifiers, probabilities [N, classes] in class order."""
+    sig = model.signature
+    outputs = model.session.run(sig.outputs, inputs)
+    return outputs[0].reshape(-1), (outputs[1] if sig.task == "classification" else None)
 
 
 def _per_class(keys: tuple[str, ...], rows: list[list[Any]]) -> list[dict[str, Any]]:
@@ -1067,8 +1225,12 @@ def score(
     prediction_ids: str | None = None,
     max_bytes: int,
     observe: Observer | None = None,
-) -> tuple[int, dict[str, Any], dict[str, str]]:
+    accept: str | None = None,
+) -> tuple[int, dict[str, Any] | Encoded, dict[str, str]]:
     """Score one request: (status, JSON body, headers); errors come back MLflow-shaped, never raised.
+
+    accept is the Accept header: a 200 answer is an Encoded CSV or Arrow stream when it asks for one
+    (response_kind), else the JSON body; errors are always JSON.
 
     model, alias and version are as the caller sent them (route and query), request_id and
     prediction_ids are the x-request-id and x-prediction-ids headers (None when absent); all are
@@ -1081,14 +1243,15 @@ def score(
     except BadRequest as err:
         return err.status, {"error_code": err.code, "message": err.message}, {}
     status, answer, headers = _score(cache, model, body, content_type, alias, version, rid, prediction_ids,
-                                     max_bytes, observe)
+                                     max_bytes, observe, response_kind(accept))
     return status, answer, {**headers, "x-request-id": rid}
 
 
 def _score(
     cache: ModelCache, model: str | None, body: bytes, content_type: str | None, alias: str | None,
     version: str | int | None, rid: str, ids_header: str | None, max_bytes: int, observe: Observer | None,
-) -> tuple[int, dict[str, Any], dict[str, str]]:
+    kind: str,
+) -> tuple[int, dict[str, Any] | Encoded, dict[str, str]]:
     try:
         name, pin_alias, pin_version = target(model, alias, version)
         header = header_ids(ids_header)  # like the names, before storage is read
@@ -1096,7 +1259,7 @@ def _score(
         loaded = cache.get(name, alias=pin_alias, version=pin_version)
         request = read_request(body, content_type, loaded.signature, max_bytes)
         ids = row_ids(rid, request.rows, header, request.ids)
-        result = predict(loaded, request.inputs, ids)
+        answer, result = _answer(loaded, request, ids, kind)
     except PipelineError as err:
         if err.status >= 500:  # the answer keeps to err.message; the log gets what the operator needs
             log.error("scoring failed (name=%s): %s", _show(model), err.internal or err.message)
@@ -1109,4 +1272,24 @@ def _score(
             observe(Scored(loaded, rid, ids, request.inputs, result))
         except Exception:
             log.exception("prediction observer failed (name=%s, version=%s)", name, loaded.version)
-    return 200, result, {"x-model-version": str(loaded.version)}
+    return 200, answer, {"x-model-version": str(loaded.version)}
+
+
+def _answer(
+    loaded: LoadedModel, request: ScoringRequest, ids: list[str], kind: str
+) -> tuple[dict[str, Any] | Encoded, dict[str, Any]]:
+    """The 200 body and what an observer sees: the JSON result, or for CSV/Arrow the output columns as arrays
+    (predictions [N], probabilities [N, classes] with probability_classes), which the prediction log reads too."""
+    if kind == "json":
+        result = predict(loaded, request.inputs, ids)
+        return result, result
+    from shared import arrow_bodies  # pyarrow loads with the first CSV or Arrow answer
+
+    labels, probabilities = run_model(loaded, request.inputs)
+    sig = loaded.signature
+    table = arrow_bodies.results_table(labels, probabilities, sig.class_keys, ids, loaded.version)
+    columns: dict[str, Any] = {"predictions": labels, "prediction_ids": ids}
+    if probabilities is not None:
+        columns.update(probabilities=probabilities, probability_classes=sig.class_keys)
+    columns["model"] = {"name": loaded.name, "version": loaded.version}
+    return Encoded(arrow_bodies.encode_table(table, kind), _ENCODED_MEDIA[kind]), columns

@@ -11,7 +11,7 @@ from typing import Any
 from shared import paths, registry
 from shared.errors import NotFound
 from shared.prediction_log import PredictionLogger
-from shared.scoring import ModelCache, Scored, score
+from shared.scoring import Encoded, ModelCache, Scored, score
 from shared.settings import Settings
 from shared.storage import AzureStorage
 
@@ -46,15 +46,18 @@ class Scorer:
     def score(
         self, model: str | None, body: bytes, content_type: str | None, *, alias: str | None = None,
         version: str | int | None = None, request_id: str | None = None, prediction_ids: str | None = None,
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """(status, JSON body, headers) for one scoring request; never raises for bad input.
+        accept: str | None = None,
+    ) -> tuple[int, dict[str, Any] | Encoded, dict[str, str]]:
+        """(status, JSON body or an Encoded CSV/Arrow answer, headers) for one scoring request; never raises for
+        bad input.
 
-        model, alias, version and the x-request-id / x-prediction-ids headers are passed as the request
-        gave them: scoring.score checks them.
+        model, alias, version and the x-request-id / x-prediction-ids / accept headers are passed as the
+        request gave them: scoring.score checks them.
         """
         return score(
             self.cache, model, body, content_type, alias=alias, version=version, request_id=request_id,
             prediction_ids=prediction_ids, max_bytes=self._settings.scoring_max_body_bytes, observe=self._log,
+            accept=accept,
         )
 
     def _log(self, scored: Scored) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import io
 import json
 import re
 import threading
@@ -44,6 +45,51 @@ class Blob:
 
     data: bytes
     etag: str
+
+
+class BlobStream(io.RawIOBase):
+    """One blob version read in ranges as a seekable binary file (pyarrow readers take it as is).
+
+    Bounded memory: nothing is read until asked for, each read fetches only the range it needs.
+    Pinned to the ETag it was opened at: if the blob is overwritten while it is being read, the next
+    read raises Conflict instead of mixing two versions. Wrap it in io.BufferedReader for small reads.
+    """
+
+    def __init__(self, fetch: Callable[[int, int], bytes], size: int, etag: str) -> None:
+        super().__init__()
+        self._fetch = fetch  # (offset, length) -> bytes of the pinned version
+        self.size = size
+        self.etag = etag
+        self._pos = 0
+
+    def reopen(self) -> BlobStream:
+        """The same blob version from its start again (a reader that was closed, e.g. by a pyarrow reader)."""
+        return BlobStream(self._fetch, self.size, self.etag)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        length = min(len(buffer), self.size - self._pos)
+        if length <= 0:
+            return 0
+        data = self._fetch(self._pos, length)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 @dataclass(frozen=True)
@@ -83,6 +129,13 @@ class Storage(Protocol):
 
     def read_json(self, container: str, path: str) -> tuple[Any, str]:
         """Read a JSON blob and its ETag. Raises NotFound."""
+        ...
+
+    def open_read(self, container: str, path: str) -> BlobStream:
+        """Open the blob's current version for reading in ranges (a seekable file, pinned to its ETag).
+
+        Raises NotFound when absent; its reads raise Conflict once the blob has been overwritten.
+        """
         ...
 
     def write(
@@ -368,6 +421,19 @@ class AzureStorage(JsonBlobs):
             downloader = blob.download_blob()
             data = downloader.readall()
         return Blob(data=data, etag=downloader.properties.etag)
+
+    def open_read(self, container: str, path: str) -> BlobStream:
+        blob = self._blobs.get_blob_client(container, path)
+        label = blob_label(container, path)
+        with _translated(label, self.blob_endpoint):
+            props = blob.get_blob_properties()
+        etag = str(props.etag)
+
+        def fetch(offset: int, length: int) -> bytes:
+            with _translated(label, self.blob_endpoint):  # a newer version fails If-Match: Conflict
+                return bytes(blob.download_blob(offset=offset, length=length, **_if_match(etag)).readall())
+
+        return BlobStream(fetch, int(props.size or 0), etag)
 
     def write(
         self, container: str, path: str, data: bytes, *, if_match: str | None = None,

@@ -6,6 +6,7 @@ Time: each backend has `advance(seconds, until)`. In memory it moves a fake cloc
 from __future__ import annotations
 
 import base64
+import io
 import json
 import threading
 import time
@@ -128,6 +129,36 @@ def test_reading_a_missing_blob_raises_not_found_naming_the_container_and_path(
     with pytest.raises(NotFound, match=rf"^blob \(container={container}, path=dir/missing\) not found$") as info:
         storage.read(container, "dir/missing")
     assert info.value.status == 404
+
+
+def test_open_read_streams_the_blob_in_ranges_with_seek_and_the_read_etag(storage: Storage, container: str) -> None:
+    data = bytes(range(256)) * 40
+    etag = storage.write(container, "big.bin", data)
+    stream = storage.open_read(container, "big.bin")
+    assert (stream.etag, stream.size, stream.seekable()) == (etag, len(data), True)
+    assert stream.read(100) == data[:100]
+    assert stream.read(50) == data[100:150]
+    stream.seek(-10, io.SEEK_END)
+    assert (stream.tell(), stream.read()) == (len(data) - 10, data[-10:])
+    assert stream.read(5) == b""  # at the end
+    stream.seek(0)
+    with io.BufferedReader(stream, buffer_size=1000) as buffered:
+        assert buffered.read() == data
+    assert stream.closed and stream.reopen().read(3) == data[:3]  # closing the reader closed the stream
+
+
+def test_open_read_of_a_missing_blob_raises_not_found(storage: Storage, container: str) -> None:
+    with pytest.raises(NotFound, match=rf"^blob \(container={container}, path=nope\) not found$"):
+        storage.open_read(container, "nope")
+
+
+def test_a_stream_refuses_to_read_on_once_the_blob_is_overwritten(storage: Storage, container: str) -> None:
+    storage.write(container, "v.bin", b"first version")
+    stream = storage.open_read(container, "v.bin")
+    assert stream.read(5) == b"first"
+    storage.write(container, "v.bin", b"second version")
+    with pytest.raises(Conflict):
+        stream.read(5)
 
 
 def test_reading_from_a_missing_container_raises_not_found(storage: Storage, container: str) -> None:

@@ -1,15 +1,21 @@
 """The local host's HTTP triggers: routes from the bindings, constraints, methods, auth levels, errors."""
 from __future__ import annotations
 
+import http.client
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import azure.functions as func
 import pytest
 import requests
 
 from devhost import DevHost
 from devhost.azurite import Azurite
+from devhost.http import HttpHost
+from devhost.index import FunctionSpec
 from tests.fixtures.devhost_support import FUNCTION_KEY, MASTER_KEY, SEMANTICS_APP, fixture_env
 
 
@@ -104,3 +110,41 @@ def test_the_function_list_is_printed_with_urls_from_the_bindings(
     out = capsys.readouterr().out
     assert f"  get_item: [GET] {host.url}/api/items/{{id:int}}" in out
     assert "  flaky: queueTrigger" in out and "  tick: timerTrigger" in out
+
+
+def test_two_requests_reuse_one_keep_alive_connection(host: DevHost) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=10)
+    try:
+        answers = []
+        for _ in range(2):
+            conn.request("GET", "/api/greet/ada")
+            response = conn.getresponse()
+            answers.append((response.status, response.getheader("connection"), response.read()))
+            if len(answers) == 1:
+                first_socket = conn.sock
+        assert first_socket is not None and conn.sock is first_socket  # http.client reconnects after a close
+        assert [(s, c) for s, c, _ in answers] == [(200, None), (200, None)]  # HTTP/1.1: open unless said
+    finally:
+        conn.close()
+
+
+def test_concurrent_requests_are_served_in_parallel() -> None:
+    """Two requests that each wait for the other can only both succeed if the server runs them at once."""
+    both_in = threading.Barrier(2, timeout=10)
+
+    def invoke(spec: FunctionSpec, reason: str, req: func.HttpRequest) -> func.HttpResponse:
+        both_in.wait()
+        return func.HttpResponse(req.route_params["n"])
+
+    spec = FunctionSpec(name="wait", trigger={"type": "httpTrigger", "route": "wait/{n}", "authLevel": "ANONYMOUS"},
+                        bindings=(), user_function=lambda req: None, wants_context=False)
+    server = HttpHost([spec], invoke, route_prefix="api", function_keys={}, master_key=None,  # type: ignore[arg-type]
+                      auth=False)
+    port = server.start("127.0.0.1", 0)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda n: requests.get(f"http://127.0.0.1:{port}/api/wait/{n}", timeout=20),
+                                    ["1", "2"]))
+        assert [(a.status_code, a.text) for a in answers] == [(200, "1"), (200, "2")]
+    finally:
+        server.stop()

@@ -144,6 +144,7 @@ def _every_operation(storage: MemoryStorage) -> dict[str, Callable[[], Any]]:
     return {
         "read": lambda: storage.read("c", "a.json"),
         "read_json": lambda: storage.read_json("c", "a.json"),
+        "open_read": lambda: storage.open_read("c", "a.json"),
         "write": lambda: storage.write("c", "b", b""),
         "write_json": lambda: storage.write_json("c", "b.json", {}),
         "create_json": lambda: storage.create_json("c", "b.json", {}),
