@@ -34,6 +34,7 @@ from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueServiceClient
 
 from shared.errors import ConfigurationError, Conflict, NotFound, StorageUnreachable
+from shared.outbox import message_text  # one JSON spelling for SDK-sent and output-binding messages
 from shared.settings import DEV_STORAGE, STORAGE, Need, Settings
 
 T = TypeVar("T")
@@ -230,7 +231,7 @@ class Storage(Protocol):
 
 def encode_message(payload: Any) -> str:
     """Encode a payload the way queue triggers expect by default (base64 of UTF-8 JSON)."""
-    text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
+    text = payload if isinstance(payload, str) else message_text(payload)
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 

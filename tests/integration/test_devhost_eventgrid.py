@@ -11,50 +11,29 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from devhost import DevHost
 from devhost.azurite import Azurite
 from devhost.blobs import BLOB_POISON_QUEUE
 from shared.storage import AzureStorage
 from tests.fixtures.devhost_support import (
     MASTER_KEY,
-    SEMANTICS_APP,
+    Start,
     blob_created,
     decode_json_message,
-    fixture_env,
     post_to_blobs_webhook,
     records,
     upload,
     wait_for,
 )
 
-Start = Callable[..., DevHost]
 NET_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,7})?\+00:00$")  # Newtonsoft's DateTimeOffset
 
 
-@pytest.fixture
-def env(azurite: Azurite, unique: str) -> dict[str, str]:
-    return fixture_env(azurite, unique)
 
-
-@pytest.fixture
-def start(env: dict[str, str]) -> Iterator[Start]:
-    hosts: list[DevHost] = []
-
-    def _start(**kwargs: Any) -> DevHost:
-        kwargs.setdefault("blob_scan_interval", 0.1)
-        host = DevHost(SEMANTICS_APP, env={**env, **kwargs.pop("env", {})}, port=0, **kwargs).start()
-        hosts.append(host)
-        return host
-
-    yield _start
-    for host in reversed(hosts):
-        host.stop(grace_seconds=2)
 
 
 def props_runs(storage: AzureStorage, env: dict[str, str], name: str) -> list[dict[str, Any]]:

@@ -14,15 +14,9 @@ import pytest
 import requests
 
 from devhost import DevHost, FakeClock
-from devhost.azurite import Azurite
 from devhost.queues import QueueListener
 from shared.storage import AzureStorage
-from tests.fixtures.devhost_support import SEMANTICS_APP, b64, fixture_env, records, wait_for
-
-
-@pytest.fixture
-def env(azurite: Azurite, unique: str) -> dict[str, str]:
-    return fixture_env(azurite, unique)
+from tests.fixtures.devhost_support import SEMANTICS_APP, b64, records, wait_for
 
 
 @pytest.fixture

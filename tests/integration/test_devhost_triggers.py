@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,31 +19,7 @@ from devhost.blobs import BLOB_POISON_QUEUE, BlobScanner
 from devhost.config import load_host_json
 from devhost.timers import Schedule, use_monitor
 from shared.storage import AzureStorage
-from tests.fixtures.devhost_support import SEMANTICS_APP, b64, decode_json_message, fixture_env, records, wait_for
-
-Start = Callable[..., DevHost]
-
-
-@pytest.fixture
-def env(azurite: Azurite, unique: str) -> dict[str, str]:
-    return fixture_env(azurite, unique)
-
-
-@pytest.fixture
-def start(env: dict[str, str]) -> Iterator[Start]:
-    """Start DevHosts on the fixture app (fast blob scans); all are stopped at the end."""
-    hosts: list[DevHost] = []
-
-    def _start(**kwargs: Any) -> DevHost:
-        kwargs.setdefault("blob_scan_interval", 0.1)
-        host = DevHost(SEMANTICS_APP, env={**env, **kwargs.pop("env", {})}, port=0, **kwargs).start()
-        hosts.append(host)
-        return host
-
-    yield _start
-    for host in reversed(hosts):
-        host.stop(grace_seconds=2)
-
+from tests.fixtures.devhost_support import SEMANTICS_APP, Start, b64, decode_json_message, records, wait_for
 
 # -- queues -----------------------------------------------------------------------------------
 
