@@ -98,6 +98,10 @@ def _stop_on_signals(stop: threading.Event) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="[%(asctime)s] %(message)s")
+    # Every request logs the host's two Executing/Executed lines; the format shows no caller, thread or process, so
+    # skip collecting them (the logging HOWTO's "Optimization" settings): ~40% of a line's cost.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
     stop = threading.Event()
     _stop_on_signals(stop)

@@ -148,3 +148,37 @@ def test_concurrent_requests_are_served_in_parallel() -> None:
         assert [(a.status_code, a.text) for a in answers] == [(200, "1"), (200, "2")]
     finally:
         server.stop()
+
+
+def test_a_function_s_response_goes_out_with_its_status_headers_and_body_as_set() -> None:
+    """The answer is written as the function made it: its headers and status (even one Python has no name for),
+    Content-Type from mimetype and charset unless set, and a Content-Length the server counted."""
+    answers = {
+        "typed": func.HttpResponse(b'{"a": 1}', status_code=201, headers={"x-model-version": "3"},
+                                   mimetype="application/json"),
+        "odd": func.HttpResponse("é", status_code=299, headers={"Content-Type": "text/csv", "Content-Length": "99"}),
+    }
+
+    def invoke(spec: FunctionSpec, reason: str, req: func.HttpRequest) -> func.HttpResponse:
+        assert req.headers.get("x-custom") == "yes" and req.headers.get("content-type") == "text/plain"
+        assert req.params == ({"q": "1"} if req.route_params["kind"] == "typed" else {})
+        return answers[req.route_params["kind"]]
+
+    spec = FunctionSpec(name="answer", trigger={"type": "httpTrigger", "route": "answer/{kind}",
+                                                "authLevel": "ANONYMOUS"},
+                        bindings=(), user_function=lambda req: None, wants_context=False)
+    server = HttpHost([spec], invoke, route_prefix="api", function_keys={}, master_key=None,  # type: ignore[arg-type]
+                      auth=False)
+    port = server.start("127.0.0.1", 0)
+    try:
+        headers = {"x-custom": "yes", "content-type": "text/plain"}
+        typed = requests.post(f"http://127.0.0.1:{port}/api/answer/typed?q=1", data=b"x", headers=headers, timeout=10)
+        odd = requests.post(f"http://127.0.0.1:{port}/api/answer/odd", data=b"x", headers=headers, timeout=10)
+        head = requests.head(f"http://127.0.0.1:{port}/api/answer/odd", headers=headers, timeout=10)
+    finally:
+        server.stop()
+    assert (typed.status_code, typed.content, typed.headers["x-model-version"]) == (201, b'{"a": 1}', "3")
+    assert typed.headers["content-type"] == "application/json; charset=utf-8"
+    assert (odd.status_code, odd.content, odd.headers["content-type"]) == (299, "é".encode(), "text/csv")
+    assert odd.headers["content-length"] == str(len("é".encode()))
+    assert (head.status_code, head.content, head.headers["content-length"]) == (299, b"", "2")

@@ -169,6 +169,40 @@ def test_numeric_rows_take_the_matrix_path_and_match_the_general_path(num: Loade
         _same_arrays(_read(num, plain, None).inputs, general.inputs)
 
 
+# Cells as the JSON parsers hand them over: orjson refuses NaN and Infinity, the stdlib fallback reads them
+# as _NonFinite (scoring._load_json), so a plain float cell is always finite; a body with true or false never
+# gets here (_numeric_rows sends it to the general path).
+any_cell = st.one_of(finite, st.integers(-(2**70), 2**70), st.integers(10**308, 10**310), st.none(),
+                     st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400"]).map(scoring._NonFinite),
+                     st.text(max_size=2))
+
+
+@settings(max_examples=200)
+@given(rows=st.integers(1, 4).flatmap(
+    lambda n: st.lists(st.lists(any_cell, min_size=3, max_size=3), min_size=n, max_size=n)))
+def test_the_few_rows_matrix_check_decides_exactly_as_the_numpy_one(rows: list[list[Any]]) -> None:
+    small, big = scoring._small_float_matrix(rows), scoring._float_matrix(rows)
+    assert (small is None) == (big is None)
+    if small is not None and big is not None:
+        np.testing.assert_array_equal(small, big)  # NaN (a null) equals NaN here
+        assert small.flags.f_contiguous and small.dtype == np.float64
+
+
+def test_the_session_runner_skips_only_python_checks(num: LoadedModel) -> None:
+    feeds = {n: np.array([[0.5], [-1.0]], dtype=num.signature.features[0].dtype) for n in NUMERIC}
+    outputs = list(num.signature.outputs)
+    for ours, theirs in zip(num.run(outputs, feeds), num.session.run(outputs, feeds), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(Exception, match="a"):  # the native call still refuses a feed that misses an input
+        num.run(outputs, {"b": feeds["b"], "c": feeds["c"]})
+
+    class Plain:  # an onnxruntime without the native session attribute: the public run
+        def run(self, outputs: Any, feeds: Any) -> str:
+            return "public"
+
+    assert scoring.session_runner(Plain())([], {}) == "public"  # type: ignore[arg-type]
+
+
 @settings(max_examples=40)
 @given(frame=numeric_frames())
 def test_every_body_format_gives_the_numeric_model_the_same_arrays(
