@@ -39,6 +39,11 @@ WebhookHandler = Callable[[Request], Response]
 # Requests served at once (waitress worker threads); more wait in its queue. The Functions host serves many
 # concurrent requests per instance; 16 keeps a blocked function from stalling the webhook or health checks.
 HTTP_THREADS = 16
+# waitress reads 8 KiB per recv and moves bodies over 512 KiB (answers over 1 MiB) to temporary files: a
+# 2 MB batch scoring body took ~260 reads and a disk round trip each way. Bodies up to the scoring limit's
+# default (5 MiB) and their answers stay in memory; bigger ones still spill.
+RECV_BYTES = 256 * 1024
+BUFFERED_BYTES = 16 * 1024 * 1024
 PARAM = re.compile(r"\{(\*{1,2})?(\w+)((?::[^{}?=]+)*)(\?)?(?:=[^{}]*)?\}")
 
 
@@ -120,7 +125,8 @@ class HttpHost:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "send_bytes", DeprecationWarning)
             self._server = create_server(self, host=host, port=port, threads=HTTP_THREADS, ident="devhost",
-                                         send_bytes=1)
+                                         send_bytes=1, recv_bytes=RECV_BYTES, inbuf_overflow=BUFFERED_BYTES,
+                                         outbuf_overflow=BUFFERED_BYTES)
         server = self._server
         self._thread = threading.Thread(target=server.run, name="devhost-http", daemon=True)
         self._thread.start()

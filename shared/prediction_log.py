@@ -57,7 +57,7 @@ _OUTPUT_KEYS = ("predictions", "probabilities")  # what a line's "outputs" holds
 
 def default_prediction_ids(request_id: str, rows: int, start: int = 0) -> list[str]:
     """The ids of a request that sent none: '<request_id>-<row>' for rows start..start+rows-1."""
-    return list(map(f"{request_id}-".__add__, map(str, range(start, start + rows))))  # 2x a list comprehension
+    return [f"{request_id}-{row}" for row in range(start, start + rows)]  # faster than map(str.__add__, ...) on 3.11
 
 
 @dataclass(frozen=True)
@@ -228,9 +228,24 @@ class PredictionLogger:
         blobs = []
         for model, group in by_model.items():
             path = f"{model}/{stamp:%Y-%m-%d}/{stamp:%H%M%S}-{uuid.uuid4().hex}.jsonl"
-            lines = [line for record in group for line in _lines(record)]
-            blobs.append(_Blob(path, ("\n".join(lines) + "\n").encode(), sum(r.rows for r in group)))
+            data = b"".join(_record_lines(record) for record in group)
+            blobs.append(_Blob(path, data, sum(r.rows for r in group)))
         return blobs
+
+
+# From this many rows a request's lines are made column by column (columnar_lines: ~10x faster per row, but
+# a fixed ~50 µs to set up); fewer go line by line. Both give the same lines.
+COLUMNAR_MIN_ROWS = 64
+
+
+def _record_lines(record: _Record) -> bytes:
+    """A record's lines, each ended by a newline."""
+    inputs, outputs, ids = record.inputs, record.outputs, record.prediction_ids
+    columnar = record.rows >= COLUMNAR_MIN_ROWS and ids is not None and len(ids) == record.rows and all(
+        isinstance(outputs.get(k), np.ndarray) for k in _OUTPUT_KEYS if k in outputs)
+    if columnar and ids is not None and isinstance(inputs, Mapping):
+        return columnar_lines(record.model, record.version, record.request_id, record.at, ids, inputs, outputs)
+    return "".join(line + "\n" for line in _lines(record)).encode()
 
 
 def log_blob_path(model: str, at: float, tag: str) -> str:

@@ -944,8 +944,14 @@ def predict(
     model: LoadedModel, inputs: dict[str, np.ndarray], prediction_ids: list[str] | None = None
 ) -> dict[str, Any]:
     """Run the session and shape its outputs as JSON-native lists; prediction_ids go right after predictions."""
-    sig = model.signature
     labels, probabilities = run_model(model, inputs)
+    return _json_result(model, labels, probabilities, prediction_ids)
+
+
+def _json_result(
+    model: LoadedModel, labels: np.ndarray, probabilities: np.ndarray | None, prediction_ids: list[str] | None
+) -> dict[str, Any]:
+    sig = model.signature
     result: dict[str, Any] = {"predictions": _json_list(labels)}
     if prediction_ids is not None:
         result["prediction_ids"] = prediction_ids
@@ -1332,18 +1338,18 @@ def _score(
 def _answer(
     loaded: LoadedModel, request: ScoringRequest, ids: list[str], kind: str
 ) -> tuple[dict[str, Any] | Encoded, dict[str, Any]]:
-    """The 200 body and what an observer sees: the JSON result, or for CSV/Arrow the output columns as arrays
-    (predictions [N], probabilities [N, classes] with probability_classes), which the prediction log reads too."""
-    if kind == "json":
-        result = predict(loaded, request.inputs, ids)
-        return result, result
-    from shared import arrow_bodies  # pyarrow loads with the first CSV or Arrow answer
-
+    """The 200 body (JSON, or CSV/Arrow) and what an observer sees, whatever the body: the output columns as
+    arrays (predictions [N], probabilities [N, classes] with probability_classes), which the prediction log
+    turns into lines column by column (shared.prediction_log.columnar_lines) for a big request."""
     labels, probabilities = run_model(loaded, request.inputs)
     sig = loaded.signature
-    table = arrow_bodies.results_table(labels, probabilities, sig.class_keys, ids, loaded.version)
     columns: dict[str, Any] = {"predictions": labels, "prediction_ids": ids}
     if probabilities is not None:
         columns.update(probabilities=probabilities, probability_classes=sig.class_keys)
     columns["model"] = {"name": loaded.name, "version": loaded.version}
+    if kind == "json":
+        return _json_result(loaded, labels, probabilities, ids), columns
+    from shared import arrow_bodies  # pyarrow loads with the first CSV or Arrow answer
+
+    table = arrow_bodies.results_table(labels, probabilities, sig.class_keys, ids, loaded.version)
     return Encoded(arrow_bodies.encode_table(table, kind), _ENCODED_MEDIA[kind]), columns

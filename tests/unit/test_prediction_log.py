@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared import names
+from shared import names, prediction_log
 from shared.prediction_log import PredictionLogger, default_prediction_ids
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -257,3 +257,44 @@ def test_logging_from_many_threads_loses_nothing(make: Callable[..., PredictionL
         t.join(10)
     logger.close()
     assert len({line["request_id"] for line in sink.lines()}) == 400
+
+
+@pytest.mark.parametrize("rows", [3, 64, 500])
+def test_a_big_request_is_logged_column_by_column_with_the_same_lines(
+    make: Callable[..., PredictionLogger], sink: MemorySink, rows: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Array outputs (what scoring hands the logger) and the JSON answer's lists give the same lines, whether the
+    request is small (line by line) or big (columnar_lines)."""
+    rng = np.random.default_rng(rows)
+    inputs = {"torque": rng.normal(40, 10, (rows, 1)).astype(np.float32),
+              "speed": np.where(rng.random((rows, 1)) < 0.1, np.nan, rng.normal(1500, 99, (rows, 1))),
+              "type": rng.choice(["L", "M", "ü"], (rows, 1)).astype(object)}
+    p = rng.random(rows).astype(np.float32)
+    probabilities = np.stack([p, 1 - p], axis=1)
+    labels = np.where(p > 0.5, "fail", "ok").astype(object)
+    ids = [f"id-{i}" for i in range(rows)]
+    columns = {"predictions": labels, "probabilities": probabilities, "probability_classes": ("fail", "ok"),
+               "prediction_ids": ids, "model": {"name": "churn", "version": 3}}
+    answer = {"predictions": labels.tolist(), "prediction_ids": ids, "model": {"name": "churn", "version": 3},
+              "probabilities": [{"fail": a, "ok": b} for a, b in probabilities.tolist()]}
+    columnar: list[int] = []
+    real = prediction_log.columnar_lines
+
+    def spy(*args: Any) -> bytes:
+        columnar.append(len(args[4]))
+        return real(*args)
+
+    monkeypatch.setattr(prediction_log, "columnar_lines", spy)
+    logger = make(flush_rows=10**6)
+    logger.log("churn", 3, "req-a", inputs, columns, ids)
+    logger.flush()
+    from_arrays = sink.lines()
+    sink.blobs.clear()
+    logger.log("churn", 3, "req-a", inputs, answer, ids)
+    logger.flush()
+    from_lists = sink.lines()
+    assert len(from_arrays) == rows and from_arrays == from_lists
+    assert columnar == ([rows] if rows >= prediction_log.COLUMNAR_MIN_ROWS else [])
+    assert [list(line) for line in from_arrays[:1]] == [["request_id", "prediction_id", "model", "version",
+                                                         "timestamp", "inputs", "outputs"]]
+    assert from_arrays[0]["inputs"]["speed"] is None or isinstance(from_arrays[0]["inputs"]["speed"], float)

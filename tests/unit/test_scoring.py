@@ -971,7 +971,10 @@ def test_score_passes_inputs_result_and_ids_to_the_observer_and_survives_its_fai
     (scored,) = seen
     assert (scored.model.version, scored.request_id, sorted(scored.inputs)) == (1, "r1", ["speed", "torque", "type"])
     assert scored.prediction_ids == body["prediction_ids"] == ["r1-0", "r1-1", "r1-2"]
-    assert scored.result is body
+    result = scored.result  # the output columns as arrays, whatever the answer's format
+    assert result["predictions"].tolist() == body["predictions"]
+    assert [dict(zip(result["probability_classes"], p, strict=True)) for p in result["probabilities"].tolist()] == \
+        body["probabilities"]
 
 
 # --- prediction ids -------------------------------------------------------------------------------
