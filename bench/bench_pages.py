@@ -4,10 +4,12 @@ Seeds one model with --versions versions (tests/unit/ui_records.py: statuses, al
 version, the champion's holdout charts, a monitoring report with its training profile) and --models - 1
 smaller neighbours, then times, per page, `load` (storage reads + view model) and `render` (Jinja2) over
 --rounds calls after one warm-up call (the first call compiles the templates; it is reported apart),
-first as a first view (the record cache emptied before each call: every record read) and then as a
-repeat view (records whose ETag did not change come from shared/ui/reads.py's cache).
+first as a first view (the process cache emptied before each call, as in a new process: versions and
+runs come from their page index in storage, shared/ui/index.py), then as a repeat view (nothing read
+again that did not change), then as a first view without a page index (index blobs deleted too: every
+version and run record read and the index written, as on the very first view of a model).
 Storage is the in-memory fake by default; --azurite puts the same records in a private Azurite, so the
-figures include the storage round trips a deployed app pays (a page reads every version record).
+figures include the storage round trips a deployed app pays.
 
     .venv/bin/python bench/bench_pages.py [--versions 100] [--rounds 30] [--models 5] [--azurite]
 """
@@ -28,10 +30,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared import paths  # noqa: E402
 from shared.memory_storage import MemoryStorage  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.storage import AzureStorage, Storage  # noqa: E402
-from shared.ui import reads, render, views  # noqa: E402
+from shared.ui import index, render, views  # noqa: E402
 from shared.ui.serve import Links  # noqa: E402
 from tests.unit.ui_records import seed_model  # noqa: E402
 
@@ -45,15 +48,23 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
     return (time.perf_counter() - start) * 1000, value
 
 
-def measure(name: str, load: Callable[[], Any], html: Callable[[Any], str], rounds: int,
-            cached: bool) -> dict[str, Any]:
-    reads.CACHE.clear()
+def forget(storage: Storage, view: str) -> None:
+    """Empty what a new process would not have (and, for an unindexed view, the page index blobs)."""
+    if view != "repeat":
+        index.CACHE.clear()
+    if view == "unindexed":
+        for blob in storage.list(paths.MLOPS, "page-index/"):
+            storage.delete(paths.MLOPS, blob.name)
+
+
+def measure(storage: Storage, name: str, load: Callable[[], Any], html: Callable[[Any], str], rounds: int,
+            view: str) -> dict[str, Any]:
+    index.CACHE.clear()
     first_load, page = timed(load)
     first_render, body = timed(lambda: html(page))
     loads, renders = [], []
     for _ in range(rounds):
-        if not cached:
-            reads.CACHE.clear()  # every record read again, as on a page's first view
+        forget(storage, view)
         ms, page = timed(load)
         loads.append(ms)
         ms, body = timed(functools.partial(html, page))
@@ -80,8 +91,9 @@ def run(storage: Storage, args: argparse.Namespace) -> list[dict[str, Any]]:
         (f"model page, pending v{pending} with spec diff",
          lambda: views.load_model_page(storage, MODEL, pending, LINKS, {}), render.model_html),
     ]
-    return [measure(f"{name}{', repeat view' if cached else ''}", load, html, args.rounds, cached)
-            for cached in (False, True) for name, load, html in pages]
+    views_ = {"first": "", "repeat": ", repeat view", "unindexed": ", first view without page index"}
+    return [measure(storage, f"{name}{suffix}", load, html, args.rounds, view)
+            for view, suffix in views_.items() for name, load, html in pages]
 
 
 def azurite_storage(stack: list[Any]) -> Storage:

@@ -108,6 +108,11 @@ def runs_prefix(model: str) -> str:
     return f"runs/{model}/"
 
 
+def page_index(model: str, part: str) -> str:
+    """The model pages' index of one listing (part: versions, runs): derived from the records, rebuilt when stale."""
+    return f"page-index/{model}/{part}.json"
+
+
 def idempotency_marker(stage: str, key: str) -> str:
     return f"idempotency/{stage}/{key}.json"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import io
 import json
 import re
@@ -19,7 +20,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
+from urllib.parse import unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -352,6 +355,40 @@ def _translated(what: str, endpoint: str) -> Iterator[None]:
         ) from exc
 
 
+def _raw_lister(client: Any) -> Callable[..., Any] | None:
+    """The SDK's List Blobs call answering the raw XML, None when this SDK release lacks it.
+
+    The public listing turns each blob into a model through the SDK's generic deserialiser (~0.3 ms of
+    CPU a blob, 30 ms for 100: most of a model page). ContainerClient.list_blob_names skips it this way
+    (azure-storage-blob 12.31); list() reads names, sizes, ETags and times from the same XML itself.
+    """
+    try:
+        from azure.storage.blob._list_blobs_helper import IgnoreListBlobsDeserializer
+        from azure.storage.blob._shared.response_handlers import return_raw_deserialized
+
+        generated = client._build_generated_client()
+        generated.container._deserialize = IgnoreListBlobsDeserializer()
+        return functools.partial(generated.container.list_blob_flat_segment, cls=return_raw_deserialized)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _listed(container: str, root: Any) -> tuple[list[BlobInfo], str | None]:
+    """One page of a raw List Blobs answer (https://learn.microsoft.com/rest/api/storageservices/list-blobs)."""
+    out = []
+    for blob in root.iterfind("Blobs/Blob"):
+        name = blob.find("Name")
+        text = name.text or ""
+        props = blob.find("Properties")
+        etag = props.findtext("Etag") or ""
+        modified = props.findtext("Last-Modified")
+        out.append(BlobInfo(
+            container, unquote(text) if name.get("Encoded") == "true" else text,
+            etag if etag.startswith('"') else f'"{etag}"', int(props.findtext("Content-Length") or 0),
+            parsedate_to_datetime(modified) if modified else None))
+    return out, root.findtext("NextMarker") or None
+
+
 def _if_match(etag: str | None) -> dict[str, Any]:
     # the SDK's spelling of an If-Match header
     return {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
@@ -365,6 +402,8 @@ class AzureStorage(JsonBlobs):
         self._queues = queues
         self._known_containers: set[str] = set()
         self._known_queues: set[str] = set()
+        self._listers: dict[str, Callable[..., Any] | None] = {}  # container -> _raw_lister's call
+        self.page_size: int | None = None  # blobs per List Blobs call (None: the service's 5000); tests page with less
         self._lock = threading.Lock()
         self.blob_endpoint = blobs.url
         self.queue_endpoint = queues.url
@@ -456,10 +495,20 @@ class AzureStorage(JsonBlobs):
 
     def list(self, container: str, prefix: str = "") -> list[BlobInfo]:
         client = self._container(container, create=False)
+        if container not in self._listers:
+            self._listers[container] = _raw_lister(client)
+        lister = self._listers[container]
         out: list[BlobInfo] = []
         with _translated(f"container (name={container})", self.blob_endpoint):
             try:
-                for props in client.list_blobs(name_starts_with=prefix or None):
+                marker: str | None = None
+                while lister is not None:
+                    _, root = lister(prefix=prefix or None, marker=marker, maxresults=self.page_size)
+                    page, marker = _listed(container, root)
+                    out.extend(page)
+                    if marker is None:
+                        return out
+                for props in client.list_blobs(name_starts_with=prefix or None, results_per_page=self.page_size):
                     # listings give ETags unquoted, reads and writes quoted: one form, usable as if_match
                     etag = props.etag if props.etag.startswith('"') else f'"{props.etag}"'
                     out.append(BlobInfo(container, props.name, etag, props.size or 0, props.last_modified))

@@ -1,17 +1,14 @@
-"""What the model pages read from storage: records in parallel, the newest run and report, specs as stored.
+"""What the model pages read from storage: versions and runs through their page index, the few full
+records a page shows, the newest run and report, specs as stored.
 
-A page reads every version record of a model and its newest runs: one after the other that is one
-storage round trip each, so they are read READERS at a time, and a record whose ETag has not changed
-since the last page is not read again (RecordCache).
+Every version and the newest runs come from the listing and its page index (shared/ui/index.py: one
+read, plus the records written since the last view); full version records only for what a page shows in
+full (the selected version and the champion), through the process cache.
 """
 from __future__ import annotations
 
 import json
-import threading
-import weakref
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -21,90 +18,57 @@ from shared.errors import ArtifactCorrupt, NotFound
 from shared.lifecycle.records import ModelVersion, RunRecord, migrate_run, migrate_version
 from shared.settings import Settings
 from shared.storage import BlobInfo, Storage
+from shared.ui.index import VersionSummary, as_stored, read_all, summary_of, version_summary
 
 MAX_RUNS = 50  # runs listed on a model page, newest first
-READERS = 16  # records read at once
-CACHE_ENTRIES = 1_000  # record bodies kept per storage gateway (versions without their bulky parts: a few KiB)
 UNSHOWN = ("holdout_outputs", "signature")  # the bulk of a version record (up to ~30 KiB); no page shows them
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class RecordCache:
-    """Record bodies by blob name and ETag, per storage gateway: a page reads a record again only once it changed.
-
-    A listing gives every blob's ETag, so a second view of a model costs its listings and the records
-    written since. Bounded (least recently used out); bodies are shared, so callers must not change them.
-    """
-
-    def __init__(self, entries: int = CACHE_ENTRIES) -> None:
-        self.entries = entries
-        self._by_storage: weakref.WeakKeyDictionary[Storage, OrderedDict[str, tuple[str, dict[str, Any]]]] = (
-            weakref.WeakKeyDictionary())
-        self._lock = threading.Lock()
-
-    def get(self, storage: Storage, blob: BlobInfo) -> dict[str, Any] | None:
-        with self._lock:
-            cached = self._by_storage.get(storage, OrderedDict()).get(blob.name)
-            if cached is None or cached[0] != blob.etag:
-                return None
-            self._by_storage[storage].move_to_end(blob.name)
-            return cached[1]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._by_storage.clear()
-
-    def put(self, storage: Storage, name: str, etag: str, body: dict[str, Any]) -> None:
-        with self._lock:
-            bodies = self._by_storage.setdefault(storage, OrderedDict())
-            bodies[name] = (etag, body)
-            bodies.move_to_end(name)
-            while len(bodies) > self.entries:
-                bodies.popitem(last=False)
-
-
-CACHE = RecordCache()
-
-
-def read_all(storage: Storage, blobs: Sequence[BlobInfo], *, drop: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The JSON bodies of listed MLOPS blobs, in order: unchanged ones from CACHE, the rest read READERS at a time.
-
-    `drop`: top-level keys left out (before caching). A blob deleted since it was listed is left out.
-    """
-    def one(blob: BlobInfo) -> dict[str, Any] | None:
-        cached = CACHE.get(storage, blob)
-        if cached is not None:
-            return cached
-        try:
-            body, etag = storage.read_json(paths.MLOPS, blob.name)
-        except NotFound:
-            return None
-        kept = {k: v for k, v in body.items() if k not in drop}
-        CACHE.put(storage, blob.name, etag, kept)
-        return kept
-
-    missing = sum(CACHE.get(storage, b) is None for b in blobs)
-    if missing <= 1:
-        found = [one(b) for b in blobs]
-    else:
-        with ThreadPoolExecutor(max_workers=min(READERS, missing), thread_name_prefix="ui-read") as pool:
-            found = list(pool.map(one, blobs))
-    return [body for body in found if body is not None]
-
-
-def read_versions(storage: Storage, model: str) -> list[ModelVersion]:
-    """registry.list_versions, with the records read in parallel. Raises NotFound."""
+def version_blobs(storage: Storage, model: str) -> dict[int, BlobInfo]:
+    """The model's version records as listed, by number, oldest first. Raises NotFound."""
     if not registry.model_exists(storage, model):
         raise NotFound(f"model (name={model}) not found")
-    blobs = sorted(storage.list(paths.MLOPS, paths.versions_prefix(model)), key=lambda b: b.name)
-    return [migrate_version(body) for body in read_all(storage, blobs, drop=UNSHOWN)]
+    listed = storage.list(paths.MLOPS, paths.versions_prefix(model))
+    prefix = paths.versions_prefix(model)
+    found = {}
+    for blob in listed:
+        number = blob.name.removeprefix(prefix).removesuffix(".json")
+        if number.isdigit():
+            found[int(number)] = blob
+    return dict(sorted(found.items()))
+
+
+def read_versions(storage: Storage, model: str, blobs: Mapping[int, BlobInfo] | None = None) -> list[VersionSummary]:
+    """Every version's summary (timeline, chart), oldest first, through the page index. Raises NotFound."""
+    listed = version_blobs(storage, model) if blobs is None else blobs
+    bodies = read_all(storage, list(listed.values()), version_summary, index=paths.page_index(model, "versions"))
+    return [VersionSummary.model_validate(body) for body in bodies]
+
+
+def shown_version(body: dict[str, Any]) -> dict[str, Any]:
+    """Derive: a version record without what no page shows."""
+    return {k: v for k, v in body.items() if k not in UNSHOWN}
+
+
+def read_records(storage: Storage, blobs: Mapping[int, BlobInfo], numbers: Collection[int | None]
+                 ) -> dict[int, ModelVersion]:
+    """Full records (without UNSHOWN) of the listed versions among `numbers`, read in parallel."""
+    wanted = [blobs[n] for n in sorted({n for n in numbers if n is not None}) if n in blobs]
+    records = (migrate_version(body) for body in read_all(storage, wanted, shown_version))
+    return {r.version: r for r in records}
+
+
+def with_records(summaries: Sequence[VersionSummary], records: Mapping[int, ModelVersion]) -> list[VersionSummary]:
+    """The summaries, those of the versions read in full taken from their records (the newer read)."""
+    return [summary_of(records[s.version]) if s.version in records else s for s in summaries]
 
 
 def read_runs(storage: Storage, model: str, limit: int = MAX_RUNS) -> tuple[list[RunRecord], int]:
-    """The `limit` runs changed last (newest first), read in parallel, and how many runs there are."""
+    """The `limit` runs changed last (newest first), through the page index, and how many runs there are."""
     blobs = [b for b in storage.list(paths.MLOPS, paths.runs_prefix(model)) if b.name.endswith(".json")]
     recent = sorted(blobs, key=lambda b: (b.last_modified or _EPOCH, b.name), reverse=True)[:limit]
-    found = (migrate_run(body) for body in read_all(storage, recent))
+    found = (migrate_run(body) for body in read_all(storage, recent, as_stored, index=paths.page_index(model, "runs")))
     return sorted(found, key=lambda r: r.created, reverse=True), len(blobs)
 
 
@@ -172,12 +136,12 @@ def latest_run(storage: Storage, model: str) -> RunRecord | None:
 
 
 def profile_for(storage: Storage, model: str, report: Mapping[str, Any] | None,
-                 versions: Sequence[ModelVersion]) -> dict[str, Any] | None:
+                 versions: Sequence[VersionSummary]) -> dict[str, Any] | None:
     """The training profile of the version a report monitored (what its histograms compare with)."""
     if report is None:
         return None
     record = next((v for v in versions if v.version == report.get("version")), None)
-    data_hash = (record.lineage or {}).get("data_hash") if record is not None else None
+    data_hash = record.data_hash if record is not None else None
     if not data_hash:
         return None
     try:

@@ -33,6 +33,7 @@ from shared.lifecycle.records import (
 from shared.registry import RegisteredModel
 from shared.storage import Storage
 from shared.ui.gates import Gate, GateState, checklist
+from shared.ui.index import VersionSummary
 from shared.ui.monitoring import DriftState, MonitoringView, drift_state, histograms, monitoring_view
 from shared.ui.reads import (
     MAX_RUNS,
@@ -41,9 +42,12 @@ from shared.ui.reads import (
     latest_report,
     latest_run,
     profile_for,
+    read_records,
     read_runs,
     read_versions,
     spec_of,
+    version_blobs,
+    with_records,
 )
 from shared.ui.serve import Links
 
@@ -69,7 +73,7 @@ def key_metric(spec: Mapping[str, Any] | None, task: str | None) -> str:
     return DEFAULT_KEY_METRIC.get(str(task or spec.get("task")), "rmse")
 
 
-def metric_value(record: ModelVersion, metric: str) -> float | None:
+def metric_value(record: ModelVersion | VersionSummary, metric: str) -> float | None:
     """A version's holdout metric: the ONNX model's (validation), else the sklearn pipeline's (training)."""
     for source in ("onnx_holdout", "sklearn_holdout"):
         value = (record.metrics.get(source) or {}).get(metric)
@@ -110,7 +114,7 @@ class ModelsPage:
     links: Links
 
 
-def model_row(model: RegisteredModel, spec: Mapping[str, Any] | None, versions: Sequence[ModelVersion],
+def model_row(model: RegisteredModel, spec: Mapping[str, Any] | None, versions: Sequence[VersionSummary],
               latest_run: RunRecord | None, report: Mapping[str, Any] | None, links: Links) -> ModelRow:
     """The list's row of one model (pure)."""
     metric = key_metric(spec, model.task)
@@ -126,7 +130,7 @@ def model_row(model: RegisteredModel, spec: Mapping[str, Any] | None, versions: 
 
 
 def load_models_page(storage: Storage, links: Links) -> ModelsPage:
-    """Every model's row (one storage read per version, run listing and latest report)."""
+    """Every model's row (per model: its version listing and page index, run listing, latest run and report)."""
     rows = []
     for model in registry.list_models(storage):
         rows.append(model_row(model, current_spec_body(storage, model.name), read_versions(storage, model.name),
@@ -252,11 +256,12 @@ class ModelSources:
 
     model: str
     spec: dict[str, Any] | None
-    versions: list[ModelVersion]
+    versions: list[VersionSummary]  # every version, oldest first
     aliases: Aliases
     runs: list[RunRecord]  # the newest MAX_RUNS
     runs_total: int
     selected: ModelVersion | None
+    champion: ModelVersion | None
     selected_spec: dict[str, Any] | None
     champion_spec: dict[str, Any] | None
     charts: dict[str, Any] | None
@@ -272,23 +277,30 @@ def load_model_page(storage: Storage, model: str, version: int | None, links: Li
 
     Raises NotFound (no such model or version).
     """
-    versions = read_versions(storage, model)
+    blobs = version_blobs(storage, model)
+    summaries = read_versions(storage, model, blobs)
     aliases, _ = registry.get_aliases(storage, model)
-    selected = select_version(model, versions, aliases, version)
-    champion = next((v for v in versions if v.version == aliases.champion), None)
+    chosen = select_version(model, summaries, aliases, version)
+    records = read_records(storage, blobs, (chosen.version if chosen else None, aliases.champion))
+    if chosen is not None and chosen.version not in records:
+        raise NotFound(f"model version (name={model}, version={chosen.version}) not found")
+    selected = records[chosen.version] if chosen is not None else None
+    champion = records.get(aliases.champion) if aliases.champion is not None else None
+    versions = with_records(summaries, records)
     charts, problem = holdout_charts_of(storage, selected)
     report = latest_report(storage, model)
     recent_runs, runs_total = read_runs(storage, model)
     sources = ModelSources(
         model=model, spec=current_spec_body(storage, model), versions=versions, aliases=aliases,
-        runs=recent_runs, runs_total=runs_total, selected=selected, selected_spec=spec_of(storage, selected),
+        runs=recent_runs, runs_total=runs_total, selected=selected, champion=champion,
+        selected_spec=spec_of(storage, selected),
         champion_spec=spec_of(storage, champion), charts=charts, charts_problem=problem, report=report,
         profile=profile_for(storage, model, report, versions), repositories=repositories or {})
     return model_page(sources, links)
 
 
-def select_version(model: str, versions: Sequence[ModelVersion], aliases: Aliases,
-                   version: int | None) -> ModelVersion | None:
+def select_version(model: str, versions: Sequence[VersionSummary], aliases: Aliases,
+                   version: int | None) -> VersionSummary | None:
     """The requested version, else the champion, else the newest. Raises NotFound for a missing one."""
     by_number = {v.version: v for v in versions}
     if version is not None:
@@ -305,8 +317,7 @@ def model_page(src: ModelSources, links: Links) -> ModelPage:
     spec = src.spec or src.champion_spec or {}
     metric = key_metric(spec, src.versions[-1].task if src.versions else None)
     aliases = src.aliases
-    champion = next((v for v in src.versions if v.version == aliases.champion), None)
-    selected = src.selected
+    champion, selected = src.champion, src.selected
     diff, diff_note = spec_diff(src.champion_spec, src.selected_spec, champion, selected)
     monitoring = monitoring_view(src.report, spec)
     return ModelPage(
@@ -326,13 +337,13 @@ def model_page(src: ModelSources, links: Links) -> ModelPage:
     )
 
 
-def version_rows(versions: Sequence[ModelVersion], aliases: Aliases, selected: ModelVersion | None,
+def version_rows(versions: Sequence[VersionSummary], aliases: Aliases, selected: ModelVersion | None,
                  metric: str, links: Links) -> list[VersionRow]:
     """The version timeline, newest first."""
     named = {aliases.champion: "champion", aliases.previous: "previous"}
     rows = []
     for v in reversed(versions):
-        last = v.history[-1] if v.history else None
+        last = v.last_change
         rows.append(VersionRow(
             version=v.version, status=str(v.status), created=v.created, status_at=v.status_at,
             key_value=metric_value(v, metric), aliases=tuple(n for k, n in named.items() if k == v.version),
@@ -465,7 +476,7 @@ def page_data(src: ModelSources, metric: str, spec: Mapping[str, Any], links: Li
     }
 
 
-def metric_series(versions: Sequence[ModelVersion], metric: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+def metric_series(versions: Sequence[VersionSummary], metric: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """Each charted metric (the key metric, then the quality bar's) per version, and its bar from the current spec."""
     bars = spec.get("quality_bar") or {}
     charted = list(dict.fromkeys([metric, *bars]))

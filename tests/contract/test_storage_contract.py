@@ -292,6 +292,15 @@ def test_list_returns_names_sizes_and_etags_under_a_prefix_in_name_order(storage
     assert [i.name for i in storage.list(container)] == ["other/a", "runs", "runs/a", "runs/b/nested", "runs/c"]
 
 
+def test_list_gives_names_as_written_and_when_each_blob_last_changed(storage: Storage, container: str) -> None:
+    names = ["runs/a b.json", "runs/caf\u00e9%20&<x>.json", "runs/\u6a21\u578b+1.json"]
+    etags = {name: storage.write(container, name, b"{}") for name in names}
+    listed = storage.list(container, "runs/")
+    assert [(i.name, i.etag) for i in listed] == sorted(etags.items())
+    assert all(i.last_modified is not None and i.last_modified.utcoffset() is not None for i in listed)
+    assert [storage.read(container, i.name).etag for i in listed] == [i.etag for i in listed]
+
+
 def test_list_of_a_missing_container_is_empty(storage: Storage, container: str) -> None:
     assert storage.list(f"{container}-none") == []
     assert storage.list(f"{container}-none", "a/") == []

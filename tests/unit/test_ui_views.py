@@ -8,7 +8,7 @@ from shared.errors import NotFound
 from shared.lifecycle.records import Aliases, ModelVersion, RunRecord, RunStatus, StatusChange, VersionStatus
 from shared.memory_storage import MemoryStorage
 from shared.settings import Settings
-from shared.ui import monitoring, reads, views
+from shared.ui import index, monitoring, reads, views
 from shared.ui.gates import checklist, gate_of, state_of
 from tests.unit.ui_records import T0, seed_model, spec_dict
 
@@ -244,7 +244,7 @@ def test_a_second_view_reads_only_the_records_written_since_the_first(storage: M
     storage.fault = lambda op, where, what: reads.append(what) if op == "read" else None
     views.load_model_page(storage, "m", None, LINKS, GITHUB)
     first = [r for r in reads if r.startswith(("models/m/versions/", "runs/"))]
-    assert len(first) == 60  # 30 versions and their 30 runs
+    assert len(first) == 61  # 30 versions and their 30 runs for the page index, the champion in full
     registry.update_version(storage, "m", 7, lambda r: r.model_copy(update={"note": "changed"}))
     reads.clear()
     page = views.load_model_page(storage, "m", None, LINKS, GITHUB)
@@ -253,10 +253,129 @@ def test_a_second_view_reads_only_the_records_written_since_the_first(storage: M
     assert next(v for v in page.versions if v.version == 7).status == "rejected"
 
 
-def test_cached_version_records_leave_out_what_no_page_shows(storage: MemoryStorage) -> None:
+def test_full_version_records_leave_out_what_no_page_shows(storage: MemoryStorage) -> None:
     seed_model(storage, "m", 2)
     registry.update_version(storage, "m", 1, lambda r: r.model_copy(update={"holdout_outputs": {"rows": 9},
                                                                             "signature": {"inputs": []}}))
-    [first, _] = reads.read_versions(storage, "m")
-    assert first.holdout_outputs is None and first.signature is None
+    first = reads.read_records(storage, reads.version_blobs(storage, "m"), [1, None])[1]
+    assert first.holdout_outputs is None and first.signature is None and first.decision is not None
     assert registry.get_version(storage, "m", 1).holdout_outputs == {"rows": 9}
+
+
+# -- the page index ---------------------------------------------------------------------------------------
+
+
+def record_reads(storage: MemoryStorage) -> list[str]:
+    """Names of the version and run records read from now on (index blobs and the rest left out)."""
+    seen: list[str] = []
+    storage.fault = lambda op, where, what: seen.append(what) if op == "read" and what.startswith(
+        ("models/m/versions/", "runs/m/")) else None
+    return seen
+
+
+def test_a_version_summary_shows_what_the_timeline_and_chart_show_of_its_record(storage: MemoryStorage) -> None:
+    seed_model(storage, "m", 3)
+    record = registry.get_version(storage, "m", 3).model_copy(update={"metrics": {
+        "onnx_holdout": {"rmse": 50.5, "r2": float("nan"), "flag": True}, "sklearn_holdout": {"mae": 3},
+        "parity": {"max_rel": 1e-9}}})
+    summary = index.summary_of(record)
+    assert index.VersionSummary.model_validate(summary.to_json()) == summary
+    assert summary.metrics == {"onnx_holdout": {"rmse": 50.5}, "sklearn_holdout": {"mae": 3.0}}
+    for metric in ("rmse", "mae", "r2", "flag", "max_rel"):
+        assert views.metric_value(summary, metric) == views.metric_value(record, metric)
+    assert summary.last_change == record.history[-1] and summary.data_hash == record.lineage["data_hash"]  # type: ignore[index]
+    assert (summary.status, summary.created, summary.status_at, summary.task) == (
+        record.status, record.created, record.status_at, record.task)
+
+
+def test_a_first_view_in_a_new_process_reads_versions_and_runs_from_the_page_index(storage: MemoryStorage) -> None:
+    seed_model(storage, "m", 30, monitored=True)
+    warm = views.load_model_page(storage, "m", None, LINKS, GITHUB), views.load_models_page(storage, LINKS)
+    assert storage.blob_names(paths.MLOPS, "page-index/") == [paths.page_index("m", "runs"),
+                                                              paths.page_index("m", "versions")]
+    index.CACHE.clear()  # a new process: only what storage holds
+    seen = record_reads(storage)
+    cold = views.load_model_page(storage, "m", None, LINKS, GITHUB), views.load_models_page(storage, LINKS)
+    assert cold == warm
+    # the champion, shown in full, and the models list's latest run: nothing else
+    assert seen == [paths.version_record("m", 29), paths.run_record("m", "run-000030")]
+    pending = views.load_model_page(storage, "m", 30, LINKS, GITHUB)
+    assert pending.selected is not None and pending.selected.decision is not None
+    assert seen[2:] == [paths.version_record("m", 30)]
+
+
+def test_the_page_index_follows_a_version_changed_by_any_writer(storage: MemoryStorage) -> None:
+    seed_model(storage, "m", 10)
+    views.load_model_page(storage, "m", None, LINKS, GITHUB)
+    registry.update_version(storage, "m", 3, lambda r: r.model_copy(update={
+        "status": VersionStatus.ROLLED_BACK, "metrics": {"onnx_holdout": {"rmse": 1.5}}}))
+    index.CACHE.clear()
+    seen = record_reads(storage)
+    page = views.load_model_page(storage, "m", None, LINKS, GITHUB)
+    row = next(v for v in page.versions if v.version == 3)
+    assert (row.status, row.key_value) == ("rolled_back", 1.5)
+    assert page.data["metrics"]["series"]["rmse"][2] == 1.5
+    assert seen == [paths.version_record("m", 3), paths.version_record("m", 9)]  # the changed one, the champion
+    stored, _ = storage.read_json(paths.MLOPS, paths.page_index("m", "versions"))
+    entry = stored["entries"][paths.version_record("m", 3)]
+    assert entry["etag"] == storage.read(paths.MLOPS, paths.version_record("m", 3)).etag
+    assert entry["body"]["status"] == "rolled_back"
+
+
+def test_an_index_entry_is_used_only_at_the_etag_the_listing_gives(storage: MemoryStorage) -> None:
+    seed_model(storage, "m", 4)
+    views.load_model_page(storage, "m", None, LINKS, GITHUB)
+    path = paths.page_index("m", "versions")
+    stored, _ = storage.read_json(paths.MLOPS, path)
+    stored["entries"][paths.version_record("m", 1)] = {"etag": '"0xstale"', "body": {**stored["entries"][
+        paths.version_record("m", 1)]["body"], "status": "failed"}}
+    storage.write_json(paths.MLOPS, path, stored)
+    index.CACHE.clear()
+    page = views.load_model_page(storage, "m", None, LINKS, GITHUB)
+    assert next(v for v in page.versions if v.version == 1).status == "superseded"
+
+
+@pytest.mark.parametrize("damage", ["deleted", "not JSON", "another format"])
+def test_a_missing_or_unreadable_page_index_is_rebuilt_by_the_next_view(storage: MemoryStorage, damage: str) -> None:
+    seed_model(storage, "m", 5)
+    warm = views.load_model_page(storage, "m", None, LINKS, GITHUB)
+    path = paths.page_index("m", "versions")
+    if damage == "deleted":
+        storage.delete(paths.MLOPS, path)
+    else:
+        storage.write(paths.MLOPS, path, b"{oops" if damage == "not JSON" else b'{"format": 0, "entries": []}')
+    index.CACHE.clear()
+    seen = record_reads(storage)
+    assert views.load_model_page(storage, "m", None, LINKS, GITHUB) == warm
+    assert len([r for r in seen if r.startswith("models/")]) == 5 + 1
+    stored, _ = storage.read_json(paths.MLOPS, path)
+    assert stored["format"] == index.FORMAT and len(stored["entries"]) == 5
+
+
+def test_a_page_that_loses_the_race_to_write_the_index_still_shows_every_version(storage: MemoryStorage) -> None:
+    seed_model(storage, "m", 5)
+    path = paths.page_index("m", "versions")
+    raced: list[bool] = []
+
+    def another_page_first(op: str, where: str, what: str) -> None:
+        if op == "write" and what == path and not raced:
+            raced.append(True)
+            storage.write_json(paths.MLOPS, path, {"format": index.FORMAT, "entries": {}})
+
+    storage.fault = another_page_first
+    page = views.load_model_page(storage, "m", None, LINKS, GITHUB)
+    assert raced and [v.version for v in page.versions] == [5, 4, 3, 2, 1]
+    assert storage.read_json(paths.MLOPS, path)[0]["entries"] == {}  # the winner's index stands
+    index.CACHE.clear()
+    assert [v.version for v in views.load_model_page(storage, "m", None, LINKS, GITHUB).versions] == [5, 4, 3, 2, 1]
+    assert len(storage.read_json(paths.MLOPS, path)[0]["entries"]) == 5  # refreshed by the next view
+
+
+def test_the_runs_index_keeps_only_the_runs_a_page_shows(storage: MemoryStorage) -> None:
+    seed_model(storage, "m", 3)
+    for i in range(reads.MAX_RUNS + 2):
+        run = RunRecord(run_id=f"extra-{i:03d}", model="m", created=T0.replace(year=2027), status=RunStatus.FAILED)
+        storage.write_json(paths.MLOPS, paths.run_record("m", run.run_id), run.to_json())
+    views.load_model_page(storage, "m", None, LINKS, GITHUB)
+    stored, _ = storage.read_json(paths.MLOPS, paths.page_index("m", "runs"))
+    assert len(stored["entries"]) == reads.MAX_RUNS
