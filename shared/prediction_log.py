@@ -241,9 +241,9 @@ COLUMNAR_MIN_ROWS = 64
 def _record_lines(record: _Record) -> bytes:
     """A record's lines, each ended by a newline."""
     inputs, outputs, ids = record.inputs, record.outputs, record.prediction_ids
-    columnar = record.rows >= COLUMNAR_MIN_ROWS and ids is not None and len(ids) == record.rows and all(
-        isinstance(outputs.get(k), np.ndarray) for k in _OUTPUT_KEYS if k in outputs)
-    if columnar and ids is not None and isinstance(inputs, Mapping):
+    if (record.rows >= COLUMNAR_MIN_ROWS and ids is not None and len(ids) == record.rows
+            and isinstance(inputs, Mapping) and all(isinstance(outputs[k], np.ndarray) for k in _OUTPUT_KEYS
+                                                    if k in outputs)):
         return columnar_lines(record.model, record.version, record.request_id, record.at, ids, inputs, outputs)
     return "".join(line + "\n" for line in _lines(record)).encode()
 
