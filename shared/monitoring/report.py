@@ -43,7 +43,7 @@ def run_monitor(ctx: Context, model: str, *, window_end: datetime | None = None,
     spec, _ = registry.current_spec(storage, model)
     version, _ = registry.resolve_alias(storage, model, "champion")
     champion = registry.get_version(storage, model, version)
-    end = (window_end or ctx.clock.now()).astimezone(UTC).replace(microsecond=0)
+    end = _window_end(window_end, ctx.clock.now())
     path = paths.monitoring_report(model, window_id(end), version, spec.monitoring.window_hours)
     existing = _existing(ctx, path)
     if existing is not None:
@@ -61,6 +61,15 @@ def run_monitor(ctx: Context, model: str, *, window_end: datetime | None = None,
     log.info("monitor: %s v%s window %s: drift=%s decision=%s", model, version, window_id(end),
              body["dataset_drift"], decision.reasons)
     return body
+
+
+def _window_end(window_end: datetime | None, now: datetime) -> datetime:
+    """The window's (exclusive) end in whole seconds: a given end rounded down, "now" rounded up, so that a
+    window run now holds every row scored before the call, also those scored earlier in the same second."""
+    if window_end is not None:
+        return window_end.astimezone(UTC).replace(microsecond=0)
+    now = now.astimezone(UTC)
+    return now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0)
 
 
 def _existing(ctx: Context, path: str) -> dict[str, Any] | None:

@@ -138,3 +138,16 @@ def test_guards_block_a_triggered_retraining_and_say_why(policy: RetrainPolicy, 
 def test_drift_without_any_labels_skips_the_new_rows_guard() -> None:
     decision = decide(RetrainPolicy(), facts(True, labels_=0, new_rows=0), past(True))
     assert decision.retrain and "guards passed: retraining" in decision.reasons
+
+
+def test_a_window_run_now_holds_every_row_scored_before_the_call() -> None:
+    """The window's end is exclusive: "now" rounds up to the next second (rows scored earlier in the same second
+    stay in), a given end rounds down (a timer's retry names the same window)."""
+    from shared.monitoring import report
+
+    now = datetime(2026, 11, 24, 5, 41, 11, 300_000, tzinfo=UTC)
+    scored = now - timedelta(milliseconds=200)
+    end = report._window_end(None, now)
+    assert scored.timestamp() < end.timestamp() and end == datetime(2026, 11, 24, 5, 41, 12, tzinfo=UTC)
+    assert report._window_end(None, now.replace(microsecond=0)) == now.replace(microsecond=0)
+    assert report._window_end(now, now) == now.replace(microsecond=0)
