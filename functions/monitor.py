@@ -14,7 +14,7 @@ from shared.errors import BadRequest, NotFound, Unavailable
 from shared.http import handles_errors, json_body, json_response
 from shared.lifecycle.stages import app_context
 from shared.messages import MonitorRequest, parse_message
-from shared.monitoring.report import list_reports, run_monitor
+from shared.monitoring.report import list_reports, note_failure, run_monitor
 from shared.outbox import Messages
 
 bp = func.Blueprint()
@@ -48,6 +48,9 @@ def monitor(msg: func.QueueMessage, trainings: func.Out[Messages]) -> None:
     except (NotFound, Unavailable) as exc:  # the model or its champion went away: nothing to monitor
         logging.warning("monitor: %s: %s", request.model, exc.message)
         return
+    except Exception as exc:  # the host retries; once it gives up, monitor_poison reports this reason
+        note_failure(ctx, request.model, request.window_end, exc, msg.dequeue_count or 1)
+        raise
     outbox.bind({paths.TRAIN_QUEUE: trainings})
     logging.info("monitor: %s v%s drift=%s retrain=%s", request.model, report["version"], report["dataset_drift"],
                  report["decision"]["retrain"])

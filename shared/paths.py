@@ -155,3 +155,8 @@ def monitoring_report(model: str, window_end: str, version: int, hours: float) -
 
 def monitoring_prefix(model: str) -> str:
     return f"monitoring/{model}/"
+
+
+def monitoring_failure(model: str, window_end: str) -> str:
+    """Why the latest attempt at a window failed (kept apart from the reports, which list_reports reads)."""
+    return f"monitoring-failures/{model}/{window_end}.json"

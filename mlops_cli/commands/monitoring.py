@@ -30,6 +30,8 @@ def monitor(ctx: Context, args: argparse.Namespace) -> int:
 def _drift(report: dict[str, Any]) -> str:
     features = report.get("features") or {}
     drifted = sorted(name for name, f in features.items() if isinstance(f, dict) and f.get("drifted"))
+    if report.get("status") == "failed":  # every delivery of the window failed; the decision says why
+        return "failed"
     if report.get("dataset_drift") is None:
         return "-"
     head = "yes" if report["dataset_drift"] else "no"

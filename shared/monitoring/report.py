@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from shared import feedback, paths, registry, runs
-from shared.errors import NotFound
+from shared.errors import NotFound, PipelineError
 from shared.lifecycle.records import ModelVersion, RunStatus
 from shared.lifecycle.stages import Context
 from shared.messages import TrainRequest
@@ -60,6 +60,55 @@ def run_monitor(ctx: Context, model: str, *, window_end: datetime | None = None,
         _start_retraining(ctx, body)
     log.info("monitor: %s v%s window %s: drift=%s decision=%s", model, version, window_id(end),
              body["dataset_drift"], decision.reasons)
+    return body
+
+
+def note_failure(ctx: Context, model: str, window_end: datetime, exc: BaseException, attempt: int) -> None:
+    """Keep why an attempt at a window failed, for the report give_up_window writes once the host moves the
+    message to the poison queue. Never raises: the host must see the original failure (and retry)."""
+    reason = exc.message if isinstance(exc, PipelineError) else (
+        f"internal error ({type(exc).__name__}); the monitor function's log has the details")
+    end = _window_end(window_end, ctx.clock.now())
+    try:
+        ctx.storage.write_json(paths.MLOPS, paths.monitoring_failure(model, window_id(end)),
+                               {"reason": reason, "attempts": attempt, "at": ctx.clock.now().isoformat()})
+    except Exception:  # storage down as well: the poison report says the reason is unknown
+        log.exception("monitor: could not record why window %s of %s failed", window_id(end), model)
+
+
+def give_up_window(ctx: Context, model: str, window_end: datetime, trigger: str) -> dict[str, Any]:
+    """The report of a window whose message failed every delivery: status failed, with the last attempt's reason,
+    and no retraining decision; the window's own report instead when it was written after all.
+
+    Raises NotFound (no such model or spec) and Unavailable (no champion).
+    """
+    storage = ctx.storage
+    spec, _ = registry.current_spec(storage, model)
+    version, _ = registry.resolve_alias(storage, model, "champion")
+    end = _window_end(window_end, ctx.clock.now())
+    path = paths.monitoring_report(model, window_id(end), version, spec.monitoring.window_hours)
+    existing = _existing(ctx, path)
+    if existing is not None:
+        return existing
+    try:
+        noted, _ = storage.read_json(paths.MLOPS, paths.monitoring_failure(model, window_id(end)))
+        reason, attempts = str(noted.get("reason")), noted.get("attempts")
+    except NotFound:
+        reason, attempts = "unknown (no attempt recorded one); the monitor function's log has the errors", None
+    start = end - timedelta(hours=spec.monitoring.window_hours)
+    body: dict[str, Any] = {
+        "model": model, "version": version, "trigger": trigger, "created": ctx.clock.now().isoformat(),
+        "window": {"start": start.isoformat(), "end": end.isoformat(), "rows": 0},
+        "status": "failed", "reason": reason, "attempts": attempts, "dataset_drift": None, "drift_share": None,
+        "features": {}, "prediction_drift": None, "data_quality": None, "live_metrics": None,
+        "validation_metrics": {}, "quality_bar": {k: v.model_dump() for k, v in spec.quality_bar.items()},
+        "label_coverage": 0.0, "labelled_rows": 0, "unknown_labels": 0, "label_lag_seconds": None,
+        "decision": {"retrain": False, "trigger": None,
+                     "reasons": [f"no decision: the window failed on every delivery: {reason}"]},
+    }
+    if not storage.create_json(paths.MLOPS, path, body):
+        return _existing(ctx, path) or body
+    log.error("monitor: %s v%s window %s failed on every delivery: %s", model, version, window_id(end), reason)
     return body
 
 

@@ -28,6 +28,8 @@ def drift_state(report: Mapping[str, Any] | None) -> DriftState:
     end = (report.get("window") or {}).get("end")
     features = report.get("features") or {}
     drifted = tuple(sorted(name for name, f in features.items() if f.get("drifted")))
+    if report.get("status") == "failed":  # every delivery of the window failed (functions/poison.py)
+        return DriftState(f"monitoring failed: {report.get('reason') or 'see the log'}", "bad", end, drifted)
     if report.get("status") == "insufficient_data":
         rows = (report.get("window") or {}).get("rows")
         return DriftState(f"insufficient data ({rows} rows)", "warn", end, drifted)

@@ -132,3 +132,34 @@ def _direct_roc_auc(storage: AzureStorage, model: str) -> float:
             scores.append(float(probabilities.get("1", probabilities.get(1, np.nan))))
     # rounded to 1e-6 as validation does, so ONNX float32 ties rank alike (shared/training.compute_metrics)
     return float(roc_auc_score(y_true, np.round(scores, 6)))
+
+
+def test_a_window_that_fails_every_delivery_ends_in_a_failed_report_with_its_reason(api, loop):
+    """The champion's training profile is unreadable: each delivery fails, the host moves the message to the
+    poison queue after maxDequeueCount, and monitor_poison writes the window's report as failed, with why."""
+    model, storage = loop["model"], loop["storage"]
+    record, _ = storage.read_json(paths.MLOPS, paths.version_record(model, champion(storage, model)))
+    profile = paths.prepared_profile(model, record["lineage"]["data_hash"])
+    original = storage.read(paths.MLOPS, profile).data
+    end = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=7)
+    runs_before = {r.run_id for r in runs.list_runs(storage, model)}
+    storage.write(paths.MLOPS, profile, b"{not json")
+    try:
+        storage.enqueue(paths.MONITOR_QUEUE, MonitorRequest(model=model, window_end=end).to_payload())
+        stamp = end.strftime("%Y%m%dT%H%M%SZ")
+
+        def report() -> dict[str, Any] | None:
+            names = [b.name for b in storage.list(paths.MLOPS, paths.monitoring_prefix(model)) if stamp in b.name]
+            return storage.read_json(paths.MLOPS, names[0])[0] if names else None
+
+        failed = wait_for(report, "the failed window's report", timeout=90)
+    finally:
+        storage.write(paths.MLOPS, profile, original)
+    assert failed["status"] == "failed" and failed["attempts"] == 5, failed
+    assert failed["reason"].startswith("internal error (JSONDecodeError)"), failed["reason"]
+    assert failed["decision"]["retrain"] is False and "failed on every delivery" in failed["decision"]["reasons"][0]
+    latest = api("GET", f"registry/models/{model}/monitoring")
+    assert latest.status_code == 200 and any(r.get("status") == "failed" for r in latest.json()["reports"])
+    wait_for(lambda: not storage.peek(paths.poison(paths.MONITOR_QUEUE)) or None, "the poison queue to drain",
+             timeout=30)
+    assert {r.run_id for r in runs.list_runs(storage, model)} == runs_before

@@ -203,6 +203,8 @@ def test_drift_states_read_as_a_phrase() -> None:
     some = monitoring.drift_state({"status": "ok", "dataset_drift": False,
                                    "features": {"a": {"drifted": True}, "b": {}}})
     assert (some.label, some.tone) == ("no dataset drift (1 feature(s) drifted)", "warn")
+    failed = monitoring.drift_state({"status": "failed", "reason": "internal error (OSError)", "dataset_drift": None})
+    assert (failed.label, failed.tone) == ("monitoring failed: internal error (OSError)", "bad")
 
 
 def test_actions_follow_the_lifecycle() -> None:
