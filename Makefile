@@ -47,7 +47,7 @@ CHECKOV := env -u BC_API_KEY CKV_PARSE_ERROR_FAIL=true CKV_SKIP_PACKAGE_UPDATE_C
 	CKV_GITHUB_CONFIG_FETCH_DATA=false .venv-checkov/bin/checkov --skip-download --compact --quiet
 
 lint: setup $(CHECKOV_STAMP)
-	$(PY) -m ruff check shared functions devhost mlops_cli function_app.py tests
+	$(PY) -m ruff check shared functions devhost mlops_cli function_app.py tests bench
 	$(PY) -m mypy
 	$(CHECKOV) -d infra --framework bicep
 	$(CHECKOV) -d .github/workflows --framework github_actions

@@ -495,9 +495,11 @@ def compare_onnx(v: Variant, served: bytes) -> str:
         ("producer", (ours.producer_name, ours.producer_version), (theirs.producer_name, theirs.producer_version)),
     ) if a != b]
     feeds = ort_feeds(v.batch)
-    run = [ort.InferenceSession(m, sess_options=session_options(), providers=["CPUExecutionProvider"]).run(None, feeds)[1]
+    run = [ort.InferenceSession(m, sess_options=session_options(),
+                                providers=["CPUExecutionProvider"]).run(None, feeds)[1]
            for m in (v.onnx, served)]
-    return (f"ONNX sha256 {sha[:12]} differs from the in-process export {v.sha256[:12]} (in: {', '.join(parts) or 'other fields'}); "
+    return (f"ONNX sha256 {sha[:12]} differs from the in-process export {v.sha256[:12]} "
+            f"(in: {', '.join(parts) or 'other fields'}); "
             f"max |Δp| on the {BATCH_ROWS}-row batch = {np.abs(run[0] - run[1]).max():.2e}")
 
 
@@ -534,7 +536,8 @@ def mlflow_server(tmp: Path, v: Variant) -> Iterator[int]:
     with open(work / "pipeline.pkl", "wb") as f:
         pickle.dump((v.pipeline, v.features.head(50)), f)
     env = {**os.environ, "PATH": f"{MLFLOW_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_TRACKING_URI": (work / "mlruns").as_uri()}
+           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+           "MLFLOW_TRACKING_URI": (work / "mlruns").as_uri()}
     env.pop("VIRTUAL_ENV", None)
     saved = subprocess.run([str(mlflow_python()), "-c", MLFLOW_SAVE, str(work / "pipeline.pkl"), str(work / "model")],
                            capture_output=True, text=True, timeout=300, env=env, cwd=work)
@@ -906,7 +909,8 @@ def report(variants: list[Variant], import_ms: float, import_runs: list[float], 
     ]
     for i, v in enumerate(variants):
         numeric = sum(f.kind == "numeric" for f in v.spec.features)
-        title = f"### {v.spec.name}: {v.spec.estimator.type} ({numeric} numeric, {len(v.spec.features) - numeric} categorical features)"
+        categorical = len(v.spec.features) - numeric
+        title = f"### {v.spec.name}: {v.spec.estimator.type} ({numeric} numeric, {categorical} categorical features)"
         lines += [title, "", *single_table(v), "", *batch_table(v), ""]
         if v.files:
             lines += [*files_table(v), ""]
@@ -925,7 +929,8 @@ def report(variants: list[Variant], import_ms: float, import_runs: list[float], 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
-    p.add_argument("--skip-mlflow", action="store_true", help="no MLflow server (if bench/.mlflow-venv cannot be built)")
+    p.add_argument("--skip-mlflow", action="store_true",
+                   help="no MLflow server (if bench/.mlflow-venv cannot be built)")
     p.add_argument("--skip-http", action="store_true", help="no servers at all: in-process measurements only")
     p.add_argument("--no-rf", action="store_true", help="only the logistic-regression example")
     p.add_argument("--skip-files", action="store_true", help=f"no batch scoring of a {FILE_ROWS:,}-row CSV file")
