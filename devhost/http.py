@@ -137,13 +137,23 @@ class HttpHost:
         server, self._server = self._server, None
         if server is None:
             return
-        # waitress's loop runs while its socket map has entries: close them all (listener, trigger, channels)
-        while server._map:
+        # waitress has no stop call: its loop runs while its socket map has entries, and only the loop's own thread
+        # may close them (closed under its select() they fail with EBADF). The trigger runs a callable on that
+        # thread: open connections get handle_close, then the listener and the trigger itself close() (the
+        # listener's handle_close is the base one, which only logs "unhandled close event").
+        def close_all() -> None:
             for dispatcher in list(server._map.values()):
-                dispatcher.handle_close()
+                if dispatcher is not server and dispatcher is not server.trigger:
+                    dispatcher.handle_close()
+            server.close()
+
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            server.trigger.pull_trigger(close_all)
+            thread.join(timeout=5)
+        else:
+            close_all()
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=1)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def _authorized(self, route: Route, request: Request) -> bool:
         if not self._auth or route.auth_level == "ANONYMOUS":

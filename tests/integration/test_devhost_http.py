@@ -182,3 +182,22 @@ def test_a_function_s_response_goes_out_with_its_status_headers_and_body_as_set(
     assert (odd.status_code, odd.content, odd.headers["content-type"]) == (299, "é".encode(), "text/csv")
     assert odd.headers["content-length"] == str(len("é".encode()))
     assert (head.status_code, head.content, head.headers["content-length"]) == (299, b"", "2")
+
+
+def test_stopping_closes_listener_and_open_connections_without_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    spec = FunctionSpec(name="ping", trigger={"type": "httpTrigger", "route": "ping", "authLevel": "ANONYMOUS"},
+                        bindings=(), user_function=lambda req: None, wants_context=False)
+    server = HttpHost([spec], lambda spec, reason, req: func.HttpResponse("pong"),  # type: ignore[arg-type]
+                      route_prefix="api", function_keys={}, master_key=None, auth=False)
+    port = server.start("127.0.0.1", 0)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/api/ping")
+        assert conn.getresponse().read() == b"pong"  # the keep-alive connection stays open into stop()
+        with caplog.at_level(logging.INFO, logger="waitress"):
+            server.stop()
+    finally:
+        conn.close()
+    assert not [r for r in caplog.records if r.name.startswith("waitress")], caplog.text
+    with pytest.raises(OSError):
+        http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/api/ping")
