@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pq
 
 from shared.errors import BadRequest
+from shared.prediction_log import DefaultIds
 from shared.scoring import Feature, ScoringRequest, Signature, _clip, _json_column, _not_finite, _select
 
 CSV_FIELD_LIMIT = 131_072  # csv.field_size_limit(): the stdlib reader refuses longer fields
@@ -183,7 +185,7 @@ def results_table(
     labels = predictions.reshape(-1)
     if labels.dtype.kind == "f":
         labels = labels.astype(np.float64)  # the JSON answer's numbers (float32 outputs widened, NaN as null)
-    columns: dict[str, Any] = {"prediction_id": pa.array(ids, type=pa.string()),
+    columns: dict[str, Any] = {"prediction_id": id_column(ids),
                                "prediction": pa.array(labels, from_pandas=labels.dtype.kind == "f")}
     if probabilities is not None:
         wide = probabilities.astype(np.float64, copy=False)
@@ -191,6 +193,14 @@ def results_table(
             columns[f"probability_{key}"] = pa.array(wide[:, k])
     columns["model_version"] = pa.array(np.full(len(labels), version, dtype=np.int64))
     return pa.table(columns)
+
+
+def id_column(ids: Sequence[str]) -> pa.Array:
+    """Prediction ids as an Arrow string column; DefaultIds joined in Arrow, never made as Python strings."""
+    if isinstance(ids, DefaultIds):
+        rows = pa.array(np.arange(ids.start, ids.start + ids.rows, dtype=np.int64)).cast(pa.string())
+        return pc.binary_join_element_wise(f"{ids.request_id}-", rows, "")
+    return pa.array(ids, type=pa.string())
 
 
 def encode_table(table: pa.Table, kind: str) -> bytes:

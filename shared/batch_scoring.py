@@ -37,7 +37,7 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -211,7 +211,7 @@ class _LogWriter:
     started: float
     sample_rate: float
 
-    def write(self, loaded: LoadedModel, rid: str, chunk: int, ids: list[str], feeds: dict[str, np.ndarray],
+    def write(self, loaded: LoadedModel, rid: str, chunk: int, ids: Sequence[str], feeds: dict[str, np.ndarray],
               labels: np.ndarray, probabilities: np.ndarray | None) -> None:
         if self.sample_rate < 1.0:
             keep = np.random.default_rng([int(rid[6:], 16), chunk]).random(len(ids)) < self.sample_rate
@@ -259,7 +259,8 @@ class _ChunkScorer:
             self._pending = None
 
 
-def chunk_inputs(batch: pa.RecordBatch, signature: Signature, rid: str, start: int) -> tuple[dict[str, Any], list[str]]:
+def chunk_inputs(batch: pa.RecordBatch, signature: Signature, rid: str,
+                 start: int) -> tuple[dict[str, Any], Sequence[str]]:
     """Session feeds and prediction ids of one chunk whose first row is row `start` of the file. Raises Rejected."""
     names = [n for n in batch.schema.names if n != ID_COLUMN]
     try:
@@ -271,9 +272,9 @@ def chunk_inputs(batch: pa.RecordBatch, signature: Signature, rid: str, start: i
     return request.inputs, ids
 
 
-def _chunk_ids(batch: pa.RecordBatch, rid: str, start: int) -> list[str]:
+def _chunk_ids(batch: pa.RecordBatch, rid: str, start: int) -> Sequence[str]:
     if ID_COLUMN not in batch.schema.names:
-        return prediction_log.default_prediction_ids(rid, batch.num_rows, start)
+        return prediction_log.DefaultIds(rid, batch.num_rows, start)
     column = batch.column(ID_COLUMN)
     if column.null_count:
         raise BadRequest(f"column {ID_COLUMN!r} row {column.is_null().index(True).as_py()} is empty: "

@@ -34,16 +34,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import random
 import re
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -58,6 +59,50 @@ _OUTPUT_KEYS = ("predictions", "probabilities")  # what a line's "outputs" holds
 def default_prediction_ids(request_id: str, rows: int, start: int = 0) -> list[str]:
     """The ids of a request that sent none: '<request_id>-<row>' for rows start..start+rows-1."""
     return [f"{request_id}-{row}" for row in range(start, start + rows)]  # faster than map(str.__add__, ...) on 3.11
+
+
+class DefaultIds(Sequence[str]):
+    """default_prediction_ids as a sequence that makes an id only when it is read.
+
+    A big request's ids cost ~0.1 µs each as Python strings: a CSV or Arrow answer builds the column in
+    Arrow instead (shared.arrow_bodies.id_column) and the prediction log writes them on its own thread, so
+    they are never made on the request's path. Equal to any sequence of the same ids.
+    """
+
+    __slots__ = ("request_id", "rows", "start")
+
+    def __init__(self, request_id: str, rows: int, start: int = 0) -> None:
+        self.request_id, self.rows, self.start = request_id, rows, start
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [f"{self.request_id}-{self.start + i}" for i in range(*index.indices(self.rows))]
+        i = operator.index(index)
+        if not -self.rows <= i < self.rows:
+            raise IndexError(f"id {i} of {self.rows}")
+        return f"{self.request_id}-{self.start + i % self.rows}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(default_prediction_ids(self.request_id, self.rows, self.start))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DefaultIds):
+            return (self.request_id, self.rows, self.start) == (other.request_id, other.rows, other.start)
+        return isinstance(other, Sequence) and not isinstance(other, str) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, which are unhashable
+
+    def __repr__(self) -> str:
+        return f"DefaultIds({self.request_id!r}, rows={self.rows}, start={self.start})"
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from shared.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from shared.prediction_log import default_prediction_ids
+from shared.prediction_log import DefaultIds
 
 _fast_loads: Callable[[bytes], Any] | None
 try:  # optional: parses large bodies about 5x faster than the stdlib; same errors (ValueError subclasses)
@@ -941,7 +941,7 @@ def _clip(text: str, limit: int = 80) -> str:
 
 
 def predict(
-    model: LoadedModel, inputs: dict[str, np.ndarray], prediction_ids: list[str] | None = None
+    model: LoadedModel, inputs: dict[str, np.ndarray], prediction_ids: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Run the session and shape its outputs as JSON-native lists; prediction_ids go right after predictions."""
     labels, probabilities = run_model(model, inputs)
@@ -949,12 +949,12 @@ def predict(
 
 
 def _json_result(
-    model: LoadedModel, labels: np.ndarray, probabilities: np.ndarray | None, prediction_ids: list[str] | None
+    model: LoadedModel, labels: np.ndarray, probabilities: np.ndarray | None, prediction_ids: Sequence[str] | None
 ) -> dict[str, Any]:
     sig = model.signature
     result: dict[str, Any] = {"predictions": _json_list(labels)}
     if prediction_ids is not None:
-        result["prediction_ids"] = prediction_ids
+        result["prediction_ids"] = prediction_ids if isinstance(prediction_ids, list) else list(prediction_ids)
     if probabilities is not None:
         result["probabilities"] = _per_class(sig.class_keys, _json_list(probabilities))
     result["model"] = {"name": model.name, "version": model.version}
@@ -1201,15 +1201,16 @@ def header_ids(raw: str | None) -> list[str] | None:
     return ids
 
 
-def row_ids(request_id: str, rows: int, header: list[str] | None, params: Any) -> list[str]:
-    """One id per row: the header's (already checked by header_ids), params.ids, or '<request_id>-<row>'.
+def row_ids(request_id: str, rows: int, header: list[str] | None, params: Any) -> Sequence[str]:
+    """One id per row: the header's (already checked by header_ids), params.ids, or '<request_id>-<row>'
+    (a DefaultIds: made only where they are read).
 
     Raises BadRequest when both are given, params.ids is not a list of valid unique ids, or the count is not rows.
     """
     if header is not None and params is not None:
         raise BadRequest(f"per-row ids came in both header {IDS_HEADER} and params.ids; send them in one place")
     if header is None and params is None:
-        return default_prediction_ids(request_id, rows)
+        return DefaultIds(request_id, rows)
     if header is not None:
         ids, where = header, f"header {IDS_HEADER}"
     else:
@@ -1250,7 +1251,7 @@ class Scored:
 
     model: LoadedModel
     request_id: str
-    prediction_ids: list[str]
+    prediction_ids: Sequence[str]
     inputs: dict[str, np.ndarray]
     result: dict[str, Any]
 
@@ -1336,7 +1337,7 @@ def _score(
 
 
 def _answer(
-    loaded: LoadedModel, request: ScoringRequest, ids: list[str], kind: str
+    loaded: LoadedModel, request: ScoringRequest, ids: Sequence[str], kind: str
 ) -> tuple[dict[str, Any] | Encoded, dict[str, Any]]:
     """The 200 body (JSON, or CSV/Arrow) and what an observer sees, whatever the body: the output columns as
     arrays (predictions [N], probabilities [N, classes] with probability_classes), which the prediction log

@@ -298,3 +298,18 @@ def test_a_big_request_is_logged_column_by_column_with_the_same_lines(
     assert [list(line) for line in from_arrays[:1]] == [["request_id", "prediction_id", "model", "version",
                                                          "timestamp", "inputs", "outputs"]]
     assert from_arrays[0]["inputs"]["speed"] is None or isinstance(from_arrays[0]["inputs"]["speed"], float)
+
+
+def test_default_ids_read_as_the_list_of_ids_they_stand_for() -> None:
+    ids = prediction_log.DefaultIds("req-7", 5, start=10)
+    listed = default_prediction_ids("req-7", 5, start=10)
+    assert listed == ["req-7-10", "req-7-11", "req-7-12", "req-7-13", "req-7-14"]
+    assert list(ids) == listed and ids == listed and listed == ids and len(ids) == 5
+    assert (ids[0], ids[-1], ids[1:3], ids[::-2]) == (listed[0], listed[-1], listed[1:3], listed[::-2])
+    with pytest.raises(IndexError):
+        ids[5]
+    with pytest.raises(IndexError):
+        ids[-6]
+    assert ids != default_prediction_ids("req-7", 5) and ids != "req-7-10"
+    assert ids == prediction_log.DefaultIds("req-7", 5, 10) and ids != prediction_log.DefaultIds("req-7", 4, 10)
+    assert not prediction_log.DefaultIds("r", 0) and list(prediction_log.DefaultIds("r", 0)) == []

@@ -188,6 +188,16 @@ def test_the_few_rows_matrix_check_decides_exactly_as_the_numpy_one(rows: list[l
         assert small.flags.f_contiguous and small.dtype == np.float64
 
 
+@pytest.mark.parametrize("rows, start", [(0, 0), (1, 0), (1000, 0), (7, 123_456)])
+def test_default_ids_become_the_same_arrow_column_without_python_strings(rows: int, start: int) -> None:
+    from shared import arrow_bodies
+    from shared.prediction_log import DefaultIds, default_prediction_ids
+
+    column = arrow_bodies.id_column(DefaultIds("3f1c-a", rows, start))
+    assert column.type == pa.string() and column.to_pylist() == default_prediction_ids("3f1c-a", rows, start)
+    assert arrow_bodies.id_column(["x", "y"]).to_pylist() == ["x", "y"]
+
+
 def test_the_session_runner_skips_only_python_checks(num: LoadedModel) -> None:
     feeds = {n: np.array([[0.5], [-1.0]], dtype=num.signature.features[0].dtype) for n in NUMERIC}
     outputs = list(num.signature.outputs)
