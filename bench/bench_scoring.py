@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -923,6 +924,37 @@ def report(variants: list[Variant], import_ms: float, import_runs: list[float], 
     return "\n".join(lines)
 
 
+README_BEGIN, README_END = "<!-- bench_scoring: begin (generated) -->", "<!-- bench_scoring: end -->"
+
+
+def readme_section(v: Variant, import_ms: float, argv: list[str]) -> list[str]:
+    """The README's benchmark block: the command, machine and load, the main rows and every target."""
+    s, b = v.single, v.batched
+    base = s["ort"].p50_us
+    lines = [f"`.venv/bin/python bench/bench_scoring.py {' '.join(argv)}`".replace("  ", " ") +
+             f" on {date.today().isoformat()}: {machine()}, Python {platform.python_version()}, onnxruntime "
+             f"{ort.__version__}; load average at start {LOAD_AT_START}, at end {load_average()}; "
+             f"{v.spec.name} {v.spec.estimator.type} ({len(v.spec.features)} inputs).", "",
+             "| path (1 row per call) | p50 µs | p99 µs | p50 × bare ORT |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.label} | {fmt(r.p50_us)} | {fmt(r.p99_us)} | {r.p50_us / base:.2f}× |" for r in s.values()]
+    lines += ["", f"| path ({BATCH_ROWS:,} rows per call) | rows/s | × bare ORT time |", "|---|---:|---:|"]
+    lines += [f"| {r.label} | {r.per_second:,.0f} | {b['ort'].per_second / r.per_second:.2f}× |" for r in b.values()]
+    if v.files:
+        lines += ["", f"| {FILE_ROWS:,}-row CSV file | seconds | rows/s | peak RSS MB |", "|---|---:|---:|---:|"]
+        lines += [f"| {r.label} | {r.seconds:.2f} | {r.per_second:,.0f} | {r.peak_rss_mb:,.0f} |"
+                  for r in v.files.values()]
+    return [*lines, "", *targets_table(v, import_ms)]
+
+
+def write_between_markers(path: Path, lines: list[str]) -> None:
+    """Replace what stands between README_BEGIN and README_END in `path` (both must be there)."""
+    text = path.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise BenchError(f"{path} has no {README_BEGIN} ... {README_END} block to regenerate")
+    path.write_text(text[:begin + len(README_BEGIN)] + "\n" + "\n".join(lines) + "\n" + text[end:])
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -935,6 +967,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-rf", action="store_true", help="only the logistic-regression example")
     p.add_argument("--skip-files", action="store_true", help=f"no batch scoring of a {FILE_ROWS:,}-row CSV file")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "results.md")
+    p.add_argument("--update-readme", action="store_true",
+                   help="also regenerate the benchmark blocks of README.md (main rows and targets) and "
+                        "bench/README.md (the full report)")
     return p.parse_args(argv)
 
 
@@ -969,6 +1004,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(text)
     print(text)
     print(f"written to {args.out}")
+    if args.update_readme:
+        write_between_markers(ROOT / "README.md", readme_section(variants[0], import_ms, raw_argv))
+        write_between_markers(ROOT / "bench" / "README.md", text.split("\n", 2)[2].rstrip().splitlines())
+        print("regenerated the benchmark blocks of README.md and bench/README.md")
     return 0
 
 
