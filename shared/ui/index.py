@@ -116,11 +116,14 @@ Entries = dict[str, tuple[str, dict[str, Any]]]  # blob name -> (ETag, derived b
 
 
 def read_all(storage: Storage, blobs: Sequence[BlobInfo], derive: Derive = as_stored, *,
-             index: str | None = None) -> list[dict[str, Any]]:
+             index: str | None = None, check: Callable[[dict[str, Any]], object] | None = None) -> list[dict[str, Any]]:
     """What `derive` makes of each listed MLOPS blob, in order: from CACHE, else from the page index blob
-    `index` (entries at the listed ETag), else read (READERS at a time) and the index refreshed.
+    `index` (entries at the listed ETag that `check` accepts), else read (READERS at a time) and the index
+    refreshed.
 
-    A blob deleted since it was listed is left out. Without `index`, the process cache only.
+    A blob deleted since it was listed is left out. Without `index`, the process cache only. `check` raises
+    for an entry the page could not use (a damaged index, a summary shape changed without a FORMAT bump):
+    that record is read again, so the index heals instead of breaking the page.
     """
     key = f"{index}|" if index else f"{derive.__name__}|"
     found: Entries = {}
@@ -130,6 +133,7 @@ def read_all(storage: Storage, blobs: Sequence[BlobInfo], derive: Derive = as_st
             found[blob.name] = (blob.etag, cached)
     if len(found) < len(blobs):
         stored, stored_etag = _read_index(storage, index) if index else ({}, None)
+        stored = {name: entry for name, entry in stored.items() if _usable(entry[1], check)}  # unusable: re-read
         fresh = {b.name: stored[b.name] for b in blobs
                  if b.name not in found and b.name in stored and stored[b.name][0] == b.etag}
         fresh.update(_read(storage, [b for b in blobs if b.name not in found and b.name not in fresh], derive))
@@ -139,6 +143,16 @@ def read_all(storage: Storage, blobs: Sequence[BlobInfo], derive: Derive = as_st
         if index and {n: e[0] for n, e in stored.items()} != {n: e[0] for n, e in found.items()}:
             _write_index(storage, index, found, stored_etag)
     return [found[b.name][1] for b in blobs if b.name in found]
+
+
+def _usable(body: dict[str, Any], check: Callable[[dict[str, Any]], object] | None) -> bool:
+    if check is None:
+        return True
+    try:
+        check(body)
+    except (ValueError, TypeError, KeyError):  # pydantic's ValidationError is a ValueError
+        return False
+    return True
 
 
 def _read(storage: Storage, blobs: Sequence[BlobInfo], derive: Derive) -> Entries:

@@ -42,7 +42,8 @@ def version_blobs(storage: Storage, model: str) -> dict[int, BlobInfo]:
 def read_versions(storage: Storage, model: str, blobs: Mapping[int, BlobInfo] | None = None) -> list[VersionSummary]:
     """Every version's summary (timeline, chart), oldest first, through the page index. Raises NotFound."""
     listed = version_blobs(storage, model) if blobs is None else blobs
-    bodies = read_all(storage, list(listed.values()), version_summary, index=paths.page_index(model, "versions"))
+    bodies = read_all(storage, list(listed.values()), version_summary, index=paths.page_index(model, "versions"),
+                      check=VersionSummary.model_validate)
     return [VersionSummary.model_validate(body) for body in bodies]
 
 
@@ -68,7 +69,8 @@ def read_runs(storage: Storage, model: str, limit: int = MAX_RUNS) -> tuple[list
     """The `limit` runs changed last (newest first), through the page index, and how many runs there are."""
     blobs = [b for b in storage.list(paths.MLOPS, paths.runs_prefix(model)) if b.name.endswith(".json")]
     recent = sorted(blobs, key=lambda b: (b.last_modified or _EPOCH, b.name), reverse=True)[:limit]
-    found = (migrate_run(body) for body in read_all(storage, recent, as_stored, index=paths.page_index(model, "runs")))
+    found = (migrate_run(body) for body in read_all(storage, recent, as_stored, index=paths.page_index(model, "runs"),
+                                                    check=migrate_run))
     return sorted(found, key=lambda r: r.created, reverse=True), len(blobs)
 
 

@@ -354,6 +354,25 @@ def test_a_missing_or_unreadable_page_index_is_rebuilt_by_the_next_view(storage:
     assert stored["format"] == index.FORMAT and len(stored["entries"]) == 5
 
 
+@pytest.mark.parametrize("part", ["versions", "runs"])
+def test_a_damaged_index_entry_is_read_again_and_the_index_heals(storage: MemoryStorage, part: str) -> None:
+    """An entry at the right ETag whose body the page cannot use (damaged, or a shape changed without a FORMAT
+    bump) costs one read of its record, never the page."""
+    seed_model(storage, "m", 5)
+    warm = views.load_model_page(storage, "m", None, LINKS, GITHUB)
+    path = paths.page_index("m", part)
+    stored, _ = storage.read_json(paths.MLOPS, path)
+    damaged = sorted(stored["entries"])[0]
+    stored["entries"][damaged]["body"] = {"status": 7}
+    storage.write_json(paths.MLOPS, path, stored)
+    index.CACHE.clear()
+    seen = record_reads(storage)
+    assert views.load_model_page(storage, "m", None, LINKS, GITHUB) == warm
+    assert damaged in seen
+    healed, _ = storage.read_json(paths.MLOPS, path)
+    assert healed["entries"][damaged]["body"] != {"status": 7}
+
+
 def test_a_page_that_loses_the_race_to_write_the_index_still_shows_every_version(storage: MemoryStorage) -> None:
     seed_model(storage, "m", 5)
     path = paths.page_index("m", "versions")
