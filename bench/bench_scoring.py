@@ -928,22 +928,15 @@ README_BEGIN, README_END = "<!-- bench_scoring: begin (generated) -->", "<!-- be
 
 
 def readme_section(v: Variant, import_ms: float, argv: list[str]) -> list[str]:
-    """The README's benchmark block: the command, machine and load, the main rows and every target."""
-    s, b = v.single, v.batched
-    base = s["ort"].p50_us
+    """The README's benchmark block: the command, machine and load, the report's tables and every target."""
     lines = [f"`.venv/bin/python bench/bench_scoring.py {' '.join(argv)}`".replace("  ", " ") +
              f" on {date.today().isoformat()}: {machine()}, Python {platform.python_version()}, onnxruntime "
              f"{ort.__version__}; load average at start {LOAD_AT_START}, at end {load_average()}; "
              f"{v.spec.name} {v.spec.estimator.type} ({len(v.spec.features)} inputs).", "",
-             "| path (1 row per call) | p50 µs | p99 µs | p50 × bare ORT |", "|---|---:|---:|---:|"]
-    lines += [f"| {r.label} | {fmt(r.p50_us)} | {fmt(r.p99_us)} | {r.p50_us / base:.2f}× |" for r in s.values()]
-    lines += ["", f"| path ({BATCH_ROWS:,} rows per call) | rows/s | × bare ORT time |", "|---|---:|---:|"]
-    lines += [f"| {r.label} | {r.per_second:,.0f} | {b['ort'].per_second / r.per_second:.2f}× |" for r in b.values()]
+             *single_table(v), "", *batch_table(v), ""]
     if v.files:
-        lines += ["", f"| {FILE_ROWS:,}-row CSV file | seconds | rows/s | peak RSS MB |", "|---|---:|---:|---:|"]
-        lines += [f"| {r.label} | {r.seconds:.2f} | {r.per_second:,.0f} | {r.peak_rss_mb:,.0f} |"
-                  for r in v.files.values()]
-    return [*lines, "", *targets_table(v, import_ms)]
+        lines += [*files_table(v), ""]
+    return [*lines, *targets_table(v, import_ms)]
 
 
 def write_between_markers(path: Path, lines: list[str]) -> None:
