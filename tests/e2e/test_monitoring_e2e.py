@@ -63,7 +63,8 @@ def _monitor(api: Any, model: str, end: datetime) -> dict[str, Any]:
 
 def test_the_loop_closes_once_with_every_decision_recorded(api, loop):
     model, storage = loop["model"], loop["storage"]
-    now = datetime.now(UTC).replace(microsecond=0)
+    # a window's end is exclusive and in whole seconds: the next second holds rows logged in this one too
+    now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
 
     first = _monitor(api, model, now)
     assert first["window"]["rows"] == 400 and first["dataset_drift"] is True
