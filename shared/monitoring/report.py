@@ -95,17 +95,11 @@ def give_up_window(ctx: Context, model: str, window_end: datetime, trigger: str)
         reason, attempts = str(noted.get("reason")), noted.get("attempts")
     except NotFound:
         reason, attempts = "unknown (no attempt recorded one); the monitor function's log has the errors", None
-    start = end - timedelta(hours=spec.monitoring.window_hours)
-    body: dict[str, Any] = {
-        "model": model, "version": version, "trigger": trigger, "created": ctx.clock.now().isoformat(),
-        "window": {"start": start.isoformat(), "end": end.isoformat(), "rows": 0},
-        "status": "failed", "reason": reason, "attempts": attempts, "dataset_drift": None, "drift_share": None,
-        "features": {}, "prediction_drift": None, "data_quality": None, "live_metrics": None,
-        "validation_metrics": {}, "quality_bar": {k: v.model_dump() for k, v in spec.quality_bar.items()},
-        "label_coverage": 0.0, "labelled_rows": 0, "unknown_labels": 0, "label_lag_seconds": None,
-        "decision": {"retrain": False, "trigger": None,
-                     "reasons": [f"no decision: the window failed on every delivery: {reason}"]},
-    }
+    # the report of an empty window whose status is failed: the same keys as every report, nothing measured
+    empty = _Window(end - timedelta(hours=spec.monitoring.window_hours), end, {"status": "failed"}, _Joined(), [], None)
+    decision = Decision(False, None, [f"no decision: the window failed on every delivery: {reason}"])
+    body = empty.report(spec, registry.get_version(storage, model, version), decision, trigger, ctx.clock.now())
+    body.update(reason=reason, attempts=attempts)
     if not storage.create_json(paths.MLOPS, path, body):
         return _existing(ctx, path) or body
     log.error("monitor: %s v%s window %s failed on every delivery: %s", model, version, window_id(end), reason)
