@@ -19,9 +19,11 @@ from functions import (
     validate,
     webhooks,
 )
+from shared.memory_tuning import keep_freed_memory
 from shared.settings import log_startup_problems
 
 log_startup_problems()  # the host log names every missing or invalid setting when the app loads
+keep_freed_memory()  # big requests reuse the heap instead of faulting in fresh pages (shared/memory_tuning.py)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 

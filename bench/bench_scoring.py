@@ -51,6 +51,7 @@ from examples.datasets import breast_cancer  # noqa: E402
 from shared import paths, registry  # noqa: E402
 from shared.data_checks import prepare  # noqa: E402
 from shared.errors import NotFound, Unavailable  # noqa: E402
+from shared.memory_tuning import keep_freed_memory  # noqa: E402
 from shared.onnx_export import export_onnx  # noqa: E402
 from shared.scoring import Encoded, ModelCache, parse_request, predict, score, session_options  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -70,6 +71,7 @@ JSON = {"Content-Type": "application/json"}
 CSV = "text/csv"
 ARROW = "application/vnd.apache.arrow.stream"
 FILE_ROWS = 1_000_000  # rows of the CSV blob batch scoring reads
+HEAP_TUNED = False  # shared.memory_tuning applied in this process (main)
 BATCH_FORMATS = {"json": ("application/json", None), "csv": (CSV, CSV), "arrow": (ARROW, ARROW)}
 
 # Runs inside bench/.mlflow-venv: log the pickled pipeline as an MLflow sklearn model.
@@ -93,7 +95,9 @@ FILE_CHILD = """
 import json, hashlib, sys, time
 sys.path.insert(0, sys.argv[1])
 from shared import batch_scoring
+from shared.memory_tuning import keep_freed_memory
 from shared.scoring import ModelCache
+keep_freed_memory()  # as function_app does when the host loads it
 from shared.settings import Settings
 from shared.storage import AzureStorage
 conn, model, path, onnx_path, rate = sys.argv[2:7]
@@ -885,7 +889,8 @@ def targets_table(v: Variant, import_ms: float) -> list[str]:
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown")
-    return f"{cpu}, nproc={os.cpu_count()}, Linux {platform.release()}"
+    heap = "glibc heap thresholds fixed as function_app sets them" if HEAP_TUNED else "glibc heap defaults"
+    return f"{cpu}, nproc={os.cpu_count()}, Linux {platform.release()}, {heap}"
 
 
 def load_average() -> str:
@@ -974,6 +979,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     counts = QUICK if args.quick else FULL
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop our children
+    # The in-process series run the handler as the deployed app does: function_app applies this at load.
+    global HEAP_TUNED
+    HEAP_TUNED = keep_freed_memory()
     print("training the models ...", flush=True)
     variants = [make_variant(None, None)]
     if not args.no_rf:

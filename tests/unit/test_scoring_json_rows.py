@@ -1,0 +1,170 @@
+"""Big numeric dataframe_split bodies through pyarrow's CSV reader (shared.arrow_bodies.read_json_split).
+
+The path must give exactly the general path's arrays for every body it takes, and take no body the general
+path would read differently: a number strict JSON refuses (.5, 5., +5, 05) or anything not a plain row of
+numbers sends the body back (None), so the general path answers with its messages.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared import arrow_bodies, scoring
+from shared.errors import BadRequest
+from shared.scoring import LoadedModel, read_request
+from tests.unit.test_scoring_columnar import NUMERIC, _load, _same_arrays, numeric_classifier
+
+MAX = 50_000_000
+
+
+@pytest.fixture(scope="module", params=["double", "float"])
+def num(request: pytest.FixtureRequest) -> LoadedModel:
+    return _load(numeric_classifier(request.param), "num")
+
+
+def _general(model: LoadedModel, body: bytes) -> scoring.ScoringRequest:
+    """What the general path makes of a body (orjson or the stdlib, then the matrix or the cell path)."""
+    doc = scoring._load_json(body)
+    matrix = scoring._numeric_rows(doc, model.signature, body)
+    if matrix is not None:
+        return scoring.ScoringRequest(matrix[0], matrix[1], scoring._params_ids(doc))
+    names, columns = scoring._table_from_json(doc, model.signature)
+    return scoring._convert(names, columns, model.signature, scoring._json_column, None, scoring._params_ids(doc))
+
+
+def _body(rows: list[list[Any]], columns: list[str], *, blanks: bool, ids: list[str] | None = None) -> bytes:
+    doc: dict[str, Any] = {"dataframe_split": {"columns": columns, "data": rows}}
+    if ids is not None:
+        doc["params"] = {"ids": ids}
+    if blanks:  # what Python's json.dumps (and so requests' json=) sends
+        return json.dumps(doc).encode()
+    return orjson.dumps(doc)
+
+
+cells = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False, width=32),
+    st.integers(-(10**15), 10**15),
+    st.sampled_from([0, -0.0, 0.5, -0.05, 1e-5, 1e300, 5e-324, 10]),
+    st.none(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.integers(1, 30).flatmap(lambda n: st.lists(st.lists(cells, min_size=3, max_size=3), min_size=n,
+                                                            max_size=n)),
+       order=st.permutations(NUMERIC), blanks=st.booleans(), with_ids=st.booleans())
+def test_every_body_it_takes_gives_the_general_path_s_arrays(
+    num: LoadedModel, rows: list[list[Any]], order: list[str], blanks: bool, with_ids: bool,
+) -> None:
+    ids = [f"row-{i}" for i in range(len(rows))] if with_ids else None
+    body = _body(rows, list(order), blanks=blanks, ids=ids)
+    fast = arrow_bodies.read_json_split(body, num.signature)
+    try:
+        general = _general(num, body)
+    except BadRequest:  # a value beyond float32 for a float32 input: the general path names it
+        assert num.signature.has_float32 and fast is None
+        return
+    assert fast is not None, body[:200]
+    assert fast.rows == general.rows and fast.ids == general.ids
+    _same_arrays(fast.inputs, general.inputs)
+
+
+@pytest.mark.parametrize("data", [
+    b"[[1e05,1E+5,-0.0]]", b"[[0,0.0,-0]]", b"[[1,2,3],[4,5,6]]", b"[[null,null,null]]", b"[[10,100.25,-3e-2]]", b"[[1,2,3]] ",
+    b"[[1, 2, 3], [4, 5, 6]]",
+])
+def test_valid_json_numbers_are_taken(num: LoadedModel, data: bytes) -> None:
+    # a "data" inside a string is escaped (\"data\"), so the key is still the only match
+    body = b'{"params":{"x":"\\"data\\":[[9]]"},"dataframe_split":{"columns":["a","b","c"],"data":' + data + b"}}"
+    fast = arrow_bodies.read_json_split(body, num.signature)
+    assert fast is not None
+    _same_arrays(fast.inputs, _general(num, body).inputs)
+
+
+@pytest.mark.parametrize("data", [
+    b"[[.5,1,2]]", b"[[5.,1,2]]", b"[[5.e3,1,2]]", b"[[+5,1,2]]", b"[[05,1,2]]", b"[[-05,1,2]]", b"[[1,2,-.5]]",
+    b"[[1 2,3,4]]", b"[[1,2,3],\n[4,5,6]]", b'[[1,2,"3"]]', b"[[1,2,true]]", b"[[1,2,NaN]]", b"[[1,2,1e400]]",
+    b"[[1,2,[3]]]", b"[[1,2],[3,4,5]]", b"[[],[1,2,3]]", b"[[1,2,3,]]", b"[[1,,3]]", b"[[1,2,3]],[[4,5,6]]",
+    b"[[[1,2,3]]]", b"[[1,2,3]]x",
+])
+def test_anything_else_goes_back_to_the_general_path(num: LoadedModel, data: bytes) -> None:
+    body = b'{"dataframe_split":{"columns":["a","b","c"],"data":' + data + b"}}"
+    assert arrow_bodies.read_json_split(body, num.signature) is None
+
+
+@pytest.mark.parametrize("body", [
+    b'{"dataframe_split":{"columns":["a","b","c"],"data":[[1,2,3]]},"params":{"data":[[1,2,3]]}}',
+    b'{"dataframe_split":{"columns":["a","b","c"],"data":[[1,2,3]],"extra":1}}',
+    b'{"dataframe_split":{"columns":["a","b","c"],"data":[[1,2,3]]},"inputs":[[1,2,3]]}',
+    b'{"dataframe_split":{"columns":["a","b","b"],"data":[[1,2,3]]}}',
+    b'{"dataframe_split":{"columns":["a","b","data"],"data":[[1,2,3]]}}',
+    b'{"dataframe_records":[{"a":1,"b":2,"c":3}],"data":[[1,2,3]]}',
+    b'{"dataframe_split":{"columns":["a","b","c"],"data":[[1,2,3]]}',
+])
+def test_a_body_whose_shape_it_cannot_vouch_for_goes_back(num: LoadedModel, body: bytes) -> None:
+    assert arrow_bodies.read_json_split(body, num.signature) is None
+
+
+def test_a_big_body_takes_the_path_and_a_refused_one_keeps_the_general_message(
+    num: LoadedModel, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(5)
+    rows = np.round(rng.normal(size=(4000, 3)), 6).tolist()
+    body = _body(rows, list(NUMERIC), blanks=False)
+    assert len(body) >= scoring.ARROW_JSON_MIN_BYTES
+    taken: list[bool] = []
+    real = arrow_bodies.read_json_split
+
+    def spy(body: bytes, signature: scoring.Signature) -> scoring.ScoringRequest | None:
+        result = real(body, signature)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(arrow_bodies, "read_json_split", spy)
+    _same_arrays(read_request(body, "application/json", num.signature, MAX).inputs, _general(num, body).inputs)
+    bad = body.replace(b"[[", b"[[.5,", 1).replace(b"],[", b"],[1,", 1)  # first two rows: .5 and one cell more
+    with pytest.raises(BadRequest) as refused:
+        read_request(bad, "application/json", num.signature, MAX)
+    assert taken == [True, False]
+    assert "not valid JSON" in refused.value.message
+
+
+_NO_PANDAS_SCRIPT = """
+import hashlib, sys
+from shared.scoring import ModelCache, score
+model, split, csv = (open(path, "rb").read() for path in sys.argv[1:4])
+cache = ModelCache(lambda m, a: (1, "e"), lambda m, v: (model, hashlib.sha256(model).hexdigest()), 60)
+arrow = "application/vnd.apache.arrow.stream"
+for body, kind, accept in ((split, "application/json", None), (split, "application/json", arrow),
+                           (csv, "text/csv", "text/csv")):
+    status, answer, _ = score(cache, "num", body, kind, max_bytes=10**8, accept=accept)
+    assert status == 200, answer
+    if accept == arrow:
+        score(cache, "num", answer.data, arrow, max_bytes=10**8, accept=arrow)  # an Arrow body, too
+print(sorted(m for m in ("pandas", "sklearn", "pyarrow") if m in sys.modules))
+"""
+
+
+def test_big_bodies_of_every_format_score_without_loading_pandas(tmp_path: Path) -> None:
+    """pyarrow's own numpy conversions import pandas on first use; the scoring path must not (shared.arrow_numpy)."""
+    rows = np.random.default_rng(1).normal(size=(3000, 3)).round(5)
+    csv = ("a,b,c\n" + "\n".join(",".join(map(repr, r)) for r in rows.tolist()) + "\n").encode()
+    files = {"model.onnx": numeric_classifier("double"),
+             "split.json": orjson.dumps({"dataframe_split": {"columns": list(NUMERIC), "data": rows.tolist()}}),
+             "body.csv": csv}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    done = subprocess.run([sys.executable, "-c", _NO_PANDAS_SCRIPT, *(str(tmp_path / n) for n in files)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['pyarrow']"
