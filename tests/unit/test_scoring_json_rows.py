@@ -6,9 +6,13 @@ numbers sends the body back (None), so the general path answers with its message
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import subprocess
 import sys
+import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from hypothesis import strategies as st
 
 from shared import arrow_bodies, scoring
 from shared.errors import BadRequest
+from shared.prediction_log import DefaultIds
 from shared.scoring import LoadedModel, read_request
 from tests.unit.test_scoring_columnar import NUMERIC, _load, _same_arrays, numeric_classifier
 
@@ -80,12 +85,13 @@ def test_every_body_it_takes_gives_the_general_path_s_arrays(
 
 
 @pytest.mark.parametrize("data", [
-    b"[[1e05,1E+5,-0.0]]", b"[[0,0.0,-0]]", b"[[1,2,3],[4,5,6]]", b"[[null,null,null]]", b"[[10,100.25,-3e-2]]", b"[[1,2,3]] ",
-    b"[[1, 2, 3], [4, 5, 6]]",
+    b"[[1e05,1E+5,-0.0]]", b"[[0,0.0,-0]]", b"[[1,2,3],[4,5,6]]", b"[[null,null,null]]", b"[[10,100.25,-3e-2]]",
+    b"[[1,2,3]] ", b"[[1, 2, 3], [4, 5, 6]]",
 ])
 def test_valid_json_numbers_are_taken(num: LoadedModel, data: bytes) -> None:
     # a "data" inside a string is escaped (\"data\"), so the key is still the only match
-    body = b'{"params":{"x":"\\"data\\":[[9]]"},"dataframe_split":{"columns":["a","b","c"],"data":' + data + b"}}"
+    head = b'{"params":{"x":"\\"data\\":[[9]]"},"dataframe_split":{"columns":["a","b","c"],"data":'
+    body = head + data + b"}}"
     fast = arrow_bodies.read_json_split(body, num.signature)
     assert fast is not None
     _same_arrays(fast.inputs, _general(num, body).inputs)
@@ -168,3 +174,41 @@ def test_big_bodies_of_every_format_score_without_loading_pandas(tmp_path: Path)
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "['pyarrow']"
+
+
+# ---------------------------------------------------------------------------------------------
+# Big answers: ids and per-class probabilities written in bulk serialise exactly as the plain answer
+
+
+probabilities = st.one_of(st.floats(0, 1), st.just(math.nan), st.floats(width=32, min_value=0, max_value=1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 40), keys=st.lists(st.text(max_size=4), min_size=1, max_size=3, unique=True),
+       data=st.data(), default_ids=st.booleans(), wide=st.booleans())
+def test_a_bulk_answer_serialises_to_the_same_bytes(
+    rows: int, keys: list[str], data: st.DataObject, default_ids: bool, wide: bool,
+) -> None:
+    values = np.array(data.draw(st.lists(st.lists(probabilities, min_size=len(keys), max_size=len(keys)),
+                                         min_size=rows, max_size=rows)), dtype=np.float64 if wide else np.float32)
+    labels = np.array([keys[i % len(keys)] for i in range(rows)], dtype=object)
+    ids: Sequence[str] = DefaultIds("req-1.a:b_c", rows, 3) if default_ids else [f"id-{i}" for i in range(rows)]
+    model = types.SimpleNamespace(name="m", version=4, signature=types.SimpleNamespace(class_keys=tuple(keys)))
+    plain = scoring._json_result(model, labels, values, ids)  # type: ignore[arg-type]
+    bulk = scoring._bulk_json_result(model, labels, values, ids)  # type: ignore[arg-type]
+    option = orjson.OPT_SERIALIZE_NUMPY
+    assert orjson.dumps(bulk, option=option) == orjson.dumps(plain, option=option)
+
+
+def test_a_big_json_answer_is_written_in_bulk_and_reads_as_before() -> None:
+    rows = np.random.default_rng(2).normal(size=(scoring._BULK_JSON_ROWS, 3)).round(4).tolist()
+    model = numeric_classifier("double")
+    cache = scoring.ModelCache(lambda m, a: (1, "e"), lambda m, v: (model, hashlib.sha256(model).hexdigest()), 60)
+    status, answer, _ = scoring.score(cache, "num", _body(rows, list(NUMERIC), blanks=False), "application/json",
+                                      max_bytes=MAX)
+    assert status == 200 and isinstance(answer, dict)
+    assert isinstance(answer["probabilities"], orjson.Fragment)
+    doc = orjson.loads(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY))
+    assert len(doc["prediction_ids"]) == len(doc["probabilities"]) == len(doc["predictions"]) == len(rows)
+    assert doc["prediction_ids"][-1].endswith(f"-{len(rows) - 1}")
+    assert all(abs(sum(p.values()) - 1) < 1e-9 for p in doc["probabilities"])
