@@ -282,7 +282,8 @@ def read_table_body(body: bytes, kind: str, signature: Signature) -> ScoringRequ
     """An Arrow IPC stream or Parquet body as session feeds. Raises BadRequest naming what is wrong."""
     label = FORMAT_LABELS[kind]
     try:
-        table = pa_ipc.open_stream(body).read_all() if kind == "arrow" else pq.read_table(pa.BufferReader(body))
+        # ParquetFile.read, not pq.read_table: the latter loads pandas (for its schema metadata) on first use
+        table = pa_ipc.open_stream(body).read_all() if kind == "arrow" else pq.ParquetFile(pa.BufferReader(body)).read()
     except (pa.ArrowException, ValueError, OSError) as exc:
         raise BadRequest(f"request body is not a valid {label}: {_clip(str(exc), 200)}") from None
     return table_request(table, signature)

@@ -146,17 +146,22 @@ def test_a_big_body_takes_the_path_and_a_refused_one_keeps_the_general_message(
 
 
 _NO_PANDAS_SCRIPT = """
-import hashlib, sys
+import hashlib, io, sys
+import pyarrow as pa, pyarrow.csv as pa_csv, pyarrow.ipc as pa_ipc, pyarrow.parquet as pq
 from shared.scoring import ModelCache, score
 model, split, csv = (open(path, "rb").read() for path in sys.argv[1:4])
+table = pa_csv.read_csv(pa.py_buffer(csv))
+arrow_body, parquet_body = io.BytesIO(), io.BytesIO()
+with pa_ipc.new_stream(arrow_body, table.schema) as writer:
+    writer.write_table(table)
+pq.write_table(table, parquet_body)
 cache = ModelCache(lambda m, a: (1, "e"), lambda m, v: (model, hashlib.sha256(model).hexdigest()), 60)
 arrow = "application/vnd.apache.arrow.stream"
 for body, kind, accept in ((split, "application/json", None), (split, "application/json", arrow),
-                           (csv, "text/csv", "text/csv")):
+                           (csv, "text/csv", "text/csv"), (arrow_body.getvalue(), arrow, arrow),
+                           (parquet_body.getvalue(), "application/x-parquet", None)):
     status, answer, _ = score(cache, "num", body, kind, max_bytes=10**8, accept=accept)
-    assert status == 200, answer
-    if accept == arrow:
-        score(cache, "num", answer.data, arrow, max_bytes=10**8, accept=arrow)  # an Arrow body, too
+    assert status == 200, (kind, answer)
 print(sorted(m for m in ("pandas", "sklearn", "pyarrow") if m in sys.modules))
 """
 
