@@ -1,10 +1,18 @@
 """Batch scoring of files: scoring-requests/<model>/<name> -> scoring-results/<model>/<name>.predictions.<ext>.
 
 A file (CSV with a header row, Parquet, or JSON Lines of {column: value} objects, told by its extension)
-is read in ranges (Storage.open_read) and parsed chunk by chunk with pyarrow's streaming readers, so
-memory holds one chunk of inputs at a time (about CHUNK_BYTES of CSV or JSON, PARQUET_BATCH_ROWS rows of
-Parquet) plus the results file being written (about 85 bytes a row of CSV), never the file as Python
-objects. (A 1,000,000-row CSV of 30 features, 209 MB, peaks at under 500 MB: bench/README.md.)
+is read in ranges (Storage.open_read) and scored chunk by chunk in one pass, so memory holds a few chunks of
+inputs at a time plus the results file being written (about 85 bytes a row of CSV), never the file as
+Python objects. A CSV file is read RANGE_BYTES at a time on a helper thread and cut into blocks of about
+CHUNK_BYTES of whole lines, which WORKERS threads parse (pyarrow), turn into feeds and score (onnxruntime)
+side by side, all three releasing the GIL; the caller's thread finishes the chunks in file order (row
+numbers, prediction ids, the results file). A block cut at line ends reads exactly as the whole file would
+while its quotes open and close whole fields in pairs (a line end between pairs is a row end): from the
+first block where that fails (a quoted line end at the cut, a quote inside a cell, a bare carriage return,
+a line longer than READ_BUFFER) on, pyarrow's streaming reader reads the rest. Parquet and JSON Lines are
+read by pyarrow's streaming readers (a chunk is PARQUET_BATCH_ROWS rows or about CHUNK_BYTES of JSON) and
+scored on the same workers. (A 1,000,000-row CSV of 30 features, 209 MB, peaks under 500 MB with every row
+logged: bench/README.md.)
 
 - Model: the champion, or version N when the name starts with a folder `v<N>/`
   (scoring-requests/churn/v3/march.csv is scored by version 3 of churn).
@@ -18,27 +26,36 @@ objects. (A 1,000,000-row CSV of 30 features, 209 MB, peaks at under 500 MB: ben
   Default prediction ids are "<request id>-<row>", rows from 0, with the request id
   "batch-<20 hex digits of sha256(path@etag)>": stable for one version of the file.
 - Prediction log: every row (or a share of them: log_sample_rate, MLOPS_PREDICTION_LOG_SAMPLE_RATE, drawn per
-  row with a seed of the request id, so a retry logs the same rows), in shared.prediction_log's line format,
-  one blob per chunk named for the moment this version's scoring first started; monitoring and feedback see
-  batch rows like any others. The log is written in a second pass over the file, after the results: it is
-  the dearest step (about 1 KB of JSON per row of 30 numeric inputs), and results should not wait for it.
+  row with a seed of the request id and chunk, so a retry logs the same rows), written in the same pass as
+  the results, as Parquet segments (shared.prediction_segments: the JSON line's fields, ~50-130 bytes a row
+  of 30 numeric inputs instead of ~1 KB of JSON) of LOG_SEGMENT_ROWS rows or more, encoded and written on a
+  helper thread; named `<model>/<date>/<HHMMSS>-<request id>-<first chunk>.parquet` for the moment this
+  version's scoring first started. Monitoring, feedback joins and replay read them like JSON Lines blobs.
 - Rejection: a file that cannot be scored whole (name, format, columns, a bad value, no such model or
   version, no champion) gets scoring-results/<model>/<name>.rejection.json naming the problem (rows in
-  messages count from 0, the first data row of the file), no results and nothing in the prediction log.
-- Idempotent per blob version: a create-only marker mlops/batch-scoring/<path>/<etag>.json. A version that
-  completed is not scored again (a re-drop is a new ETag and is scored again); a crash mid-way re-runs it
-  with the same request id and log blob names, so nothing is logged twice.
+  messages count from 0, the first data row of the file; the first problem in file order is reported),
+  no results and nothing in the prediction log: the segments written before the bad row are deleted
+  before the report is written (so are those of a file overwritten while it is read). Until then a
+  monitoring window may count them; a crash in between leaves them until the retry deletes them.
+- Idempotent per blob version: a create-only marker mlops/batch-scoring/<path>/<etag>.json, marked completed
+  once the results and the last log segment are written. A version that completed is not scored again (a
+  re-drop is a new ETag and is scored again); a crash mid-way re-runs it with the same request id and
+  segment names, so nothing is logged twice.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
+import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +65,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from shared import arrow_bodies, paths, prediction_log
+from shared import arrow_bodies, paths, prediction_log, prediction_segments
 from shared import names as name_rules
 from shared.errors import BadRequest, Conflict, NotFound, PipelineError, StorageUnreachable
 from shared.scoring import LoadedModel, ModelArtifactError, ModelCache, Signature, _check_ids, run_model
@@ -58,10 +75,17 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 2 << 20  # CSV and JSON Lines text parsed per chunk: the peak memory scales with it
 PARQUET_BATCH_ROWS = 65_536
-READ_BUFFER = 4 << 20  # bytes per ranged read of the file
+READ_BUFFER = 4 << 20  # bytes per ranged read of the streaming readers (Parquet, JSON Lines, quoted CSV)
+WORKERS = 2  # threads scoring chunks: the parse, the feeds and onnxruntime release the GIL
+RANGE_BYTES = 8 << 20  # bytes per ranged read of a CSV file: fewer, bigger reads cost storage less CPU
+RANGES_PER_CHUNK = 4  # a range is at most this many chunks (small chunks: many ranges)
+PREFETCH = 1  # ranges of a CSV file read ahead of the one being cut (a second one bought no time)
+LOG_SEGMENT_ROWS = 16_384  # rows of a prediction log segment (whole chunks: it may hold a few more)
+LOG_IN_FLIGHT = 2  # log segments being encoded or written (one thread each) while the next one fills
+PARQUET_MEDIA = "application/x-parquet"
 ID_COLUMN = "prediction_id"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-RESULTS = {"csv": ("csv", "text/csv"), "jsonl": ("csv", "text/csv"), "parquet": ("parquet", "application/x-parquet")}
+RESULTS = {"csv": ("csv", "text/csv"), "jsonl": ("csv", "text/csv"), "parquet": ("parquet", PARQUET_MEDIA)}
 _VERSION_FOLDER = re.compile(r"v([0-9]{1,6})/(.+)", re.ASCII | re.DOTALL)
 _ROW = re.compile(r"\brow (\d+)")
 _PYARROW_TYPES = {"f": pa.float64(), "i": pa.int64()}
@@ -160,34 +184,29 @@ def _score(
     storage: Storage, cache: ModelCache, batch: BatchFile, stream: BlobStream, started: float, chunk_bytes: int,
     log_sample_rate: float,
 ) -> dict[str, Any]:
-    """Pass 1 scores every row into the results file (a bad row rejects the file before anything is logged);
-    pass 2 reads the file again and logs the rows, so the results are there as soon as the model has run."""
+    """One pass over the file: each chunk is scored into the results file and its rows go to the prediction
+    log (segments of whole chunks, written on helper threads); a bad row rejects the file, and the segments
+    written before it are deleted, so a rejected file leaves nothing in the log."""
     loaded = _model(cache, batch)
     rid = request_id(batch.path, stream.etag)
     extension, media = RESULTS[batch.fmt]
     results = _ResultsFile(extension)
-    rows = _scan(stream, batch.fmt, chunk_bytes, _ChunkScorer(loaded, rid, results=results))
-    if not rows:
-        raise Rejected("rows", "the file has no rows to score")
-    target = paths.batch_result(batch.path, extension)
-    storage.write(paths.SCORING_RESULTS, target, results.close(), content_type=media)
-    storage.delete(paths.SCORING_RESULTS, paths.batch_rejection(batch.path))  # a report of an older version
-    log.info("batch scoring: %s/%s -> %s/%s (%d rows, version %d)", paths.SCORING_REQUESTS, batch.path,
-             paths.SCORING_RESULTS, target, rows, loaded.version)
-    if log_sample_rate > 0:
-        _scan(stream.reopen(), batch.fmt, chunk_bytes, _ChunkScorer(loaded, rid, log=_LogWriter(storage, started,
-                                                                                        log_sample_rate)))
+    with _LogWriter(storage, loaded, rid, started, log_sample_rate) as log_writer:
+        try:
+            rows = _ChunkScorer(loaded, rid, results, log_writer).run(
+                _chunks(stream, batch.fmt, loaded.signature, chunk_bytes))
+            if not rows:
+                raise Rejected("rows", "the file has no rows to score")
+        except (Rejected, Conflict):
+            log_writer.discard()
+            raise
+        target = paths.batch_result(batch.path, extension)
+        storage.write(paths.SCORING_RESULTS, target, results.close(), content_type=media)
+        storage.delete(paths.SCORING_RESULTS, paths.batch_rejection(batch.path))  # a report of an older version
+        log.info("batch scoring: %s/%s -> %s/%s (%d rows, version %d)", paths.SCORING_REQUESTS, batch.path,
+                 paths.SCORING_RESULTS, target, rows, loaded.version)
     return {"outcome": "scored", "path": batch.path, "rows": rows, "model": loaded.name,
             "version": loaded.version, "request_id": rid, "results": f"{paths.SCORING_RESULTS}/{target}"}
-
-
-def _scan(stream: BlobStream, fmt: str, chunk_bytes: int, scorer: _ChunkScorer) -> int:
-    """Feed every chunk of the file to the scorer; the rows it saw."""
-    with ThreadPoolExecutor(1, thread_name_prefix="batch-log") as log_writer:
-        for chunk in _chunks(stream, fmt, scorer.signature, chunk_bytes):
-            scorer.add(chunk, log_writer)
-        scorer.wait()
-    return scorer.rows
 
 
 def _model(cache: ModelCache, batch: BatchFile) -> LoadedModel:
@@ -204,72 +223,76 @@ def _model(cache: ModelCache, batch: BatchFile) -> LoadedModel:
 
 
 @dataclass(frozen=True)
-class _LogWriter:
-    """Where and how a scan logs its rows: a share of them (seeded by request id and chunk), under fixed names."""
+class _Scored:
+    """One chunk after the model ran: its inputs, the session feeds and the session's outputs."""
 
-    storage: Storage
-    started: float
-    sample_rate: float
-
-    def write(self, loaded: LoadedModel, rid: str, chunk: int, ids: Sequence[str], feeds: dict[str, np.ndarray],
-              labels: np.ndarray, probabilities: np.ndarray | None) -> None:
-        if self.sample_rate < 1.0:
-            keep = np.random.default_rng([int(rid[6:], 16), chunk]).random(len(ids)) < self.sample_rate
-            if not keep.any():
-                return
-            ids = [i for i, kept in zip(ids, keep.tolist(), strict=True) if kept]
-            feeds = {name: values[keep] for name, values in feeds.items()}
-            labels = labels[keep]
-            probabilities = None if probabilities is None else probabilities[keep]
-        outputs: dict[str, Any] = {"predictions": labels}
-        if probabilities is not None:
-            outputs.update(probabilities=probabilities, probability_classes=loaded.signature.class_keys)
-        data = prediction_log.columnar_lines(loaded.name, loaded.version, rid, self.started, ids, feeds, outputs)
-        name = prediction_log.log_blob_path(loaded.name, self.started, f"{rid}-{chunk:05d}")
-        self.storage.write(paths.PREDICTIONS, name, data, content_type="application/x-ndjson")
+    batch: pa.RecordBatch
+    feeds: dict[str, np.ndarray]
+    labels: np.ndarray
+    probabilities: np.ndarray | None
 
 
 class _ChunkScorer:
-    """Scores chunks in order into the results file, or logs them (each chunk's lines on a helper thread)."""
+    """Scores chunks on WORKERS threads (the CSV parse, the feeds and onnxruntime release the GIL) and finishes
+    them in file order on the caller's thread: row numbers, prediction ids, the results file, the log."""
 
-    def __init__(self, loaded: LoadedModel, rid: str, *, results: _ResultsFile | None = None,
-                 log: _LogWriter | None = None) -> None:
-        self._loaded, self._rid, self._results, self._log = loaded, rid, results, log
-        self.signature = loaded.signature
+    def __init__(self, loaded: LoadedModel, rid: str, results: _ResultsFile, log_writer: _LogWriter) -> None:
+        self._loaded, self._rid, self._results, self._log = loaded, rid, results, log_writer
         self.rows = 0
         self._chunks = 0
-        self._pending: Future[None] | None = None
 
-    def add(self, batch: pa.RecordBatch, log_writer: ThreadPoolExecutor) -> None:
-        feeds, ids = chunk_inputs(batch, self.signature, self._rid, self.rows)
+    def run(self, chunks: Generator[pa.RecordBatch | _Block, None, None]) -> int:
+        """Score every chunk; the rows scored. Raises Rejected for the first problem in file order."""
+        pending: deque[Future[_Scored]] = deque()
+        with closing(chunks), ThreadPoolExecutor(WORKERS, thread_name_prefix="batch-score") as pool:
+            try:
+                while True:
+                    try:
+                        chunk = next(chunks, None)
+                    except BaseException:
+                        self._drain(pending)  # a chunk read before may hold the file's first problem
+                        raise
+                    if chunk is None:
+                        break
+                    pending.append(pool.submit(self._score, chunk))
+                    if len(pending) > WORKERS:  # one chunk waits beside each busy worker: bounded memory
+                        self._finish(pending.popleft())
+                self._drain(pending)
+            finally:
+                for future in pending:
+                    future.cancel()
+        return self.rows
+
+    def _drain(self, pending: deque[Future[_Scored]]) -> None:
+        while pending:
+            self._finish(pending.popleft())
+
+    def _score(self, chunk: pa.RecordBatch | _Block) -> _Scored:
+        batch = chunk.parse() if isinstance(chunk, _Block) else chunk
+        feeds = chunk_feeds(batch, self._loaded.signature)
         labels, probabilities = run_model(self._loaded, feeds)
-        if self._results is not None:
-            self._results.write(arrow_bodies.results_table(labels, probabilities, self.signature.class_keys, ids,
-                                                           self._loaded.version))
-        if self._log is not None:
-            self.wait()  # at most one chunk's log lines in flight: memory stays bounded
-            self._pending = log_writer.submit(self._log.write, self._loaded, self._rid, self._chunks, ids, feeds,
-                                              labels, probabilities)
-        self.rows += batch.num_rows
+        return _Scored(batch, feeds, labels, probabilities)
+
+    def _finish(self, future: Future[_Scored]) -> None:
+        start = self.rows
+        try:
+            scored = future.result()
+            ids = _chunk_ids(scored.batch, self._rid, start)
+        except BadRequest as exc:  # rows in its message count from the chunk's first row
+            message = _ROW.sub(lambda m: f"row {int(m.group(1)) + start}", exc.message)
+            raise Rejected("values", message) from None
+        table = arrow_bodies.results_table(scored.labels, scored.probabilities, self._loaded.signature.class_keys,
+                                           ids, self._loaded.version)
+        self._results.write(table)
+        self._log.write(self._chunks, table.column(ID_COLUMN).combine_chunks(), scored)
+        self.rows += scored.batch.num_rows
         self._chunks += 1
 
-    def wait(self) -> None:
-        if self._pending is not None:
-            self._pending.result()
-            self._pending = None
 
-
-def chunk_inputs(batch: pa.RecordBatch, signature: Signature, rid: str,
-                 start: int) -> tuple[dict[str, Any], Sequence[str]]:
-    """Session feeds and prediction ids of one chunk whose first row is row `start` of the file. Raises Rejected."""
+def chunk_feeds(batch: pa.RecordBatch, signature: Signature) -> dict[str, Any]:
+    """Session feeds of one chunk. Raises BadRequest naming the row within the chunk."""
     names = [n for n in batch.schema.names if n != ID_COLUMN]
-    try:
-        request = arrow_bodies.table_request(batch.select(names), signature)
-        ids = _chunk_ids(batch, rid, start)
-    except BadRequest as exc:
-        message = _ROW.sub(lambda m: f"row {int(m.group(1)) + start}", exc.message)
-        raise Rejected("values", message) from None
-    return request.inputs, ids
+    return arrow_bodies.table_request(batch.select(names), signature).inputs
 
 
 def _chunk_ids(batch: pa.RecordBatch, rid: str, start: int) -> Sequence[str]:
@@ -284,21 +307,131 @@ def _chunk_ids(batch: pa.RecordBatch, rid: str, start: int) -> Sequence[str]:
     return ids
 
 
+@dataclass(frozen=True)
+class _Logged:
+    """One chunk's rows on their way to the log: its number, its ids as the results file has them, its scoring."""
+
+    chunk: int
+    ids: pa.Array
+    scored: _Scored
+
+
+class _LogWriter:
+    """The prediction log of one file: segments (shared.prediction_segments) of LOG_SEGMENT_ROWS rows or more,
+    whole chunks each, encoded and written on helper threads, at most LOG_IN_FLIGHT segments behind the scoring
+    (a segment's chunks are held until it is written: that bounds the memory).
+
+    The rows kept are drawn per row with a seed of the request id and chunk, and a segment is named for the
+    moment this version's scoring first started and the number of its first chunk: a retry writes the same
+    segments under the same names, so nothing is logged twice.
+    """
+
+    def __init__(self, storage: Storage, loaded: LoadedModel, rid: str, started: float, sample_rate: float) -> None:
+        self._storage, self._loaded, self._rid, self._started = storage, loaded, rid, started
+        self._sample_rate = sample_rate
+        self._thread = ThreadPoolExecutor(LOG_IN_FLIGHT, thread_name_prefix="batch-log") if sample_rate > 0 else None
+        self._pending: deque[Future[None]] = deque()
+        self._segment: list[_Logged] = []  # the chunks of the segment being filled
+
+    def __enter__(self) -> _LogWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if self._thread is None:
+            return
+        try:
+            if kind is None:  # the last segments are written before the file counts as scored
+                self._submit()
+                while self._pending:
+                    self._pending.popleft().result()
+        finally:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+
+    def write(self, chunk: int, ids: pa.Array, scored: _Scored) -> None:
+        """Log one chunk's rows (ids as the results file has them)."""
+        if self._thread is None:
+            return
+        self._segment.append(_Logged(chunk, ids, scored))
+        if sum(len(logged.ids) for logged in self._segment) >= LOG_SEGMENT_ROWS:
+            self._submit()
+
+    def discard(self) -> None:
+        """Delete every segment of this file version, this run's and an earlier attempt's (the file is rejected)."""
+        if self._thread is None:
+            return
+        self._segment = []
+        while self._pending:
+            with contextlib.suppress(Exception):  # its segment is deleted below, if it was written
+                self._pending.popleft().result()
+        prefix = prediction_log.log_blob_path(self._loaded.name, self._started, f"{self._rid}-", suffix="")
+        for info in self._storage.list(paths.PREDICTIONS, prefix):
+            self._storage.delete(paths.PREDICTIONS, info.name)
+
+    def _submit(self) -> None:
+        segment, self._segment = self._segment, []
+        if not segment or self._thread is None:
+            return
+        while len(self._pending) >= LOG_IN_FLIGHT:
+            self._pending.popleft().result()
+        self._pending.append(self._thread.submit(self._write_segment, segment))
+
+    def _write_segment(self, segment: list[_Logged]) -> None:
+        tables = [self._table(logged) for logged in map(self._sampled, segment) if len(logged.ids)]
+        if tables:
+            loaded = self._loaded
+            name = prediction_log.log_blob_path(loaded.name, self._started, f"{self._rid}-{segment[0].chunk:05d}",
+                                                suffix=prediction_segments.SUFFIX)
+            self._storage.write(paths.PREDICTIONS, name, prediction_segments.encode(tables),
+                                content_type=PARQUET_MEDIA)
+
+    def _table(self, logged: _Logged) -> pa.Table:
+        loaded, scored = self._loaded, logged.scored
+        outputs: dict[str, Any] = {"predictions": scored.labels}
+        if scored.probabilities is not None:
+            outputs.update(probabilities=scored.probabilities, probability_classes=loaded.signature.class_keys)
+        return prediction_segments.segment_table(loaded.name, loaded.version, self._rid, self._started, logged.ids,
+                                                 scored.feeds, outputs)
+
+    def _sampled(self, logged: _Logged) -> _Logged:
+        if self._sample_rate >= 1.0:
+            return logged
+        keep = np.random.default_rng([int(self._rid[6:], 16), logged.chunk]).random(len(logged.ids)) < self._sample_rate
+        scored = logged.scored
+        probabilities = scored.probabilities
+        return _Logged(logged.chunk, logged.ids.filter(pa.array(keep)), _Scored(
+            scored.batch, {name: values[keep] for name, values in scored.feeds.items()}, scored.labels[keep],
+            None if probabilities is None else probabilities[keep]))
+
+
 # ---------------------------------------------------------------------------------------------
-# Readers: feature (and id) columns only, typed by the signature, one record batch per chunk
+# Readers: feature (and id) columns only, typed by the signature, one record batch (or CSV block) per chunk
 
 
-def _chunks(stream: BlobStream, fmt: str, signature: Signature, chunk_bytes: int) -> Iterator[pa.RecordBatch]:
-    """The file's chunks; Rejected for a file pyarrow cannot read (its own words)."""
-    buffered = io.BufferedReader(stream, buffer_size=READ_BUFFER)
-    opener = {"csv": _csv_chunks, "parquet": _parquet_chunks, "jsonl": _jsonl_chunks}[fmt]
+_READ_ERRORS = (pa.ArrowException, ValueError, OSError, UnicodeDecodeError, csv.Error)
+
+
+def _unreadable(exc: BaseException, fmt: str) -> Rejected:
+    return Rejected("format", f"the file cannot be read as {arrow_bodies.FORMAT_LABELS.get(fmt, fmt)}: "
+                              f"{str(exc)[:300]}")
+
+
+def _chunks(stream: BlobStream, fmt: str, signature: Signature,
+            chunk_bytes: int) -> Generator[pa.RecordBatch | _Block, None, None]:
+    """The file's chunks; Rejected for a file pyarrow cannot read (its own words).
+
+    A CSV file is cut into blocks of whole lines (parsed by the workers, both cores) wherever that is
+    exact; Parquet, JSON Lines and any CSV from its first quote on are read by pyarrow's streaming readers.
+    """
     try:
-        yield from opener(buffered, signature, chunk_bytes)
-    except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError, csv.Error) as exc:
+        if fmt == "csv":
+            yield from _csv_blocks(stream, signature, chunk_bytes)
+            return
+        buffered = io.BufferedReader(stream, buffer_size=READ_BUFFER)
+        yield from {"parquet": _parquet_chunks, "jsonl": _jsonl_chunks}[fmt](buffered, signature, chunk_bytes)
+    except _READ_ERRORS as exc:
         if isinstance(exc.__context__, PipelineError):  # storage failed under pyarrow's read (overwritten, down)
             raise exc.__context__ from None
-        raise Rejected("format", f"the file cannot be read as {arrow_bodies.FORMAT_LABELS.get(fmt, fmt)}: "
-                                 f"{str(exc)[:300]}") from None
+        raise _unreadable(exc, fmt) from None
 
 
 def _wanted(names: list[str], signature: Signature) -> list[str]:
@@ -317,21 +450,192 @@ def _types(signature: Signature) -> dict[str, pa.DataType]:
     return {**types, ID_COLUMN: pa.string()}
 
 
-def _csv_chunks(source: io.BufferedIOBase, signature: Signature, chunk_bytes: int) -> Iterator[pa.RecordBatch]:
-    assert isinstance(source, io.BufferedReader)
-    header = next(csv.reader([source.peek(1 << 20).split(b"\n", 1)[0].decode("utf-8-sig")]), [])
-    wanted = _wanted([h.strip() for h in header], signature)
-    if any(h != h.strip() for h in header):
+@dataclass(frozen=True)
+class _CsvLayout:
+    """How to read the rows of a CSV file after its header: its column names, the columns kept and their types."""
+
+    names: list[str]
+    wanted: list[str]
+    types: dict[str, pa.DataType]
+
+    def read_options(self, block_size: int) -> pa_csv.ReadOptions:
+        return pa_csv.ReadOptions(column_names=self.names, block_size=block_size, use_threads=False)
+
+    def convert_options(self) -> pa_csv.ConvertOptions:
+        return pa_csv.ConvertOptions(column_types=self.types, include_columns=self.wanted, null_values=[""],
+                                     strings_can_be_null=False, quoted_strings_can_be_null=False)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Whole CSV lines of the file (data[start:end]), none of them the header, that pyarrow reads the same whether
+    it starts here or at the top of the file (_plain)."""
+
+    data: bytes | bytearray
+    start: int
+    end: int
+    layout: _CsvLayout
+
+    def parse(self) -> pa.RecordBatch:
+        """The block's rows. Raises Rejected when pyarrow cannot read them."""
+        size = self.end - self.start
+        try:
+            table = pa_csv.read_csv(pa.py_buffer(self.data).slice(self.start, size),
+                                    read_options=self.layout.read_options(size + 1), parse_options=_CSV_PARSE,
+                                    convert_options=self.layout.convert_options())
+        except _READ_ERRORS as exc:
+            raise _unreadable(exc, "csv") from None
+        batches = table.combine_chunks().to_batches()
+        return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+
+
+_CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)
+
+
+def _csv_blocks(stream: BlobStream, signature: Signature,
+                chunk_bytes: int) -> Generator[pa.RecordBatch | _Block, None, None]:
+    with closing(_ranges(stream, min(RANGE_BYTES, RANGES_PER_CHUNK * chunk_bytes))) as ranges:
+        head = bytearray()
+        for piece in ranges:  # up to the header row's end (as far as the first READ_BUFFER bytes)
+            head += piece
+            if b"\n" in piece or len(head) >= READ_BUFFER:
+                break
+        end = head.find(b"\n")
+        layout = _csv_layout(bytes(head[: end if end >= 0 else len(head)]), signature)
+        stopped: int | None = 0  # a header row pyarrow must find itself (no line end, or one in quotes)
+        if end >= 0 and not head.count(b'"', 0, end) % 2:
+            del head[: end + 1]  # in place: the rows after the header are not copied
+            pieces, head = _prepended(head, ranges), bytearray()  # the first range lives as long as its blocks
+            stopped = yield from _line_blocks(pieces, end + 1, layout, chunk_bytes)
+    if stopped is not None:
+        yield from _streamed_csv(stream.reopen(), stopped, layout, chunk_bytes, header_row=not stopped)
+
+
+def _prepended(first: bytearray, rest: Iterator[bytearray]) -> Iterator[bytearray]:
+    pieces = [first]
+    del first
+    yield pieces.pop()  # held by no frame once its blocks are done
+    yield from rest
+
+
+def _csv_layout(header: bytes, signature: Signature) -> _CsvLayout:
+    columns = next(csv.reader([header.decode("utf-8-sig")]), [])
+    wanted = _wanted([h.strip() for h in columns], signature)
+    if any(h != h.strip() for h in columns):
         raise Rejected("columns", "column names in the header row have blanks around them; remove them")
-    reader = pa_csv.open_csv(
-        source,
-        read_options=pa_csv.ReadOptions(block_size=chunk_bytes),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(column_types=_types(signature), include_columns=wanted,
-                                              null_values=[""], strings_can_be_null=False,
-                                              quoted_strings_can_be_null=False),
-    )
-    yield from reader
+    return _CsvLayout(columns, wanted, _types(signature))
+
+
+def _line_blocks(ranges: Iterator[bytes | bytearray], offset: int, layout: _CsvLayout,
+                 chunk_bytes: int) -> Generator[_Block, None, int | None]:
+    """The file from `offset` (a line start) as blocks of about chunk_bytes of whole lines; returns None at the end
+    of the file, or the offset of the first line it cannot vouch for (the streaming reader goes on there).
+
+    A block is a slice of its range; only the one that starts with the line a range boundary cut is copied.
+    """
+    carry = b""  # the start of a line the previous range cut
+    for data in ranges:
+        start, end = 0, _cut(data, 0, chunk_bytes - len(carry))
+        while end > start:
+            block = _Block(carry + data[start:end], 0, len(carry) + end - start, layout) if carry else \
+                _Block(data, start, end, layout)
+            if not _plain(block):  # pyarrow's streaming reader decides where its rows end
+                return offset
+            yield block
+            offset += block.end - block.start
+            carry, start, end = b"", end, _cut(data, end, chunk_bytes)
+        carry += data[start:]
+        if len(carry) > max(chunk_bytes, READ_BUFFER):  # a line that long: the streaming reader refuses it
+            return offset
+    if carry:  # the last line, without a line end
+        last = _Block(carry, 0, len(carry), layout)
+        if not _plain(last):
+            return offset
+        yield last
+    return None
+
+
+def _cut(data: bytes | bytearray, start: int, size: int) -> int:
+    """Where a block from `start` ends: after the last line end within `size` bytes, else after the first one
+    beyond (a line longer than a block); `start` when no line ends after it."""
+    limit = start + max(size, 1)
+    end = data.rfind(b"\n", start, limit) + 1 or data.find(b"\n", limit) + 1
+    return max(end, start)
+
+
+def _plain(block: _Block) -> bool:
+    """True when every line end in the block that pyarrow reads as a row end does so wherever it starts reading:
+    its quotes (if any) open and close whole fields in pairs, so a line end between pairs is outside quotes,
+    and no carriage return stands alone (kept for the streaming reader: rare, and a row end of its own)."""
+    data, start, end = block.data, block.start, block.end
+    text = np.frombuffer(data, np.uint8, end - start, start)  # the checks below scan it only when they must
+    if data.find(b"\r", start, end) >= 0 and not _line_ends_paired(text):
+        return False
+    return data.find(b'"', start, end) < 0 or _quotes_paired(text)
+
+
+def _line_ends_paired(text: np.ndarray) -> bool:
+    """True when every carriage return is the first half of a \\r\\n."""
+    returns = np.flatnonzero(text == ord("\r"))
+    return bool(returns[-1] + 1 < len(text) and (text[returns + 1] == ord("\n")).all())
+
+
+_FIELD_EDGES = np.frombuffer(b',\n\r"', np.uint8)
+
+
+def _quotes_paired(text: np.ndarray) -> bool:
+    """True when the quotes, counted in pairs, open right after a field's start and close right before its end
+    (RFC 4180; a doubled quote inside a field is a closing and an opening quote side by side). A quote anywhere
+    else is a plain character to pyarrow, and would make the count lie about which line ends are row ends."""
+    quotes = np.flatnonzero(text == ord('"'))
+    if len(quotes) % 2:  # the block would end inside a quoted field
+        return False
+    opening, closing = quotes[0::2], quotes[1::2]
+    before = text[opening[opening > 0] - 1]  # the block starts at a row start: a quote there opens a field
+    after = text[closing[closing < len(text) - 1] + 1]
+    return bool(np.isin(before, _FIELD_EDGES).all() and np.isin(after, _FIELD_EDGES).all())
+
+
+def _streamed_csv(stream: BlobStream, offset: int, layout: _CsvLayout, chunk_bytes: int, *,
+                  header_row: bool) -> Iterator[pa.RecordBatch]:
+    """The rows from `offset` (a line start) on, read by pyarrow's streaming reader (quotes may hold line ends).
+
+    Its blocks hold a row as long as the blocks of whole lines do (it refuses a row longer than a block)."""
+    stream.seek(offset)
+    size = max(chunk_bytes, READ_BUFFER)
+    options = pa_csv.ReadOptions(block_size=size) if header_row else layout.read_options(size)
+    yield from pa_csv.open_csv(io.BufferedReader(stream, buffer_size=READ_BUFFER), read_options=options,
+                               parse_options=_CSV_PARSE, convert_options=layout.convert_options())
+
+
+def _ranges(stream: BlobStream, size: int) -> Generator[bytearray, None, None]:
+    """The blob in consecutive ranges of `size` bytes, fetched on a helper thread up to PREFETCH ranges ahead."""
+
+    def fetch(offset: int) -> bytearray:
+        part = stream.reopen()  # a stream of its own: the position is the reader thread's alone
+        part.seek(offset)
+        buffer = bytearray(min(size, stream.size - offset))
+        view, filled = memoryview(buffer), 0
+        while filled < len(buffer):
+            got = part.readinto(view[filled:])
+            if not got:
+                raise Conflict(f"the file ended at byte {offset + filled} of {stream.size}: it changed while read")
+            filled += got
+        return buffer
+
+    offsets = iter(range(0, stream.size, size))
+    with ThreadPoolExecutor(1, thread_name_prefix="batch-read") as reader:
+        pending = deque(reader.submit(fetch, offset) for offset in itertools.islice(offsets, PREFETCH))
+        try:
+            while pending:
+                data = pending.popleft().result()
+                following = next(offsets, None)
+                if following is not None:
+                    pending.append(reader.submit(fetch, following))
+                yield data
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _parquet_chunks(source: io.BufferedIOBase, signature: Signature, chunk_bytes: int) -> Iterator[pa.RecordBatch]:

@@ -23,6 +23,10 @@ these keys, in this order:
      "outputs": {"predictions": value,    # a class label (str or int) or a regression float (null for NaN)
                  "probabilities": {class: p}}}  # classifiers only: class label as str -> float
 
+Batch scoring (shared.batch_scoring) logs its big requests as columnar segments instead: Parquet blobs with
+the same fields, named the same way but ending `.parquet` (shared.prediction_segments, which reads both
+formats into these line dicts: blob_rows). Readers of the log tell the formats apart by the name's suffix.
+
 Durability: rows live only in memory until flushed, so a crash loses at most the last flush_seconds
 of predictions (or flush_rows rows, whichever comes first), plus any batch whose write was failing.
 A failed write is kept (with its path, so a retry cannot duplicate it) and retried at the next flush;
@@ -53,6 +57,8 @@ log = logging.getLogger(__name__)
 Sink = Callable[[str, bytes], None]
 Inputs = Mapping[str, np.ndarray] | Sequence[Mapping[str, Any]]
 
+LINES_SUFFIX = ".jsonl"
+SEGMENT_SUFFIX = ".parquet"  # a columnar segment's blob (shared.prediction_segments, which needs pyarrow)
 _OUTPUT_KEYS = ("predictions", "probabilities")  # what a line's "outputs" holds; prediction_ids has its own key
 
 
@@ -272,7 +278,7 @@ class PredictionLogger:
         stamp = datetime.fromtimestamp(now, tz=UTC)
         blobs = []
         for model, group in by_model.items():
-            path = f"{model}/{stamp:%Y-%m-%d}/{stamp:%H%M%S}-{uuid.uuid4().hex}.jsonl"
+            path = f"{model}/{stamp:%Y-%m-%d}/{stamp:%H%M%S}-{uuid.uuid4().hex}{LINES_SUFFIX}"
             data = b"".join(_record_lines(record) for record in group)
             blobs.append(_Blob(path, data, sum(r.rows for r in group)))
         return blobs
@@ -293,13 +299,14 @@ def _record_lines(record: _Record) -> bytes:
     return "".join(line + "\n" for line in _lines(record)).encode()
 
 
-def log_blob_path(model: str, at: float, tag: str) -> str:
-    """The blob (in the predictions container) for lines written at `at`: '<model>/<date>/<HHMMSS>-<tag>.jsonl'.
+def log_blob_path(model: str, at: float, tag: str, suffix: str = LINES_SUFFIX) -> str:
+    """The blob (in the predictions container) for rows written at `at`: '<model>/<date>/<HHMMSS>-<tag><suffix>'
+    (LINES_SUFFIX for lines, SEGMENT_SUFFIX for a segment).
 
     Name it for a moment no later than the rows' own timestamps: monitoring lists blobs by that moment.
     """
     stamp = datetime.fromtimestamp(at, tz=UTC)
-    return f"{model}/{stamp:%Y-%m-%d}/{stamp:%H%M%S}-{tag}.jsonl"
+    return f"{model}/{stamp:%Y-%m-%d}/{stamp:%H%M%S}-{tag}{suffix}"
 
 
 def columnar_lines(

@@ -1,7 +1,8 @@
 """Real traffic replay: score the champion's recently logged requests with a challenger before it is promoted.
 
-The newest rows the champion version logged (shared.prediction_log; newest blob first, newest line first,
-within lookback_days of now) are rebuilt as JSON `dataframe_records` bodies from their logged inputs and go
+The newest rows the champion version logged (shared.prediction_log's JSON Lines or a batch file's segments,
+shared.prediction_segments, read as the same line dicts; newest blob first, newest row first, within
+lookback_days of now) are rebuilt as JSON `dataframe_records` bodies from their logged inputs and go
 through the scoring endpoint's own parser (scoring.parse_request, with the challenger's signature) and
 scoring.predict, so a row fails here exactly when the endpoint would refuse it once the challenger is live.
 A logged missing category (spec.CATEGORICAL_MISSING) is sent as null, as a client sends it.
@@ -34,6 +35,7 @@ import orjson
 from shared.errors import NotFound, PipelineError
 from shared.monitoring.window import log_blob_names
 from shared.paths import PREDICTIONS
+from shared.prediction_log import SEGMENT_SUFFIX
 from shared.scoring import LoadedModel, load_model, parse_request, predict
 from shared.spec import CATEGORICAL_MISSING
 from shared.storage import Storage
@@ -178,6 +180,9 @@ def _rows_of(storage: Storage, path: str, version: int) -> Iterator[LoggedRow]:
         data = storage.read(PREDICTIONS, path).data
     except NotFound:  # removed by retention between listing and reading
         return
+    if path.endswith(SEGMENT_SUFFIX):
+        yield from _segment_rows(path, data, version)
+        return
     for line in reversed(data.splitlines()):
         try:
             doc = orjson.loads(line)
@@ -185,6 +190,30 @@ def _rows_of(storage: Storage, path: str, version: int) -> Iterator[LoggedRow]:
             continue
         if isinstance(doc, dict) and doc.get("version") == version and isinstance(doc.get("inputs"), dict):
             yield _logged_row(doc)
+
+
+def _segment_rows(path: str, data: bytes, version: int) -> Iterator[LoggedRow]:
+    """A segment's rows of `version`, last row first, each as its JSON line reads; rows are made only as they are
+    asked for (a replay wants the newest few hundred rows; a segment may hold tens of thousands)."""
+    from shared import prediction_segments  # pyarrow: loaded by the first replay that meets a segment
+
+    try:
+        batches = [batch.filter(_version_mask(batch, version)) for batch in prediction_segments.batches(data)]
+    except ValueError as exc:  # not a segment, or damaged: skipped as an unparsable JSON line is
+        log.warning("prediction log blob (container=%s, path=%s): skipped, unreadable: %s", PREDICTIONS, path, exc)
+        return
+    for batch in reversed(batches):
+        for stop in range(batch.num_rows, 0, -BATCH_ROWS):
+            part = batch.slice(max(0, stop - BATCH_ROWS), min(BATCH_ROWS, stop))
+            for doc in reversed(prediction_segments.batch_rows(part)):
+                if isinstance(doc.get("inputs"), dict):
+                    yield _logged_row(doc)
+
+
+def _version_mask(batch: Any, version: int) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.equal(batch.column("version"), version), False)
 
 
 def _logged_row(doc: dict[str, Any]) -> LoggedRow:

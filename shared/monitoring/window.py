@@ -1,14 +1,21 @@
 """Stream one time window of a model's prediction log as column chunks, in bounded memory.
 
 The log (shared.prediction_log) is JSON Lines blobs at `predictions/<model>/<YYYY-MM-DD>/<HHMMSS>-<id>.jsonl`,
-named for the moment the logger flushed them, which is never before the rows inside were scored. So a
+and, for batch-scored files, Parquet segments of the same fields at `.../<HHMMSS>-<id>.parquet`
+(shared.prediction_segments), each named for the moment its rows were flushed (a segment: for the moment
+its file's scoring started), which is never before the rows inside were scored. So a
 window [start, end) lists the date folders from start's date to (end + flush_slack)'s date and reads
 only the blobs flushed in [start, end + flush_slack]; rows are then kept by their own timestamp and
 model version. A row flushed more than flush_slack after it was scored (the logger retries a failed
 write under its first path, so only a logger stalled that long) is not seen.
 
-Memory: one blob's bytes, at most PART_ROWS parsed rows as Python objects and at most chunk_rows rows
-as numpy columns at a time; each chunk is handed over before the next is parsed, so the window is never
+A segment's rows go into the chunks straight from its columns (filtered by version and time, converted with
+the JSON rules: numbers to float64 with NaN for null, categories through category_column), never as row
+objects; a chunk may hold rows of both formats and comes out exactly as if every row had been a JSON line.
+
+Memory: one blob's bytes, at most PART_ROWS parsed rows as Python objects (JSON Lines) or
+prediction_segments.READ_BATCH_ROWS rows as Arrow columns (a segment), and at most chunk_rows rows as
+numpy columns at a time; each chunk is handed over before the next is parsed, so the window is never
 held whole, and never as Python objects.
 """
 from __future__ import annotations
@@ -27,6 +34,7 @@ import orjson
 
 from shared.errors import NotFound
 from shared.paths import PREDICTIONS
+from shared.prediction_log import SEGMENT_SUFFIX
 from shared.spec import CATEGORICAL_MISSING, FeatureKind, TrainingSpec
 from shared.storage import Storage
 
@@ -37,7 +45,7 @@ DEFAULT_CHUNK_ROWS = 10_000
 # and keeps a failed batch's path, so minutes are plenty; a longer slack only costs listing more blobs.
 DEFAULT_FLUSH_SLACK = timedelta(minutes=10)
 
-_BLOB_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})/(\d{2})(\d{2})(\d{2})-[^/]*\.jsonl")
+_BLOB_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})/(\d{2})(\d{2})(\d{2})-[^/]*\.(?:jsonl|parquet)")
 _PLAIN_NUMBERS = frozenset({int, float, type(None)})
 _PLAIN_CATEGORIES = frozenset({str, type(None)})
 # Rows are turned into numpy columns in parts of this many, then joined into chunk_rows-sized chunks: a few
@@ -98,12 +106,22 @@ def iter_log_chunks(
     window = _Window(version, start.timestamp(), end.timestamp())
     builder = _ChunkBuilder(kinds)
     for path in log_blob_names(storage, model, start, end, flush_slack):
-        for row, prediction_id, stamp in _kept_rows(storage, path, window):
-            builder.add(row, prediction_id, stamp)
-            if builder.rows >= chunk_rows:
-                yield builder.build()
+        yield from _blob_chunks(storage, path, window, builder, chunk_rows)
     if builder.rows:
         yield builder.build()
+
+
+def _blob_chunks(storage: Storage, path: str, window: _Window, builder: _ChunkBuilder,
+                 chunk_rows: int) -> Iterator[LogChunk]:
+    """Add one blob's rows (JSON Lines, or a segment's columns) to the builder; the chunks they fill."""
+    if path.endswith(SEGMENT_SUFFIX):
+        for part in _segment_parts(storage, path, window, builder):
+            yield from builder.add_part(part, chunk_rows)
+        return
+    for row, prediction_id, stamp in _kept_rows(storage, path, window):
+        builder.add(row, prediction_id, stamp)
+        if builder.rows >= chunk_rows:
+            yield builder.build()
 
 
 def log_blob_names(storage: Storage, model: str, start: datetime, end: datetime, flush_slack: timedelta) -> list[str]:
@@ -181,6 +199,30 @@ def _parsed_rows(storage: Storage, path: str) -> Iterator[dict[str, Any]]:
                     PREDICTIONS, path, skipped)
 
 
+def _segment_parts(storage: Storage, path: str, window: _Window, builder: _ChunkBuilder) -> Iterator[LogChunk]:
+    """A prediction log segment's rows inside the window and of the version, as columns (no row objects)."""
+    from shared import prediction_segments  # pyarrow: loaded by the first window that holds a segment
+
+    try:
+        data = storage.read(PREDICTIONS, path).data
+    except NotFound:  # deleted (retention) between listing and reading: nothing left to monitor
+        return
+    offset = 0
+    try:
+        for batch in prediction_segments.batches(data):
+            stamps = prediction_segments.epoch_seconds(batch)
+            keep = (stamps >= window.start) & (stamps < window.end)  # NaN (no timestamp) is never kept
+            if window.version is not None:
+                keep &= np.asarray(batch.column("version").to_numpy(zero_copy_only=False)) == window.version
+            rows = np.flatnonzero(keep)
+            if len(rows):
+                yield builder.segment_part(batch.take(rows) if len(rows) < batch.num_rows else batch, stamps[rows],
+                                           offset + rows)
+            offset += batch.num_rows
+    except ValueError as exc:  # not a segment, or damaged: skipped as an unparsable JSON line is
+        log.warning("prediction log blob (container=%s, path=%s): skipped, unreadable: %s", PREDICTIONS, path, exc)
+
+
 def _epoch(value: object) -> float | None:
     if not isinstance(value, str):
         return None
@@ -219,6 +261,39 @@ class _ChunkBuilder:
         self._outputs.append(outputs if isinstance(outputs, dict) else {})
         if len(self._ids) >= PART_ROWS:
             self._flush_part()
+
+    def add_part(self, part: LogChunk, chunk_rows: int) -> Iterator[LogChunk]:
+        """Add rows already in columns (a segment's, in this builder's class order); the chunks they complete."""
+        self._flush_part()  # rows added one by one before these come first
+        start = 0
+        while start < part.rows:
+            stop = min(part.rows, start + chunk_rows - self.rows)
+            self._parts.append(_sliced(part, start, stop))
+            self._parted += stop - start
+            start = stop
+            if self.rows >= chunk_rows:
+                yield self.build()
+
+    def segment_part(self, batch: Any, stamps: np.ndarray, positions: np.ndarray) -> LogChunk:
+        """A part made of a segment's rows (a pyarrow RecordBatch; positions: each row's index in its segment),
+        with the values add() would have read from the same rows as JSON lines."""
+        from shared import prediction_segments
+
+        inputs = prediction_segments.struct_fields(batch, "inputs")
+        outputs = prediction_segments.struct_fields(batch, "outputs")
+        kinds = self.kinds if self.kinds is not None else {name: _arrow_kind(col.type) for name, col in inputs.items()}
+        rows = batch.num_rows
+        features = {name: _arrow_column(inputs.get(name), kind, rows) for name, kind in kinds.items()}
+        probabilities = prediction_segments.probability_fields(batch)
+        if probabilities and not self.classes:
+            self.classes = tuple(probabilities)
+        matrix = None
+        if probabilities:
+            matrix = np.column_stack([_arrow_column(probabilities.get(c), "numeric", rows) for c in self.classes]) \
+                if self.classes else np.empty((rows, 0))
+        return LogChunk(timestamps=stamps, prediction_ids=_segment_ids(batch, positions), features=features,
+                        predictions=_arrow_predictions(outputs.get("predictions"), rows), probabilities=matrix,
+                        classes=self.classes)
 
     def _inputs_of(self, inputs: object) -> Any:
         if self.kinds is None:
@@ -285,6 +360,17 @@ def inferred_kinds(inputs: list[dict[str, Any]]) -> dict[str, FeatureKind]:
             for name in names}
 
 
+def _sliced(part: LogChunk, start: int, stop: int) -> LogChunk:
+    if start == 0 and stop == part.rows:
+        return part
+    return LogChunk(
+        timestamps=part.timestamps[start:stop], prediction_ids=part.prediction_ids[start:stop],
+        features={name: values[start:stop] for name, values in part.features.items()},
+        predictions=part.predictions[start:stop],
+        probabilities=None if part.probabilities is None else part.probabilities[start:stop], classes=part.classes,
+    )
+
+
 def _concatenated(parts: list[LogChunk], classes: tuple[str, ...]) -> LogChunk:
     predictions = [part.predictions for part in parts]
     if any(p.dtype == object for p in predictions):  # some part had a label: spell the numbers as labels too
@@ -311,6 +397,49 @@ def _joined_features(parts: list[LogChunk]) -> dict[str, np.ndarray]:
     names = dict.fromkeys(name for part in parts for name in part.features)
     return {name: np.concatenate([part.features.get(name, np.full(part.rows, np.nan)) for part in parts])
             for name in names}
+
+
+def _arrow_kind(kind: Any) -> FeatureKind:
+    """A segment column's feature kind, as inferred_kinds would type its values: numbers (and nulls) are numeric."""
+    import pyarrow as pa
+
+    return "numeric" if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind) \
+        else "categorical"
+
+
+def _arrow_column(column: Any, kind: FeatureKind, rows: int) -> np.ndarray:
+    """numeric_column / category_column of a segment's column (None: the segment has no such field)."""
+    if column is None:
+        return _column([None] * rows, kind)
+    import pyarrow as pa
+
+    if kind == "numeric" and (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+        values = np.asarray(column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
+        finite = np.isfinite(values)
+        if finite.all():
+            return values  # read-only when it shares the segment's buffer; chunks are never written to
+        values = np.where(finite, values, np.nan)  # null is NaN already; numeric_column drops infinities too
+        return values
+    return _column(column.to_pylist(), kind)  # strings, or a type the kind does not expect: the JSON rules
+
+
+def _arrow_predictions(column: Any, rows: int) -> np.ndarray:
+    if column is None:
+        return _predictions([None] * rows)
+    import pyarrow as pa
+
+    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+        return _arrow_column(column, "numeric", rows)
+    return _predictions(column.to_pylist())
+
+
+def _segment_ids(batch: Any, positions: np.ndarray) -> list[str]:
+    """The rows' prediction ids; a row without one is '<request_id>-<its index in the segment>'."""
+    ids: list[Any] = batch.column("prediction_id").to_pylist()
+    if None in ids:
+        requests = batch.column("request_id").to_pylist()
+        ids = [i if i is not None else f"{r}-{p}" for i, r, p in zip(ids, requests, positions.tolist(), strict=True)]
+    return ids
 
 
 def _column(values: list[Any], kind: FeatureKind) -> np.ndarray:

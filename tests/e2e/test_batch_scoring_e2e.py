@@ -21,7 +21,7 @@ from devhost.bindingdata import blob_uri
 from devhost.eventgrid import BLOBS_EXTENSION, WEBHOOK_PATH, CreatedBlob, EventGridPublisher, blob_created_event
 from devhost.host import DevHost
 from examples.datasets import breast_cancer
-from shared import batch_scoring, paths
+from shared import batch_scoring, paths, prediction_segments
 from shared.errors import NotFound
 from shared.lifecycle.records import RunStatus
 from shared.settings import Settings
@@ -87,11 +87,14 @@ def test_a_dropped_csv_is_scored_like_the_http_endpoint_and_a_redelivery_is_not_
     rid = batch_scoring.request_id(path, etag)
     assert got.prediction_id.tolist() == [f"{rid}-{i}" for i in range(300)]
     assert set(got.model_version) == {expected["model"]["version"]}
-    # the rows are logged in a second pass, after the results: the version is marked completed at the end
+    # the version is marked completed once its last log segment is written
     wait_for(lambda: completed(gateway, paths.batch_marker(path, etag)), "the function to finish", timeout=60)
     logged = [n for n in gateway.list(paths.PREDICTIONS, f"{model}/") if rid in n.name]
-    lines = [line for n in logged for line in gateway.read(paths.PREDICTIONS, n.name).data.splitlines()]
-    assert len(lines) == 300
+    assert logged and all(n.name.endswith(prediction_segments.SUFFIX) for n in logged)
+    rows = [row for n in logged for row in prediction_segments.blob_rows(n.name, gateway.read(paths.PREDICTIONS,
+                                                                                                n.name).data)]
+    assert [row["prediction_id"] for row in rows] == got.prediction_id.tolist()
+    assert [row["outputs"]["predictions"] for row in rows] == expected["predictions"]
 
     # Event Grid delivers at least once: the same event again finds the version completed
     results_etag = gateway.read(paths.SCORING_RESULTS, f"{path}.predictions.csv").etag

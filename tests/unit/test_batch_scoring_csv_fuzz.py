@@ -1,0 +1,84 @@
+"""Batch scoring cuts a CSV file into blocks of whole lines, parsed apart on two threads: whatever the file holds
+(quotes, doubled quotes, quoted line ends, stray quotes, CRLF, blank lines, a missing last line end), the rows
+must be exactly the rows pyarrow reads from the whole file in one go, or both must refuse it."""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared import batch_scoring
+from shared.memory_storage import MemoryStorage
+from shared.scoring import ModelCache, Signature
+from tests.unit import onnx_fixtures as fx
+
+NUMBER = st.one_of(st.just(""), st.floats(-1e6, 1e6, allow_nan=False).map(repr), st.integers(-999, 999).map(str))
+CATEGORY = st.text(alphabet=["L", "M", "x", " ", ",", '"', "\n", "\r", "é"], max_size=5)
+ROW = st.tuples(NUMBER, NUMBER, CATEGORY, st.booleans())  # the flag: written raw (stray quotes), not by csv
+
+
+@pytest.fixture(scope="module")
+def signature() -> Signature:
+    model = fx.classifier()
+    return ModelCache(lambda m, a: (1, "e"), lambda m, v: (model, fx.sha256(model)), 60.0).get("churn").signature
+
+
+def _csv(rows: list[tuple[str, str, str, bool]], line_end: str, quoting: int, blank_every: int,
+         final_line_end: bool) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=line_end, quoting=quoting)
+    out.write(f"torque,speed,type{line_end}")
+    for i, (torque, speed, category, raw) in enumerate(rows):
+        if raw:  # no quoting at all: a quote is then a plain character of the cell (or the line is ragged)
+            out.write(f"{torque},{speed},{category.replace(',', '').replace(chr(10), '').replace(chr(13), '')}"
+                      f"{line_end}")
+        else:
+            writer.writerow([torque, speed, category])
+        if blank_every and i % blank_every == 0:
+            out.write(line_end)
+    text = out.getvalue()
+    return (text if final_line_end else text.rstrip("\r\n")).encode()
+
+
+def _whole(data: bytes, signature: Signature) -> pa.Table | str:
+    layout = batch_scoring._CsvLayout(["torque", "speed", "type"], ["torque", "speed", "type"],
+                                      batch_scoring._types(signature))
+    try:
+        return pa_csv.read_csv(io.BytesIO(data), parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                               convert_options=layout.convert_options())
+    except (pa.ArrowException, ValueError):
+        return "refused"
+
+
+def _cut(data: bytes, signature: Signature, chunk_bytes: int) -> pa.Table | str:
+    storage = MemoryStorage()
+    storage.write("scoring-requests", "churn/f.csv", data)
+    try:
+        chunks = batch_scoring._chunks(storage.open_read("scoring-requests", "churn/f.csv"), "csv", signature,
+                                       chunk_bytes)
+        batches = [c.parse() if isinstance(c, batch_scoring._Block) else c for c in chunks]
+    except batch_scoring.Rejected as problem:
+        assert problem.check == "format", problem.message
+        return "refused"
+    return pa.Table.from_batches(batches) if batches else "no rows"
+
+
+@settings(max_examples=150)
+@given(rows=st.lists(ROW, min_size=1, max_size=40), line_end=st.sampled_from(["\n", "\r\n"]),
+       quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]), blank_every=st.integers(0, 7),
+       final_line_end=st.booleans(), chunk_bytes=st.integers(8, 160))
+def test_blocks_of_whole_lines_read_as_the_whole_file(signature: Signature, rows: Any, line_end: str, quoting: int,
+                                                      blank_every: int, final_line_end: bool,
+                                                      chunk_bytes: int) -> None:
+    data = _csv(rows, line_end, quoting, blank_every, final_line_end)
+    whole, cut = _whole(data, signature), _cut(data, signature, chunk_bytes)
+    if isinstance(whole, str) or isinstance(cut, str):
+        assert whole == cut or (whole != "refused" and whole.num_rows == 0 and cut == "no rows"), (whole, cut)
+    else:
+        assert cut.to_pylist() == whole.to_pylist()
