@@ -757,8 +757,8 @@ def bench_file_in_process(v: Variant, tmp: Path, data: bytes) -> None:
 
 
 def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
-    """Drop the file into devhost's Azurite; time until its results file exists (the log pass comes after the
-    results) and until the function has finished (every row logged, the version marked completed)."""
+    """Drop the file into devhost's Azurite; time until its results file exists and until the function has
+    finished (the last log segment written, the version marked completed)."""
     path = f"{v.spec.name}/bench-devhost.csv"
     before = rss_mb(served.proc.pid)
     with PeakRss(served.proc.pid) as peak:
@@ -771,7 +771,7 @@ def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
         wait_until(lambda: completed(served.storage, paths.batch_marker(path, etag)),
                    "the batch scoring function to finish", 1800, served.proc)
         done = time.perf_counter() - written
-    v.files["devhost"] = FileRow("devhost: drop -> results file (Event Grid scan, blob trigger, pass 1)",
+    v.files["devhost"] = FileRow("devhost: drop -> results file (Event Grid scan, blob trigger)",
                                  results, FILE_ROWS, peak.peak, before)
     v.files["devhost_done"] = FileRow("devhost: drop -> function done (results + every row logged)",
                                       done, FILE_ROWS, peak.peak, before)
