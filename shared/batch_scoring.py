@@ -50,7 +50,9 @@ import hashlib
 import io
 import itertools
 import logging
+import queue
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -81,6 +83,8 @@ RANGE_BYTES = 8 << 20  # bytes per ranged read of a CSV file: fewer, bigger read
 RANGES_PER_CHUNK = 4  # a range is at most this many chunks (small chunks: many ranges)
 PREFETCH = 1  # ranges of a CSV file read ahead of the one being cut (a second one bought no time)
 LOG_SEGMENT_ROWS = 16_384  # rows of a prediction log segment (whole chunks: it may hold a few more)
+UPLOAD_BLOCK = 4 << 20  # bytes of results per staged block
+UPLOAD_QUEUE = 2  # blocks waiting for the upload thread: the results never sit in memory whole
 LOG_IN_FLIGHT = 2  # log segments being encoded or written (one thread each) while the next one fills
 PARQUET_MEDIA = "application/x-parquet"
 ID_COLUMN = "prediction_id"
@@ -190,8 +194,9 @@ def _score(
     loaded = _model(cache, batch)
     rid = request_id(batch.path, stream.etag)
     extension, media = RESULTS[batch.fmt]
-    results = _ResultsFile(extension)
-    with _LogWriter(storage, loaded, rid, started, log_sample_rate) as log_writer:
+    target = paths.batch_result(batch.path, extension)
+    with _LogWriter(storage, loaded, rid, started, log_sample_rate) as log_writer, \
+            _ResultsUpload(storage, target, extension, media) as results:
         try:
             rows = _ChunkScorer(loaded, rid, results, log_writer).run(
                 _chunks(stream, batch.fmt, loaded.signature, chunk_bytes))
@@ -200,8 +205,7 @@ def _score(
         except (Rejected, Conflict):
             log_writer.discard()
             raise
-        target = paths.batch_result(batch.path, extension)
-        storage.write(paths.SCORING_RESULTS, target, results.close(), content_type=media)
+        results.finish()
         storage.delete(paths.SCORING_RESULTS, paths.batch_rejection(batch.path))  # a report of an older version
         log.info("batch scoring: %s/%s -> %s/%s (%d rows, version %d)", paths.SCORING_REQUESTS, batch.path,
                  paths.SCORING_RESULTS, target, rows, loaded.version)
@@ -236,7 +240,7 @@ class _ChunkScorer:
     """Scores chunks on WORKERS threads (the CSV parse, the feeds and onnxruntime release the GIL) and finishes
     them in file order on the caller's thread: row numbers, prediction ids, the results file, the log."""
 
-    def __init__(self, loaded: LoadedModel, rid: str, results: _ResultsFile, log_writer: _LogWriter) -> None:
+    def __init__(self, loaded: LoadedModel, rid: str, results: _ResultsUpload, log_writer: _LogWriter) -> None:
         self._loaded, self._rid, self._results, self._log = loaded, rid, results, log_writer
         self.rows = 0
         self._chunks = 0
@@ -283,7 +287,7 @@ class _ChunkScorer:
             raise Rejected("values", message) from None
         table = arrow_bodies.results_table(scored.labels, scored.probabilities, self._loaded.signature.class_keys,
                                            ids, self._loaded.version)
-        self._results.write(table)
+        self._results.add(table)
         self._log.write(self._chunks, table.column(ID_COLUMN).combine_chunks(), scored)
         self.rows += scored.batch.num_rows
         self._chunks += 1
@@ -656,24 +660,95 @@ def _jsonl_chunks(source: io.BufferedIOBase, signature: Signature, chunk_bytes: 
         yield batch
 
 
-class _ResultsFile:
-    """The results file, encoded chunk by chunk (CSV with one header row, or Parquet with a row group per chunk)."""
+class _ResultsUpload(io.RawIOBase):
+    """The results file, encoded chunk by chunk (CSV with one header row, or Parquet with a row group per chunk)
+    and uploaded while the file is scored: the encoder writes here, every UPLOAD_BLOCK bytes go to a thread
+    that stages them (Storage.write_chunks), and the blob appears, whole, with finish(). Leaving the block
+    without finish() (a rejected or failed file) abandons the upload: the blob stays as it was. Memory holds
+    at most UPLOAD_QUEUE blocks, whatever the file's size."""
 
-    def __init__(self, extension: str) -> None:
+    def __init__(self, storage: Storage, target: str, extension: str, media: str) -> None:
+        super().__init__()
         self._extension = extension
-        self._sink = io.BytesIO()
         self._writer: pa_csv.CSVWriter | pq.ParquetWriter | None = None
+        self._buffer = bytearray()
+        self._written = 0
+        self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=UPLOAD_QUEUE)
+        self._abandoned = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._upload, args=(storage, target, media), daemon=True,
+                                        name="batch-results")
+        self._thread.start()
 
-    def write(self, table: pa.Table) -> None:
+    # the file pyarrow's writers write to
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._buffer += data
+        self._written += len(data)
+        if len(self._buffer) >= UPLOAD_BLOCK:
+            self._put(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def add(self, table: pa.Table) -> None:
         if self._writer is None:
             opener = pa_csv.CSVWriter if self._extension == "csv" else pq.ParquetWriter
-            self._writer = opener(self._sink, table.schema)
+            self._writer = opener(self, table.schema)
         self._writer.write_table(table)
 
-    def close(self) -> bytes:
+    def finish(self) -> None:
+        """Encode the rest and commit the blob. Raises what the upload raised."""
         if self._writer is not None:
             self._writer.close()
-        return self._sink.getvalue()  # the buffer itself, not a copy
+        self._put(bytes(self._buffer))
+        self._put(None)
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():  # not finished: abandon the staged blocks
+            self._abandoned.set()
+            self._thread.join()
+
+    def _put(self, block: bytes | None) -> None:
+        while True:
+            try:
+                self._blocks.put(block, timeout=0.5)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():  # the upload failed: say why instead of waiting for ever
+                    raise self._failure or StorageUnreachable("the results upload stopped") from None
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            try:
+                block = self._blocks.get(timeout=0.2)
+            except queue.Empty:
+                block = b""
+            if self._abandoned.is_set():
+                raise _Abandoned  # before the commit: the blob stays as it was
+            if block is None:
+                return
+            if block:
+                yield block
+
+    def _upload(self, storage: Storage, target: str, media: str) -> None:
+        try:
+            storage.write_chunks(paths.SCORING_RESULTS, target, self._chunks(), content_type=media)
+        except _Abandoned:
+            pass
+        except BaseException as exc:  # re-raised on the scoring thread (finish, _put)
+            self._failure = exc
+
+
+class _Abandoned(Exception):
+    """Ends an abandoned results upload before its commit."""
 
 
 def _reject(

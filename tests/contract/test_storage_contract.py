@@ -10,7 +10,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import pytest
@@ -20,7 +20,7 @@ from shared.clock import ManualClock
 from shared.errors import Conflict, NotFound
 from shared.memory_storage import MemoryStorage
 from shared.settings import Settings
-from shared.storage import AzureStorage, QueuedMessage, Storage
+from shared.storage import AzureStorage, Blob, QueuedMessage, Storage
 
 T = TypeVar("T")
 
@@ -472,3 +472,26 @@ def test_peek_shows_visible_texts_without_dequeuing(storage: Storage, queue: str
 def test_ping_succeeds_when_storage_answers(storage: Storage) -> None:
     storage.ping()
     assert storage.blob_endpoint and storage.queue_endpoint
+
+
+def test_write_chunks_gives_the_blob_the_chunks_joined_and_a_new_etag(storage: Storage, container: str) -> None:
+    old = storage.write(container, "chunks/a.csv", b"old")
+    chunks = [b"x" * 3_000_000, b"", b"y" * 5_000_000, b"tail"]  # more than one Azure block
+    etag = storage.write_chunks(container, "chunks/a.csv", iter(chunks), content_type="text/csv")
+    blob = storage.read(container, "chunks/a.csv")
+    assert blob.data == b"".join(chunks) and blob.etag == etag != old
+
+
+def test_write_chunks_whose_chunks_fail_leaves_the_blob_as_it_was(storage: Storage, container: str) -> None:
+    before = storage.write(container, "chunks/b.csv", b"before")
+
+    def failing() -> Iterator[bytes]:
+        yield b"z" * 5_000_000
+        raise RuntimeError("the file was rejected half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        storage.write_chunks(container, "chunks/b.csv", failing())
+    assert storage.read(container, "chunks/b.csv") == Blob(b"before", before)
+    with pytest.raises(RuntimeError):
+        storage.write_chunks(container, "chunks/new.csv", failing())
+    assert not storage.exists(container, "chunks/new.csv")

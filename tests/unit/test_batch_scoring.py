@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -400,3 +401,54 @@ def test_a_csv_file_cut_into_blocks_is_read_as_pyarrow_reads_it_whole(
     assert [line["inputs"]["type"] for line in lines] == expected_rows["type"].tolist()
     assert [line["inputs"]["torque"] for line in lines] == [
         None if np.isnan(v) else float(np.float32(v)) for v in expected_rows["torque"]]
+
+
+@pytest.mark.parametrize("name, encode, result", [
+    ("may.csv", csv_bytes, "may.csv.predictions.csv"),
+    ("may.parquet", parquet_bytes, "may.parquet.predictions.parquet"),
+])
+def test_results_uploaded_in_many_blocks_while_scoring_are_the_results_written_whole(
+    storage: MemoryStorage, cache: ModelCache, monkeypatch: pytest.MonkeyPatch, name: str,
+    encode: Callable[[pd.DataFrame], bytes], result: str,
+) -> None:
+    df = frame(400)
+    drop(storage, f"churn/{name}", encode(df))
+    score(storage, cache, f"churn/{name}")
+    whole = results(storage, f"churn/{result}")
+    monkeypatch.setattr(batch_scoring, "UPLOAD_BLOCK", 512)  # a block per chunk, through a two-block queue
+    written: list[int] = []
+    real = storage.write_chunks
+
+    def counting(container: str, path: str, chunks: Iterable[bytes], **kwargs: Any) -> str:
+        def counted() -> Iterator[bytes]:
+            for chunk in chunks:
+                written.append(len(chunk))
+                yield chunk
+        return real(container, path, counted(), **kwargs)
+
+    monkeypatch.setattr(storage, "write_chunks", counting)
+    drop(storage, f"churn/{name}", encode(df))  # a new version: scored again
+    score(storage, cache, f"churn/{name}")
+    assert len(written) > 3 and max(written) < 64 * 1024  # a block: what one chunk's rows encode to
+    streamed = results(storage, f"churn/{result}")  # the re-drop's ids name its new version; all else is equal
+    assert streamed.prediction_id.str.rsplit("-", n=1).str[1].tolist() == [str(i) for i in range(len(df))]
+    pd.testing.assert_frame_equal(streamed.drop(columns="prediction_id"), whole.drop(columns="prediction_id"))
+
+
+def test_a_file_rejected_after_blocks_were_uploaded_leaves_no_results(
+    storage: MemoryStorage, cache: ModelCache, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batch_scoring, "UPLOAD_BLOCK", 512)
+    uploaded: list[bytes] = []
+    real = storage.write_chunks
+
+    def watched(container: str, path: str, chunks: Iterable[bytes], **kwargs: Any) -> str:
+        return real(container, path, (uploaded.append(chunk) or chunk for chunk in chunks), **kwargs)
+
+    monkeypatch.setattr(storage, "write_chunks", watched)
+    text = "torque,speed,type\n" + "40.5,1500,L\n" * 1500 + "40.5,inf,L\n"  # the last chunk's problem
+    drop(storage, "churn/june.csv", text.encode())
+    outcome = score(storage, cache, "churn/june.csv")
+    assert outcome["outcome"] == "rejected" and "row 1500" in outcome["problems"][0]["message"]
+    assert len(uploaded) > 1  # earlier chunks' results went up before the bad row was met ...
+    assert not storage.exists(paths.SCORING_RESULTS, "churn/june.csv.predictions.csv")  # ... never committed
