@@ -146,6 +146,7 @@ def _every_operation(storage: MemoryStorage) -> dict[str, Callable[[], Any]]:
         "read_json": lambda: storage.read_json("c", "a.json"),
         "open_read": lambda: storage.open_read("c", "a.json"),
         "write": lambda: storage.write("c", "b", b""),
+        "write_chunks": lambda: storage.write_chunks("c", "b", iter([b"x", b"y"])),
         "write_json": lambda: storage.write_json("c", "b.json", {}),
         "create_json": lambda: storage.create_json("c", "b.json", {}),
         "update_json": lambda: storage.update_json("c", "a.json", lambda cur: cur),
