@@ -329,13 +329,13 @@ def columnar_lines(
     head = {"request_id": request_id, "prediction_id": _SLOT, "model": model, "version": version, "timestamp": stamp}
     out: dict[str, Any] = {"predictions": _SLOT}
     columns = [_id_tokens(prediction_ids, dumps)]
-    columns += [_tokens(np.asarray(v).reshape(-1), dumps, OPT_SERIALIZE_NUMPY) for v in inputs.values()]
-    columns.append(_tokens(np.asarray(outputs["predictions"]).reshape(-1), dumps, OPT_SERIALIZE_NUMPY))
+    columns += [json_tokens(np.asarray(v).reshape(-1), dumps, OPT_SERIALIZE_NUMPY) for v in inputs.values()]
+    columns.append(json_tokens(np.asarray(outputs["predictions"]).reshape(-1), dumps, OPT_SERIALIZE_NUMPY))
     probabilities = outputs.get("probabilities")
     if probabilities is not None:
         keys = list(outputs.get("probability_classes") or ())
         out["probabilities"] = dict.fromkeys(keys, _SLOT)
-        columns += [_tokens(np.asarray(probabilities)[:, k], dumps, OPT_SERIALIZE_NUMPY) for k in range(len(keys))]
+        columns += [json_tokens(np.asarray(probabilities)[:, k], dumps, OPT_SERIALIZE_NUMPY) for k in range(len(keys))]
     line = {**head, "inputs": dict.fromkeys(inputs, _SLOT), "outputs": out}
     # json.dumps escapes the constant parts (ASCII); '%' in them is doubled so only the slots format
     template = json.dumps(line, separators=(",", ":")).replace("%", "%%").replace(json.dumps(_SLOT), "%s") + "\n"
@@ -349,7 +349,7 @@ def columnar_lines(
 _SLOT = "\x00slot\x00"  # stands for a cell in the line template; no key or value of a real line holds it
 
 
-def _tokens(values: Any, dumps: Callable[..., bytes], numpy_option: int) -> list[bytes]:
+def json_tokens(values: Any, dumps: Callable[..., bytes], numpy_option: int) -> list[bytes]:
     """One JSON token per cell, ASCII: numbers as json.dumps reads them back (float32 widened, NaN as null)."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         # float32 widened: the float32 value exactly, as tolist() gives it; orjson takes contiguous arrays only
@@ -369,7 +369,7 @@ def _id_tokens(ids: Sequence[str], dumps: Callable[..., bytes]) -> list[bytes]:
     """Prediction ids as JSON strings; ids that fit names.PREDICTION_ID (all of them) need no escaping."""
     if ids and all(map(_PLAIN_ID.fullmatch, ids)):
         return [b'"' + part + b'"' for part in dumps(list(ids))[2:-2].split(b'","')]
-    return _tokens(list(ids), dumps, 0)
+    return json_tokens(list(ids), dumps, 0)
 
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]+")

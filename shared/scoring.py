@@ -61,7 +61,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.id_text import default_id_text
-from shared.prediction_log import DefaultIds
+from shared.prediction_log import DefaultIds, json_tokens
 
 _fast_loads: Callable[[bytes], Any] | None
 _Fragment: Callable[[bytes], Any] | None
@@ -1010,13 +1010,13 @@ def _bulk_json_result(
 
 def _per_class_json(keys: tuple[str, ...], probabilities: np.ndarray) -> bytes:
     """[{"<key>": p, ...}, ...] as JSON text: each class column's numbers become tokens in one orjson call
-    (NaN as null, float32 widened as _json_list does) and one row template lays them out."""
+    (prediction_log.json_tokens: NaN as null, float32 widened as _json_list does) and one row template lays
+    them out."""
     assert _dumps is not None
     rows, width = probabilities.shape
-    wide = np.ascontiguousarray(probabilities.T, dtype=np.float64)
     cells: list[bytes] = [b""] * (rows * width)
     for k in range(width):
-        cells[k::width] = _dumps(wide[k], option=_NUMPY_OPTION)[1:-1].split(b",")
+        cells[k::width] = json_tokens(probabilities[:, k], _dumps, _NUMPY_OPTION)
     row = b"{" + b",".join(_dumps(key).replace(b"%", b"%%") + b":%s" for key in keys) + b"},"
     return b"[" + ((row * rows) % tuple(cells))[:-1] + b"]"
 
