@@ -413,8 +413,10 @@ def _arrow_column(column: Any, kind: FeatureKind, rows: int) -> np.ndarray:
         return _column([None] * rows, kind)
     import pyarrow as pa
 
+    from shared.arrow_numpy import float_values
+
     if kind == "numeric" and (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
-        values = np.asarray(column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
+        values = float_values(column)  # nulls are NaN
         finite = np.isfinite(values)
         if finite.all():
             return values  # read-only when it shares the segment's buffer; chunks are never written to
