@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -43,18 +44,25 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
+from shared import onnx_rewrite
 from shared.errors import ModelRejected, PipelineError
 from shared.spec import TrainingSpec, spec_hash
 from shared.training import CATEGORICAL_MISSING, feature_frame, model_rejected, single_threaded
 
 SIGNATURE_KEY = "mlops.signature"
 SPEC_HASH_KEY = "mlops.spec_hash"
+REWRITES_KEY = "mlops.rewrites"  # shared.onnx_rewrite's rewrites applied to skl2onnx's graph, comma-separated
+# A rewritten graph must give the original's outputs on the sample rows (and on them with every number missing)
+# to this relative tolerance; it only changes the MatMul's rounding order (~1e-15).
+REWRITE_TOLERANCE = 1e-9
 # Pinned so the same pipeline gives the same graph whatever onnx version is installed; opset 18
 # runs on onnxruntime >= 1.14. ai.onnx.ml 3 is the newest the skl2onnx tree converters target.
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 DEFAULT_MAX_ABS_DIFF = 1e-5
 DEFAULT_MIN_LABEL_AGREEMENT = 1.0
 _TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,8 +120,9 @@ def export_onnx(pipeline: Pipeline, spec: TrainingSpec, sample_df: pd.DataFrame)
                                "use an allow-listed estimator or report the converter error") from exc
     classes = list(getattr(estimator, "classes_", [])) if spec.task == "classification" else None
     signature = build_signature(spec, classes)
+    model, rewrites = _rewritten(model, sample_df, spec)
     onnx.helper.set_model_props(model, {SIGNATURE_KEY: json.dumps(signature, sort_keys=True),
-                                        SPEC_HASH_KEY: spec_hash(spec)})
+                                        SPEC_HASH_KEY: spec_hash(spec), REWRITES_KEY: ",".join(rewrites)})
     model.graph.name = spec.name  # skl2onnx names the graph with a random uuid
     model.doc_string = f"{spec.name}: {spec.task} on {spec.target} ({spec.estimator.type})"
     data: bytes = model.SerializeToString()
@@ -276,6 +285,44 @@ def _smoke_run(onnx_bytes: bytes, sample_df: pd.DataFrame, spec: TrainingSpec) -
         raise _export_rejected(spec, sample_df, f"the converted ONNX graph does not run on the sample "
                                f"rows: {type(exc).__name__}: {exc}; check that the pipeline was "
                                "trained with this spec") from exc
+
+
+def _rewritten(
+    model: onnx.ModelProto, sample_df: pd.DataFrame, spec: TrainingSpec
+) -> tuple[onnx.ModelProto, list[str]]:
+    """skl2onnx's graph with shared.onnx_rewrite's rewrites, if they give the same outputs on the sample rows and on
+    those rows with every numeric input missing; else the graph as converted (nothing applied)."""
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    applied: list[str] = []
+    try:
+        applied = onnx_rewrite.rewrite(rewritten)
+        if not applied:
+            return model, []
+        onnx.checker.check_model(rewritten)
+        missing = sample_df.head(5).copy()
+        missing[[f.name for f in spec.features if f.kind == "numeric"]] = np.nan
+        for rows in (sample_df.head(5), missing):
+            _check_same_outputs(run_onnx(model.SerializeToString(), rows, spec),
+                                run_onnx(rewritten.SerializeToString(), rows, spec))
+    except Exception as exc:  # a rewrite is an optimisation: the converted graph is always a correct answer
+        log.warning("ONNX rewrites %s not applied (model=%s): %s: %s", applied, spec.name, type(exc).__name__, exc)
+        return model, []
+    return rewritten, applied
+
+
+Outputs = tuple[np.ndarray, np.ndarray | None]  # run_onnx's (labels or predictions, probabilities)
+
+
+def _check_same_outputs(before: Outputs, after: Outputs) -> None:
+    for a, b in zip(before, after, strict=True):
+        if a is None or b is None:
+            continue
+        if a.dtype.kind == "f":
+            if not np.allclose(a, b, rtol=REWRITE_TOLERANCE, atol=REWRITE_TOLERANCE, equal_nan=True):
+                raise ValueError(f"outputs differ by up to {np.nanmax(np.abs(a - b)):.3g}")
+        elif not np.array_equal(a, b):
+            raise ValueError("labels differ")
 
 
 def _export_rejected(spec: TrainingSpec, sample_df: pd.DataFrame, message: str) -> ModelRejected:

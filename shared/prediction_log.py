@@ -48,9 +48,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, overload
+from itertools import groupby
+from typing import Any, cast, overload
 
 import numpy as np
+from orjson import OPT_SERIALIZE_NUMPY, dumps
 
 log = logging.getLogger(__name__)
 
@@ -279,24 +281,64 @@ class PredictionLogger:
         blobs = []
         for model, group in by_model.items():
             path = f"{model}/{stamp:%Y-%m-%d}/{stamp:%H%M%S}-{uuid.uuid4().hex}{LINES_SUFFIX}"
-            data = b"".join(_record_lines(record) for record in group)
-            blobs.append(_Blob(path, data, sum(r.rows for r in group)))
+            blobs.append(_Blob(path, _group_lines(group), sum(r.rows for r in group)))
         return blobs
 
 
-# From this many rows a request's lines are made column by column (columnar_lines: ~10x faster per row, but
-# a fixed ~50 µs to set up); fewer go line by line. Both give the same lines.
-COLUMNAR_MIN_ROWS = 64
+def _group_lines(records: list[_Record]) -> bytes:
+    """One model's records as lines, in order. Consecutive records of the same shape (what the scoring function
+    logs: array columns of the same inputs and classes) are stacked and written column by column in one
+    _columnar_lines call: a flush of 1,000 one-row requests took ~60 ms line by line, on a thread that holds the
+    GIL the requests being scored need."""
+    parts = []
+    for key, run in groupby(records, key=_stack_key):
+        if key is None:
+            parts += [_record_lines(record) for record in run]
+        else:
+            parts.append(_stacked_lines(list(run)))
+    return b"".join(parts)
 
 
 def _record_lines(record: _Record) -> bytes:
-    """A record's lines, each ended by a newline."""
-    inputs, outputs, ids = record.inputs, record.outputs, record.prediction_ids
-    if (record.rows >= COLUMNAR_MIN_ROWS and ids is not None and len(ids) == record.rows
-            and isinstance(inputs, Mapping) and all(isinstance(outputs[k], np.ndarray) for k in _OUTPUT_KEYS
-                                                    if k in outputs)):
-        return columnar_lines(record.model, record.version, record.request_id, record.at, ids, inputs, outputs)
     return "".join(line + "\n" for line in _lines(record)).encode()
+
+
+def _stack_key(record: _Record) -> tuple[Any, ...] | None:
+    """What records must share to be stacked (None: this one is written line by line)."""
+    inputs, outputs, ids = record.inputs, record.outputs, record.prediction_ids
+    predictions, probabilities = outputs.get("predictions"), outputs.get("probabilities")
+    if (not isinstance(inputs, Mapping) or not isinstance(predictions, np.ndarray)
+            or (probabilities is not None and not isinstance(probabilities, np.ndarray))
+            or (ids is not None and len(ids) != record.rows)):
+        return None
+    classes = None if probabilities is None else tuple(outputs.get("probability_classes") or ())
+    return record.version, tuple(inputs), predictions.dtype.kind, classes
+
+
+def _stacked_lines(run: list[_Record]) -> bytes:
+    """The lines of records alike by _stack_key; line by line if their columns do not line up row for row."""
+    first, rows = run[0], sum(r.rows for r in run)
+    columns = [cast(Mapping[str, np.ndarray], r.inputs) for r in run]  # Mappings: _stack_key
+    try:
+        stacked = {name: _concat([c[name] for c in columns]).reshape(-1) for name in columns[0]}
+        outputs: dict[str, Any] = {"predictions": _concat([r.outputs["predictions"] for r in run]).reshape(-1)}
+        if first.outputs.get("probabilities") is not None:
+            outputs["probabilities"] = _concat([r.outputs["probabilities"] for r in run])
+            outputs["probability_classes"] = first.outputs.get("probability_classes")
+    except ValueError:  # pieces of different shapes
+        return b"".join(_record_lines(record) for record in run)
+    if any(len(column) != rows for column in (*stacked.values(), outputs["predictions"])):
+        return b"".join(_record_lines(record) for record in run)
+    ids: list[str] = []
+    for r in run:
+        ids += default_prediction_ids(r.request_id, r.rows) if r.prediction_ids is None else r.prediction_ids
+    return _columnar_lines(first.model, first.version, [(r.request_id, r.at, r.rows) for r in run], ids,
+                           stacked, outputs)
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    # along the first axis: ~2x faster than flattening each piece (axis=None) for a thousand one-row requests
+    return np.asarray(arrays[0]) if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def log_blob_path(model: str, at: float, tag: str, suffix: str = LINES_SUFFIX) -> str:
@@ -320,15 +362,23 @@ def columnar_lines(
     Built column by column: each column's cells become JSON tokens in one call, and one bytes template
     with a %s per cell lays the lines out, so the cost per row is no Python call at all.
     """
-    try:
-        from orjson import OPT_SERIALIZE_NUMPY, dumps
-    except ImportError:  # pragma: no cover - orjson is in requirements.txt
-        record = _Record(model, version, request_id, at, inputs, outputs, len(prediction_ids), prediction_ids)
-        return ("\n".join(_lines(record)) + "\n").encode()
-    stamp = datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
-    head = {"request_id": request_id, "prediction_id": _SLOT, "model": model, "version": version, "timestamp": stamp}
+    return _columnar_lines(model, version, [(request_id, at, len(prediction_ids))], prediction_ids, inputs, outputs)
+
+
+def _columnar_lines(
+    model: str, version: int, requests: Sequence[tuple[str, float, int]], prediction_ids: Sequence[str],
+    inputs: Mapping[str, np.ndarray], outputs: Mapping[str, Any],
+) -> bytes:
+    """columnar_lines for the rows of one or more requests in a row: requests holds (request_id, at, rows) of
+    each, in order."""
+    head = {"request_id": _SLOT, "prediction_id": _SLOT, "model": model, "version": version, "timestamp": _SLOT}
     out: dict[str, Any] = {"predictions": _SLOT}
-    columns = [_id_tokens(prediction_ids, dumps)]
+    request_tokens: list[bytes] = []
+    stamps: list[bytes] = []
+    for request_id, at, rows in requests:
+        request_tokens += [_token(request_id, dumps)] * rows
+        stamps += [b'"%s"' % datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds").encode()] * rows
+    columns = [request_tokens, _id_tokens(prediction_ids, dumps), stamps]
     columns += [json_tokens(np.asarray(v).reshape(-1), dumps, OPT_SERIALIZE_NUMPY) for v in inputs.values()]
     columns.append(json_tokens(np.asarray(outputs["predictions"]).reshape(-1), dumps, OPT_SERIALIZE_NUMPY))
     probabilities = outputs.get("probabilities")

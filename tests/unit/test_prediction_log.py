@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared import names, prediction_log
 from shared.prediction_log import PredictionLogger, default_prediction_ids
@@ -259,12 +261,12 @@ def test_logging_from_many_threads_loses_nothing(make: Callable[..., PredictionL
     assert len({line["request_id"] for line in sink.lines()}) == 400
 
 
-@pytest.mark.parametrize("rows", [3, 64, 500])
-def test_a_big_request_is_logged_column_by_column_with_the_same_lines(
+@pytest.mark.parametrize("rows", [1, 3, 64, 500])
+def test_array_outputs_are_logged_column_by_column_with_the_same_lines(
     make: Callable[..., PredictionLogger], sink: MemorySink, rows: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Array outputs (what scoring hands the logger) and the JSON answer's lists give the same lines, whether the
-    request is small (line by line) or big (columnar_lines)."""
+    """Array outputs (what scoring hands the logger) are written column by column, and give the same lines as the
+    JSON answer's lists, which are written line by line."""
     rng = np.random.default_rng(rows)
     inputs = {"torque": rng.normal(40, 10, (rows, 1)).astype(np.float32),
               "speed": np.where(rng.random((rows, 1)) < 0.1, np.nan, rng.normal(1500, 99, (rows, 1))),
@@ -278,13 +280,13 @@ def test_a_big_request_is_logged_column_by_column_with_the_same_lines(
     answer = {"predictions": labels.tolist(), "prediction_ids": ids, "model": {"name": "churn", "version": 3},
               "probabilities": [{"fail": a, "ok": b} for a, b in probabilities.tolist()]}
     columnar: list[int] = []
-    real = prediction_log.columnar_lines
+    real = prediction_log._columnar_lines
 
     def spy(*args: Any) -> bytes:
-        columnar.append(len(args[4]))
+        columnar.append(len(args[3]))
         return real(*args)
 
-    monkeypatch.setattr(prediction_log, "columnar_lines", spy)
+    monkeypatch.setattr(prediction_log, "_columnar_lines", spy)
     logger = make(flush_rows=10**6)
     logger.log("churn", 3, "req-a", inputs, columns, ids)
     logger.flush()
@@ -294,7 +296,7 @@ def test_a_big_request_is_logged_column_by_column_with_the_same_lines(
     logger.flush()
     from_lists = sink.lines()
     assert len(from_arrays) == rows and from_arrays == from_lists
-    assert columnar == ([rows] if rows >= prediction_log.COLUMNAR_MIN_ROWS else [])
+    assert columnar == [rows]  # the arrays' flush only
     assert [list(line) for line in from_arrays[:1]] == [["request_id", "prediction_id", "model", "version",
                                                          "timestamp", "inputs", "outputs"]]
     assert from_arrays[0]["inputs"]["speed"] is None or isinstance(from_arrays[0]["inputs"]["speed"], float)
@@ -313,3 +315,57 @@ def test_default_ids_read_as_the_list_of_ids_they_stand_for() -> None:
     assert ids != default_prediction_ids("req-7", 5) and ids != "req-7-10"
     assert ids == prediction_log.DefaultIds("req-7", 5, 10) and ids != prediction_log.DefaultIds("req-7", 4, 10)
     assert not prediction_log.DefaultIds("r", 0) and list(prediction_log.DefaultIds("r", 0)) == []
+
+
+CLASSES = ("fail", "ok")
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> list[tuple[int, str, dict[str, np.ndarray], dict[str, Any], list[str] | None]]:
+    """Requests as the scoring function logs them (array columns), of a few shapes, versions and id kinds."""
+    out = []
+    for i in range(draw(st.integers(1, 12))):
+        rows = draw(st.integers(0, 4))
+        names = draw(st.sampled_from([("torque", "type"), ("torque",), ("type", "torque")]))
+        values = st.floats(allow_infinity=False, width=32) | st.just(float("nan"))
+        inputs = {
+            name: (np.array(draw(st.lists(values, min_size=rows, max_size=rows)), dtype=np.float32)
+                   if name == "torque" else
+                   np.array(draw(st.lists(st.sampled_from(["L", "M", "ü", 'q"%s']), min_size=rows, max_size=rows)),
+                            dtype=object)).reshape(-1, 1)
+            for name in names
+        }
+        p = np.array(draw(st.lists(st.floats(0, 1), min_size=rows, max_size=rows)), dtype=np.float64)
+        columns: dict[str, Any] = {"predictions": np.where(p > 0.5, "fail", "ok").astype(object),
+                                   "model": {"name": "churn"}}
+        if draw(st.booleans()):
+            columns.update(probabilities=np.stack([p, 1 - p], axis=1).reshape(rows, 2), probability_classes=CLASSES)
+        ids = draw(st.none() | st.just([f"c{i}.{r}" for r in range(rows)]))
+        out.append((draw(st.sampled_from([3, 4])), f"req-{i}", inputs, columns, ids))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(_requests())
+def test_requests_stacked_in_one_flush_give_the_lines_each_gives_alone(
+    requests: list[tuple[int, str, dict[str, np.ndarray], dict[str, Any], list[str] | None]],
+) -> None:
+    """A flush stacks consecutive requests of one shape into one columnar write; its lines are those of the
+    requests written one at a time, in order, and ASCII."""
+    def flushed(batches: list[list[Any]]) -> list[bytes]:
+        sink = MemorySink()
+        clock = FakeClock()
+        with PredictionLogger(sink, clock=clock, flush_rows=10**6, flush_seconds=3600.0) as logger:
+            for batch in batches:
+                for version, rid, inputs, columns, ids in batch:
+                    clock.now += 0.5
+                    logger.log("churn", version, rid, inputs, columns, ids)
+                logger.flush()
+        return list(sink.blobs.values())  # in the order written
+
+    together = b"".join(flushed([requests]))
+    alone = flushed([[request] for request in requests])
+    assert together.isascii()
+    assert [json.loads(line) for line in together.splitlines()] == [
+        json.loads(line) for data in alone for line in data.splitlines()]
+    assert len(together.splitlines()) == sum(len(request[3]["predictions"]) for request in requests)

@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 
 from examples import datasets
+from shared import onnx_rewrite
 from shared.data_checks import load_dataset, prepare
 from shared.errors import DataRejected
 from shared.onnx_export import (
+    REWRITES_KEY,
     SIGNATURE_KEY,
     ParityReport,
     build_signature,
@@ -371,3 +373,46 @@ def test_a_champion_scores_a_rebuilt_frame_like_its_own_prepared_rows() -> None:
     own_labels, own_proba = run_onnx(onnx_bytes, own.iloc[holdout["row_id"]], champion)
     assert labels.tolist() == own_labels.tolist()
     assert proba is not None and own_proba is not None and np.array_equal(proba, own_proba)
+
+
+def _breast_cancer() -> tuple[TrainingSpec, Any, pd.DataFrame]:
+    spec = parse_spec((EXAMPLES / "breast-cancer.yaml").read_bytes(), "breast-cancer.yaml")
+    result = train(prepare(datasets.breast_cancer(), spec).frame, spec)
+    holdout = result.holdout.copy()
+    holdout.iloc[::3, 2:9] = np.nan  # the imputer's path too
+    return spec, result, holdout
+
+
+def test_a_numeric_linear_model_is_exported_rewritten_and_scores_as_converted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """shared.onnx_rewrite's rewrites apply to the breast-cancer pipeline (imputer, scaler, logistic regression),
+    are named in the metadata, and change no output beyond the MatMul's rounding."""
+    spec, result, holdout = _breast_cancer()
+    rewritten = export_onnx(result.pipeline, spec, result.holdout)
+    monkeypatch.setattr(onnx_rewrite, "REWRITES", {})
+    converted = export_onnx(result.pipeline, spec, result.holdout)
+    props = {p.key: p.value for p in onnx.load_from_string(rewritten).metadata_props}
+    assert props[REWRITES_KEY] == "fold_affine,feature_major"
+    assert {p.key: p.value for p in onnx.load_from_string(converted).metadata_props}[REWRITES_KEY] == ""
+    ops = [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
+    assert "Sub" not in ops and "Transpose" in ops
+    (labels, proba), (labels0, proba0) = run_onnx(rewritten, holdout, spec), run_onnx(converted, holdout, spec)
+    assert list(labels) == list(labels0)
+    assert proba is not None and proba0 is not None
+    np.testing.assert_allclose(proba, proba0, rtol=1e-9, atol=1e-12)
+    assert parity_check(result.pipeline, rewritten, result.holdout, spec).passed
+
+
+def test_a_rewrite_that_changes_an_output_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """export_onnx checks the rewritten graph against the converted one and keeps the converted one on a mismatch."""
+    spec, result, _ = _breast_cancer()
+    monkeypatch.setattr(onnx_rewrite, "REWRITES", {})
+    converted = export_onnx(result.pipeline, spec, result.holdout)
+
+    def shift_the_bias(model: onnx.ModelProto) -> bool:
+        onnx_rewrite.fold_affine(model)
+        bias = next(i for i in model.graph.initializer if i.name == "intercept")
+        bias.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(bias) + 1e-6, "intercept"))
+        return True
+
+    monkeypatch.setattr(onnx_rewrite, "REWRITES", {"shift_the_bias": shift_the_bias})
+    assert export_onnx(result.pipeline, spec, result.holdout) == converted

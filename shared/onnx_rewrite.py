@@ -1,0 +1,227 @@
+"""Exact rewrites of the graphs skl2onnx makes for linear models, which onnxruntime's optimiser leaves alone.
+
+A numeric pipeline like breast-cancer's (imputer, scaler, logistic regression) converts to
+Concat(30 [N, 1] inputs) -> Where(IsNaN(x), fill, x) -> Sub(mean) -> Div(scale) -> MatMul(coef) -> Add(intercept).
+For 10,000 rows onnxruntime spent ~380 µs in the Concat (30 strided column copies), ~500 µs in the Where
+(broadcasting a [1, 30] fill over 30-wide rows) and ~380 µs in the scaler, of ~2.3 ms. Two rewrites:
+
+- fold_affine: per-feature Sub/Add/Mul/Div by constants just before a MatMul by a constant matrix is an affine map
+  x * a + c; it folds into the matrix and the bias after it: MatMul(x, diag(a) W), Add(c W + b).
+- feature_major: Concat the [N, 1] inputs along axis 0 as [1, N] rows (each a contiguous copy) into x^T [F, N], run
+  IsNaN/Where there with the fill as a [F, 1] column (long contiguous spans), MatMul(W^T, x^T) gives [K, N], and one
+  Transpose of that small result restores [N, K] under the old name.
+
+Both keep every value the graph computes except the MatMul's rounding order (~1e-15 relative); export_onnx
+checks the rewritten graph against the original and against sklearn, and keeps the original on any doubt.
+A graph that does not match a pattern exactly (a categorical input, a tree model, a constant used twice) is left
+as it is. Only onnx (build-time) is needed; scoring just loads the result.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+_AFFINE_OPS = ("Sub", "Add", "Mul", "Div")
+
+
+class _Graph:
+    """The graph's nodes, constants and consumers, kept in step while a rewrite edits them."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.consts = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        self.outputs = {o.name for o in graph.output}
+        self._taken = {*self.consts, *(i.name for i in graph.input), *(x for n in graph.node for x in n.output),
+                       *(n.name for n in graph.node)}
+
+    def producer(self, name: str) -> onnx.NodeProto | None:
+        return next((n for n in self.graph.node if name in n.output), None)
+
+    def consumers(self, name: str) -> list[onnx.NodeProto]:
+        return [n for n in self.graph.node if name in n.input]
+
+    def only_consumer(self, name: str) -> onnx.NodeProto | None:
+        """The one node that reads `name`, if nothing else (no other node, no graph output) does."""
+        users = self.consumers(name)
+        return users[0] if len(users) == 1 and name not in self.outputs else None
+
+    def const(self, name: str) -> np.ndarray | None:
+        """An initializer used by one node only (so a rewrite may change it)."""
+        return self.consts.get(name) if len(self.consumers(name)) == 1 else None
+
+    def set_const(self, name: str, value: np.ndarray) -> None:
+        for init in self.graph.initializer:
+            if init.name == name:
+                init.CopyFrom(numpy_helper.from_array(value, name))
+        self.consts[name] = value
+
+    def add_const(self, name: str, value: np.ndarray) -> str:
+        self.graph.initializer.append(numpy_helper.from_array(value, name))
+        self.consts[name] = value
+        return name
+
+    def unique(self, base: str) -> str:
+        """A name no tensor, constant or node of the graph has, nor any name this returned before."""
+        name, i = base, 0
+        while name in self._taken:
+            i += 1
+            name = f"{base}{i}"
+        self._taken.add(name)
+        return name
+
+    def drop_unused_consts(self) -> None:
+        used = {i for n in self.graph.node for i in n.input}
+        keep = [init for init in self.graph.initializer if init.name in used]
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(keep)
+        self.consts = {k: v for k, v in self.consts.items() if k in used}
+
+
+def _per_feature(value: np.ndarray | None, features: int) -> np.ndarray | None:
+    """A constant as a [features] vector if it broadcasts per feature over [N, features] (a scalar, [F], [1, F])."""
+    if value is None or value.dtype.kind != "f" or value.size not in (1, features):
+        return None
+    if value.ndim > 2 or (value.ndim == 2 and value.shape[0] != 1):
+        return None
+    return np.broadcast_to(value.reshape(-1), (features,)).astype(np.float64)
+
+
+def fold_affine(model: onnx.ModelProto) -> bool:
+    """Fold per-feature constant Sub/Add/Mul/Div chains into the MatMul(x, W) + b after them; True if any."""
+    g = _Graph(model.graph)
+    changed = False
+    for matmul in [n for n in g.graph.node if n.op_type == "MatMul"]:
+        changed = _fold_into(g, matmul) or changed
+    if changed:
+        g.drop_unused_consts()
+    return changed
+
+
+def _fold_into(g: _Graph, matmul: onnx.NodeProto) -> bool:
+    w = g.const(matmul.input[1])
+    add = g.only_consumer(matmul.output[0])
+    if w is None or w.ndim != 2 or add is None or add.op_type != "Add" or add.input[0] != matmul.output[0]:
+        return False
+    b = g.const(add.input[1])
+    if b is None or b.size != w.shape[1] or b.dtype != w.dtype:
+        return False
+    chain, source = _affine_chain(g, matmul.input[0], w.shape[0])
+    if not chain:
+        return False
+    scale, shift = np.ones(w.shape[0]), np.zeros(w.shape[0])
+    for node, k in reversed(chain):  # from the chain's input to the MatMul: x * scale + shift
+        if node.op_type in ("Sub", "Add"):
+            shift = shift - k if node.op_type == "Sub" else shift + k
+        else:
+            k = k if node.op_type == "Mul" else 1.0 / k
+            scale, shift = scale * k, shift * k
+    g.set_const(matmul.input[1], (w * scale[:, None]).astype(w.dtype))
+    g.set_const(add.input[1], (b + (shift @ w).reshape(b.shape)).astype(b.dtype))
+    matmul.input[0] = source
+    for node, _ in chain:
+        g.graph.node.remove(node)
+    return True
+
+
+def _affine_chain(g: _Graph, source: str, features: int) -> tuple[list[tuple[onnx.NodeProto, np.ndarray]], str]:
+    """The per-feature constant Sub/Add/Mul/Div nodes that produce `source`, walking back, each read only by the
+    next; with the tensor the chain starts from."""
+    chain = []
+    while (node := g.producer(source)) is not None and node.op_type in _AFFINE_OPS \
+            and g.only_consumer(source) is not None \
+            and (k := _per_feature(g.consts.get(node.input[1]), features)) is not None:
+        chain.append((node, k))
+        source = node.input[0]
+    return chain, source
+
+
+def feature_major(model: onnx.ModelProto) -> bool:
+    """Concat of [N, 1] inputs -> (IsNaN/Where fill) -> MatMul(W) computed on the transposed matrix; True if done."""
+    g = _Graph(model.graph)
+    inputs = {i.name: i for i in g.graph.input}
+    for concat in [n for n in g.graph.node if n.op_type == "Concat"]:
+        axis = next((a.i for a in concat.attribute if a.name == "axis"), None)
+        if axis not in (1, -1) or not all(_column_input(inputs.get(name)) for name in concat.input):
+            continue
+        found = _imputed_matmul(g, concat.output[0], len(concat.input))
+        if found is not None:
+            _transpose(g, concat, *found)
+            g.drop_unused_consts()
+            return True
+    return False
+
+
+def _imputed_matmul(
+    g: _Graph, x: str, features: int
+) -> tuple[onnx.NodeProto | None, onnx.NodeProto | None, onnx.NodeProto, np.ndarray] | None:
+    """(IsNaN, Where, MatMul, W) when x is read only by MatMul(x, W) or by Where(IsNaN(x), fill, x) -> MatMul(., W),
+    with constant per-feature fill and W."""
+    users = g.consumers(x)
+    if x in g.outputs or not users:
+        return None
+    isnan = next((n for n in users if n.op_type == "IsNaN"), None)
+    where = None
+    if isnan is None:
+        matmul = users[0] if len(users) == 1 else None
+    else:
+        where = g.only_consumer(isnan.output[0])
+        if (len(users) != 2 or where is None or where.op_type != "Where" or where not in users
+                or list(where.input) != [isnan.output[0], where.input[1], x]
+                or _per_feature(g.const(where.input[1]), features) is None):
+            return None
+        matmul = g.only_consumer(where.output[0])
+    if matmul is None or matmul.op_type != "MatMul" or matmul.input[0] != (x if where is None else where.output[0]):
+        return None
+    w = g.const(matmul.input[1])
+    if w is None or w.ndim != 2 or w.shape[0] != features:
+        return None
+    return isnan, where, matmul, w
+
+
+def _column_input(value: onnx.ValueInfoProto | None) -> bool:
+    """A graph input of shape [N, 1] holding floating-point numbers."""
+    if value is None or not value.type.HasField("tensor_type"):
+        return False
+    tensor = value.type.tensor_type
+    dims = tensor.shape.dim
+    return (tensor.elem_type in (onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT) and len(dims) == 2
+            and dims[1].HasField("dim_value") and dims[1].dim_value == 1)
+
+
+def _transpose(g: _Graph, concat: onnx.NodeProto, isnan: onnx.NodeProto | None, where: onnx.NodeProto | None,
+               matmul: onnx.NodeProto, w: np.ndarray) -> None:
+    # [N, 1] pieces stacked along axis 0 are plain copies one after another: [F * N, 1], read as [F, N]
+    stacked = g.unique("fm_stacked")
+    shape = g.add_const(g.unique("fm_shape"), np.array([len(concat.input), -1], dtype=np.int64))
+    xt = g.unique("fm_x")
+    nodes = [helper.make_node("Concat", list(concat.input), [stacked], axis=0, name=g.unique("fm_concat")),
+             helper.make_node("Reshape", [stacked, shape], [xt], name=g.unique("fm_reshape"))]
+    if isnan is not None and where is not None:
+        fill = g.consts[where.input[1]]
+        fill_t = g.add_const(g.unique("fm_fill"), fill.reshape(-1, 1).astype(fill.dtype))
+        nan_t, filled_t = g.unique("fm_isnan"), g.unique("fm_filled")
+        nodes.append(helper.make_node("IsNaN", [xt], [nan_t], name=g.unique("fm_isnan_node")))
+        nodes.append(helper.make_node("Where", [nan_t, fill_t, xt], [filled_t], name=g.unique("fm_where")))
+        xt = filled_t
+    w_t = g.add_const(g.unique("fm_weights"), np.ascontiguousarray(w.T))
+    product = g.unique("fm_product")
+    nodes.append(helper.make_node("MatMul", [w_t, xt], [product], name=g.unique("fm_matmul")))
+    nodes.append(helper.make_node("Transpose", [product], [matmul.output[0]], perm=[1, 0],
+                                  name=g.unique("fm_transpose")))
+    old = [n for n in (concat, isnan, where, matmul) if n is not None]
+    at = min(list(g.graph.node).index(n) for n in old)
+    for node in old:
+        g.graph.node.remove(node)
+    for offset, node in enumerate(nodes):
+        g.graph.node.insert(at + offset, node)
+
+
+REWRITES: dict[str, Callable[[onnx.ModelProto], bool]] = {"fold_affine": fold_affine, "feature_major": feature_major}
+
+
+def rewrite(model: onnx.ModelProto) -> list[str]:
+    """Apply every rewrite that matches, in place, in order; the names of those applied."""
+    return [name for name, apply in REWRITES.items() if apply(model)]

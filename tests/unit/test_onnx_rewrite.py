@@ -1,0 +1,121 @@
+"""shared.onnx_rewrite: the rewritten graph computes what the original does, on graphs of every matching shape."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from shared import onnx_rewrite
+
+OPS = ("Sub", "Add", "Mul", "Div")
+
+
+def _graph(features: int, classes: int, imputer: bool, chain: list[tuple[str, np.ndarray]], seed: int,
+           extra_output: bool = False) -> onnx.ModelProto:
+    """What skl2onnx makes of [imputer] -> [scaler-like chain] -> linear model, on `features` [N, 1] inputs."""
+    rng = np.random.default_rng(seed)
+    names = [f"f{i}" for i in range(features)]
+    nodes = [helper.make_node("Concat", names, ["x"], axis=1)]
+    inits = []
+    x = "x"
+    if imputer:
+        inits.append(numpy_helper.from_array(rng.normal(size=(1, features)), "fill"))
+        nodes += [helper.make_node("IsNaN", [x], ["nan"]), helper.make_node("Where", ["nan", "fill", x], ["filled"])]
+        x = "filled"
+    for i, (op, k) in enumerate(chain):
+        inits.append(numpy_helper.from_array(k, f"k{i}"))
+        nodes.append(helper.make_node(op, [x, f"k{i}"], [f"a{i}"]))
+        x = f"a{i}"
+    inits += [numpy_helper.from_array(rng.normal(size=(features, classes)), "W"),
+              numpy_helper.from_array(rng.normal(size=(1, classes)), "b")]
+    nodes += [helper.make_node("MatMul", [x, "W"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["scores"]),
+              helper.make_node("Sigmoid", ["scores"], ["probabilities"])]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, [None, classes])]
+    if extra_output:  # the scaled matrix is also an output: nothing before the MatMul may change
+        outputs.append(helper.make_tensor_value_info(x, TensorProto.DOUBLE, [None, features]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [None, 1])
+                                          for n in names], outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[Any]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {f"f{i}": np.ascontiguousarray(x[:, [i]]) for i in range(x.shape[1])}
+    return session.run(None, feeds)
+
+
+def _rewritten(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    applied = onnx_rewrite.rewrite(copy)
+    onnx.checker.check_model(copy)
+    return copy, applied
+
+
+@st.composite
+def _chains(draw: st.DrawFn, features: int) -> list[tuple[str, np.ndarray]]:
+    chain = []
+    for _ in range(draw(st.integers(0, 3))):
+        shape = draw(st.sampled_from([(features,), (1, features), ()]))
+        k = np.array(draw(st.lists(st.floats(0.25, 4.0) | st.floats(-4.0, -0.25), min_size=features,
+                                   max_size=features)))[: (features if shape else 1)].reshape(shape)
+        chain.append((draw(st.sampled_from(OPS)), k))
+    return chain
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), st.integers(1, 12), st.integers(1, 3), st.booleans(), st.integers(0, 2**16),
+       st.integers(0, 40))
+def test_the_rewritten_graph_gives_the_originals_outputs(
+    data: st.DataObject, features: int, classes: int, imputer: bool, seed: int, rows: int,
+) -> None:
+    model = _graph(features, classes, imputer, data.draw(_chains(features)), seed)
+    rewritten, applied = _rewritten(model)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 3, (rows, features))
+    if imputer:
+        x[rng.random(x.shape) < 0.2] = np.nan
+    before, after = _run(model, x), _run(rewritten, x)
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-9, atol=1e-12)
+    assert "feature_major" in applied  # every graph here matches it
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert not any(op in OPS for op in ops[: ops.index("MatMul")])  # the chain folded away
+    assert len(rewritten.graph.node) <= len(model.graph.node) + 2  # Reshape and Transpose, at most
+
+
+def test_a_chain_whose_result_is_also_read_elsewhere_is_left_alone() -> None:
+    chain = [("Sub", np.arange(4.0)), ("Div", np.arange(1.0, 5.0))]
+    model = _graph(4, 2, True, chain, seed=1, extra_output=True)
+    rewritten, applied = _rewritten(model)
+    assert applied == []
+    assert rewritten.SerializeToString() == model.SerializeToString()
+
+
+def test_a_string_input_keeps_the_graph_row_major() -> None:
+    """A categorical input (one-hot encoded) is not an [N, 1] number: the Concat is not rewritten."""
+    model = _graph(3, 2, False, [], seed=2)
+    model.graph.input[1].type.tensor_type.elem_type = TensorProto.STRING
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    assert onnx_rewrite.feature_major(copy) is False
+    assert copy.SerializeToString() == model.SerializeToString()
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_each_affine_op_folds_into_the_weights_and_bias(op: str) -> None:
+    k = np.array([0.5, 2.0, -3.0])
+    model = _graph(3, 2, False, [(op, k)], seed=3)
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    assert onnx_rewrite.fold_affine(folded) is True
+    assert [n.op_type for n in folded.graph.node] == ["Concat", "MatMul", "Add", "Sigmoid"]
+    x = np.random.default_rng(3).normal(size=(7, 3))
+    np.testing.assert_allclose(_run(folded, x)[0], _run(model, x)[0], rtol=1e-12)
