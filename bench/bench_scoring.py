@@ -777,8 +777,8 @@ def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
                                       done, FILE_ROWS, peak.peak, before)
     v.notes.append(f"the {len(data) / 1e6:,.0f} MB CSV file ({FILE_ROWS:,} rows) took {written - started:.1f} s to "
                    "upload (not counted); devhost's peak includes its memory before the drop (training stack, "
-                   "earlier requests) and the blob trigger's own copy of the file (the worker hands the function "
-                   "the whole blob; score_file reads it again in ranges)")
+                   "earlier requests); the trigger binds a BlobClient (SDK type), so no copy of the file is held: "
+                   "score_file reads it in ranges")
 
 
 def completed(storage: AzureStorage, marker: str) -> bool:

@@ -24,7 +24,8 @@ Emulated, reusing the real azure-functions library for indexing and trigger obje
   local Event Grid that scans for new blob versions (devhost/eventgrid.py, blobqueue.py);
   source=LogsAndContainerScan by container scanning; ETag receipts in azure-webjobs-hosts (once
   per blob version, across restarts), webjobs-blobtrigger-poison after 5 failures; the worker's
-  InputStream with blob properties and metadata; maxDegreeOfParallelism;
+  InputStream with blob properties and metadata, or an SDK type (the blob extension's BlobClient) made by
+  the extension from a reference, with no download; maxDegreeOfParallelism;
 - timerTrigger: 6-field NCRONTAB or TimeSpan schedules, runOnStartup, IsPastDue for an occurrence
   missed while stopped (schedule status blob; useMonitor off for sub-minute schedules), injected clock;
 - "Executing/Executed 'Functions.<name>'" log lines; graceful stop (bounded wait for running

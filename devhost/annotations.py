@@ -36,6 +36,21 @@ def _accepts(binding_type: str, pytype: Any, *, output: bool) -> bool:
     return bool(check(pytype))
 
 
+def sdk_converter(binding_type: str, pytype: Any) -> Any:
+    """The worker extension's converter when `pytype` is an SDK type it binds for this binding (a deferred binding:
+    the host sends a reference, not the data), else None. The worker asks the same registry
+    (azurefunctions.extensions.base, installed with e.g. azurefunctions-extensions-bindings-blob)."""
+    try:
+        from azurefunctions.extensions.base import get_binding_registry
+    except ImportError:  # no extension installed: no SDK types
+        return None
+    registry = get_binding_registry()
+    converter = registry.get(binding_type)
+    if converter is None or not registry.check_supported_type(pytype):
+        return None
+    return converter if converter.check_input_type_annotation(pytype) else None
+
+
 def _is_out(annotation: Any) -> bool:
     origin = typing.get_origin(annotation) or annotation
     return isinstance(origin, type) and origin.__name__ == "Out"
@@ -63,6 +78,8 @@ def _check_param(name: str, param: str, binding: dict[str, Any], annotation: Any
     if not is_binding_out and is_out:
         raise FunctionLoadError(name, f'binding {param} is declared to have the "in" direction in '
                                       "function.json, but its annotation is azure.functions.Out in Python")
+    if not is_out and sdk_converter(str(binding["type"]), pytype) is not None:
+        return
     binding_type = "generic" if pytype in (str, bytes) else str(binding["type"])
     if not _accepts(binding_type, pytype, output=is_out):
         type_name = getattr(pytype, "__name__", repr(pytype))

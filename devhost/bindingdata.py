@@ -39,7 +39,8 @@ LEASE_STATUS = {"locked": 0, "unlocked": 1}
 
 @dataclass(frozen=True)
 class DownloadedBlob:
-    """The bytes of one blob version with the properties of that same version (one GET)."""
+    """The bytes of one blob version with the properties of that same version (one GET); no bytes (b"") when
+    the function binds an SDK type, which reads the blob itself."""
 
     container: str
     name: str
@@ -70,6 +71,16 @@ def download(storage: AzureStorage, container: str, name: str) -> DownloadedBlob
     except ResourceNotFoundError as exc:
         raise NotFound(f"blob (container={container}, path={name}) not found") from exc
     return DownloadedBlob(container, name, data, downloader.properties, blob_uri(storage, container, name))
+
+
+def fetch(storage: AzureStorage, container: str, name: str, *, data: bool) -> DownloadedBlob:
+    """download(), or with data=False only the properties (for an SDK-type binding). Raises NotFound."""
+    if data:
+        return download(storage, container, name)
+    found = properties(storage, container, name)
+    if found is None:
+        raise NotFound(f"blob (container={container}, path={name}) not found")
+    return DownloadedBlob(container, name, b"", found, blob_uri(storage, container, name))
 
 
 def properties(storage: AzureStorage, container: str, name: str) -> BlobProperties | None:
@@ -187,6 +198,32 @@ def trigger_metadata(blob: DownloadedBlob, path_params: Mapping[str, str]) -> di
     for name, value in path_params.items():
         metadata.setdefault(name, meta.Datum(type="string", value=value))  # strings travel as string data
     return metadata
+
+
+@dataclass(frozen=True)
+class ModelBindingData:
+    """The host's reference to a blob for an SDK-type binding (the RPC message ModelBindingData), as the worker
+    extension reads it: JSON content naming the connection setting, the container and the blob."""
+
+    content: bytes
+    version: str = "1.0"
+    source: str = "AzureStorageBlobs"
+    content_type: str = "application/json"
+
+
+def trigger_argument(blob: DownloadedBlob, path_params: Mapping[str, str], trigger: Mapping[str, Any],
+                     sdk_type: Any) -> Any:
+    """The blob trigger's argument: the SDK client the worker extension makes from the host's reference when the
+    function binds an SDK type (sdk_type), else a func.InputStream over the downloaded bytes."""
+    if sdk_type is None:
+        return input_stream(blob, path_params)
+    from azurefunctions.extensions.base import Datum, get_binding_registry  # present: sdk_type was recognised
+
+    content = json.dumps({"Connection": trigger.get("connection") or "AzureWebJobsStorage",
+                          "ContainerName": blob.container, "BlobName": blob.name})
+    converter = get_binding_registry().get(str(trigger["type"]))
+    return converter.decode(Datum(ModelBindingData(content.encode()), "model_binding_data"),
+                            trigger_metadata=trigger_metadata(blob, path_params), pytype=sdk_type)
 
 
 def input_stream(blob: DownloadedBlob, path_params: Mapping[str, str]) -> InputStream:

@@ -28,7 +28,7 @@ from typing import Any
 
 from azure.functions.queue import QueueMessage
 
-from devhost.bindingdata import download, input_stream
+from devhost.bindingdata import fetch, trigger_argument
 from devhost.clock import Clock
 from devhost.config import QueueOptions
 from devhost.index import FunctionSpec, Invoker
@@ -113,7 +113,7 @@ class SharedBlobQueueListener(QueueListener):
                         name, function_id, msg.id)
             return
         try:
-            blob = download(registration.storage, container, name)
+            blob = fetch(registration.storage, container, name, data=registration.spec.sdk_type is None)
         except NotFound:
             log.info("Blob '%s' will not be processed because the blob cannot be found. Message Id: '%s'",
                      name, msg.id)
@@ -123,4 +123,4 @@ class SharedBlobQueueListener(QueueListener):
         match = registration.pattern.match(name)
         params = {k: v for k, v in match.groupdict().items() if v is not None} if match else {}
         self._run_function(registration.spec, f"New blob detected({registration.source}): {container}/{name}",
-                           input_stream(blob, params))
+                           trigger_argument(blob, params, registration.spec.trigger, registration.spec.sdk_type))

@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 
-from devhost.bindingdata import blob_uri, download, input_stream, properties
+from devhost.bindingdata import blob_uri, fetch, properties, trigger_argument
 from devhost.blobqueue import BLOB_POISON_QUEUE
 from devhost.clock import Clock
 from devhost.config import HOSTS_CONTAINER, DevHostError, resolve
@@ -113,14 +113,14 @@ class BlobScanner(_ContainerScan):
     def _process(self, info: BlobInfo, key: str, params: dict[str, str]) -> None:
         try:
             try:
-                blob = download(self._storage, info.container, info.name)
+                blob = fetch(self._storage, info.container, info.name, data=self.spec.sdk_type is None)
             except NotFound:
                 return  # deleted since the listing
             if blob.etag.strip('"') != info.etag.strip('"'):  # listings give ETags unquoted
                 return  # overwritten since the listing: the next scan sees the new version
             reason = f"New blob detected({self.source}): {info.container}/{info.name}"
             try:
-                self._invoke(self.spec, reason, input_stream(blob, params))
+                self._invoke(self.spec, reason, trigger_argument(blob, params, self.spec.trigger, self.spec.sdk_type))
             except Exception:
                 self._failed(info, key, blob.etag)
                 return

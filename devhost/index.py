@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import traceback
+import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import azure.functions as func
 
-from devhost.annotations import FunctionLoadError, check_function
+from devhost.annotations import FunctionLoadError, check_function, sdk_converter
 from devhost.config import DevHostError
 from devhost.outputs import Out, OutputWriter, check_output
 
@@ -36,6 +37,7 @@ class FunctionSpec:
     user_function: Callable[..., Any]
     wants_context: bool
     outputs: tuple[dict[str, Any], ...] = ()  # output bindings the host writes after a success
+    sdk_type: Any = None  # the trigger parameter's SDK type (e.g. a BlobClient): the host sends no data
 
     @property
     def trigger_type(self) -> str:
@@ -96,7 +98,9 @@ def _function_spec(f: func.Function) -> FunctionSpec:
     except (FunctionLoadError, NameError, TypeError) as exc:  # the worker refuses such a function at load
         raise DevHostError(f"function_app.py indexing failed: {exc}") from exc
     params = set(inspect.signature(f.get_user_function()).parameters)
-    return FunctionSpec(name, trigger, bindings, f.get_user_function(), "context" in params, outputs)
+    pytype = typing.get_type_hints(f.get_user_function()).get(trigger["name"])
+    sdk_type = pytype if sdk_converter(trigger["type"], pytype) is not None else None
+    return FunctionSpec(name, trigger, bindings, f.get_user_function(), "context" in params, outputs, sdk_type)
 
 
 def _trigger(name: str, bindings: tuple[dict[str, Any], ...]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from devhost import DevHost, DevHostError, FakeClock
+from devhost import DevHost, DevHostError, FakeClock, bindingdata
 from devhost.azurite import Azurite
 from devhost.blobqueue import SharedBlobQueueListener
 from devhost.blobs import BLOB_POISON_QUEUE, BlobScanner
@@ -277,3 +277,22 @@ def test_missing_binding_expression_setting_is_a_clear_error_and_nothing_keeps_r
     with pytest.raises(DevHostError, match=r"function tick schedule: app setting TICK_SCHEDULE .* is not set"):
         host.start()
     assert "FIXTURE_RECORDS" not in os.environ  # stopped and restored
+
+
+def test_an_sdk_type_blob_trigger_gets_a_blob_client_and_the_host_reads_no_bytes(
+    start: Start, storage: AzureStorage, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A parameter typed with the blob extension's BlobClient is a deferred binding, as on Azure: the function gets
+    an azure.storage.blob.BlobClient made by the extension from the host's reference, and the host downloads
+    nothing (batch_score reads files of any size in ranges this way)."""
+    downloads: list[str] = []
+    real = bindingdata.download
+    monkeypatch.setattr(bindingdata, "download", lambda s, c, n: downloads.append(n) or real(s, c, n))
+    host = start()
+    [spec] = [s for s in host.functions if s.name == "blob_sdk_client"]
+    assert spec.sdk_type is not None
+    storage.write(env["SDK_CONTAINER"], "f/one.csv", b"a,b\n1,2\n")
+    [run] = wait_for(lambda: records(storage, env, "blob-sdk"), "the SDK-type blob trigger")
+    assert run == {"type": "azure.storage.blob._blob_client.BlobClient", "container": env["SDK_CONTAINER"],
+                   "name": "f/one.csv", "data": "a,b\n1,2\n"}
+    assert "f/one.csv" not in downloads

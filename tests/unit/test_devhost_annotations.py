@@ -5,9 +5,10 @@ import json
 import typing
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_sdk
 import pytest
 
-from devhost.annotations import FunctionLoadError, check_function
+from devhost.annotations import FunctionLoadError, check_function, sdk_converter
 
 
 def _indexed(app: func.FunctionApp) -> tuple[str, typing.Callable[..., typing.Any], tuple[dict[str, typing.Any], ...]]:
@@ -85,3 +86,26 @@ def test_http_return_annotation_must_match_the_http_binding() -> None:
 
     with pytest.raises(FunctionLoadError, match='Python return annotation "QueueMessage" does not match binding'):
         check_function(*_indexed(app))
+
+
+def test_a_blob_sdk_type_loads_on_a_blob_trigger_and_nowhere_else() -> None:
+    """The blob extension's BlobClient is a deferred binding for blobTrigger (the worker asks the extension's
+    registry); on a queue trigger it is refused like any other mismatch."""
+    app = func.FunctionApp()
+
+    @app.blob_trigger(arg_name="client", path="c/{name}", connection="AzureWebJobsStorage")
+    def on_blob(client: blob_sdk.BlobClient) -> None:
+        """Fixture."""
+
+    check_function(*_indexed(app))
+    assert sdk_converter("blobTrigger", blob_sdk.BlobClient) is not None
+    assert sdk_converter("blobTrigger", func.InputStream) is None
+
+    queued = func.FunctionApp()
+
+    @queued.queue_trigger(arg_name="client", queue_name="q", connection="AzureWebJobsStorage")
+    def on_message(client: blob_sdk.BlobClient) -> None:
+        """Fixture."""
+
+    with pytest.raises(FunctionLoadError, match='"queueTrigger" does not match its Python annotation "BlobClient"'):
+        check_function(*_indexed(queued))
