@@ -7,11 +7,12 @@ For 10,000 rows onnxruntime spent ~380 µs in the Concat (30 strided column copi
 
 - fold_affine: per-feature Sub/Add/Mul/Div by constants just before a MatMul by a constant matrix is an affine map
   x * a + c; it folds into the matrix and the bias after it: MatMul(x, diag(a) W), Add(c W + b).
-- feature_major: Concat the [N, 1] inputs along axis 0 as [1, N] rows (each a contiguous copy) into x^T [F, N], run
-  IsNaN/Where there with the fill as a [F, 1] column (long contiguous spans), MatMul(W^T, x^T) gives [K, N], and one
-  Transpose of that small result restores [N, K] under the old name.
+- feature_major: Concat the [N, 1] inputs along axis 0 (contiguous copies, [F * N, 1]) and read that as x^T [F, N],
+  run IsNaN/Where there with the fill as a [F, 1] column (long contiguous spans), MatMul(W^T, x^T) gives [K, N], and
+  one Transpose of that small result restores [N, K] under the old name.
 
-Both keep every value the graph computes except the MatMul's rounding order (~1e-15 relative); export_onnx
+Both compute what the graph computed up to rounding (~1e-15 relative in float64, the precision export_onnx gives
+numeric inputs; float32 graphs are left alone); export_onnx
 checks the rewritten graph against the original and against sklearn, and keeps the original on any doubt.
 A graph that does not match a pattern exactly (a categorical input, a tree model, a constant used twice) is left
 as it is. Only onnx (build-time) is needed; scoring just loads the result.
@@ -101,29 +102,46 @@ def fold_affine(model: onnx.ModelProto) -> bool:
 
 
 def _fold_into(g: _Graph, matmul: onnx.NodeProto) -> bool:
-    w = g.const(matmul.input[1])
-    add = g.only_consumer(matmul.output[0])
-    if w is None or w.ndim != 2 or add is None or add.op_type != "Add" or add.input[0] != matmul.output[0]:
+    found = _weights_and_bias(g, matmul)
+    if found is None:
         return False
-    b = g.const(add.input[1])
-    if b is None or b.size != w.shape[1] or b.dtype != w.dtype:
-        return False
+    w, add, b = found
     chain, source = _affine_chain(g, matmul.input[0], w.shape[0])
     if not chain:
         return False
-    scale, shift = np.ones(w.shape[0]), np.zeros(w.shape[0])
-    for node, k in reversed(chain):  # from the chain's input to the MatMul: x * scale + shift
-        if node.op_type in ("Sub", "Add"):
-            shift = shift - k if node.op_type == "Sub" else shift + k
-        else:
-            k = k if node.op_type == "Mul" else 1.0 / k
-            scale, shift = scale * k, shift * k
+    scale, shift = _composed(chain, w.shape[0])
     g.set_const(matmul.input[1], (w * scale[:, None]).astype(w.dtype))
     g.set_const(add.input[1], (b + (shift @ w).reshape(b.shape)).astype(b.dtype))
     matmul.input[0] = source
     for node, _ in chain:
         g.graph.node.remove(node)
     return True
+
+
+def _weights_and_bias(g: _Graph, matmul: onnx.NodeProto) -> tuple[np.ndarray, onnx.NodeProto, np.ndarray] | None:
+    """(W, the Add node, b) of MatMul(x, W) -> Add(., b) with float64 constants only these nodes read."""
+    w = g.const(matmul.input[1])
+    add = g.only_consumer(matmul.output[0])
+    if w is None or w.dtype != np.float64 or w.ndim != 2:
+        return None
+    if add is None or add.op_type != "Add" or add.input[0] != matmul.output[0]:
+        return None
+    b = g.const(add.input[1])
+    if b is None or b.size != w.shape[1] or b.dtype != w.dtype:
+        return None
+    return w, add, b
+
+
+def _composed(chain: list[tuple[onnx.NodeProto, np.ndarray]], features: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) with chain(x) = x * scale + shift per feature; chain is listed from the MatMul backwards."""
+    scale, shift = np.ones(features), np.zeros(features)
+    for node, k in reversed(chain):
+        if node.op_type in ("Sub", "Add"):
+            shift = shift - k if node.op_type == "Sub" else shift + k
+        else:
+            k = k if node.op_type == "Mul" else 1.0 / k
+            scale, shift = scale * k, shift * k
+    return scale, shift
 
 
 def _affine_chain(g: _Graph, source: str, features: int) -> tuple[list[tuple[onnx.NodeProto, np.ndarray]], str]:
@@ -182,12 +200,12 @@ def _imputed_matmul(
 
 
 def _column_input(value: onnx.ValueInfoProto | None) -> bool:
-    """A graph input of shape [N, 1] holding floating-point numbers."""
+    """A graph input of shape [N, 1] holding doubles (in float32 the MatMul's new rounding order would show)."""
     if value is None or not value.type.HasField("tensor_type"):
         return False
     tensor = value.type.tensor_type
     dims = tensor.shape.dim
-    return (tensor.elem_type in (onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT) and len(dims) == 2
+    return (tensor.elem_type == onnx.TensorProto.DOUBLE and len(dims) == 2
             and dims[1].HasField("dim_value") and dims[1].dim_value == 1)
 
 
