@@ -186,7 +186,7 @@ def _imputed_matmul(
         matmul = users[0] if len(users) == 1 else None
     else:
         where = g.only_consumer(isnan.output[0])
-        if (len(users) != 2 or where is None or where.op_type != "Where" or where not in users
+        if (len(users) != 2 or where is None or where.op_type != "Where"
                 or list(where.input) != [isnan.output[0], where.input[1], x]
                 or _per_feature(g.const(where.input[1]), features) is None):
             return None
