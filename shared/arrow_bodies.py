@@ -13,6 +13,7 @@ column checks (missing, unknown, repeated) give the same messages as JSON bodies
 - Arrow IPC stream / Parquet (read_table_body): typed columns; a float input takes any integer or float
   column, an integer input integer columns (whole floats through the JSON rule), a categorical input
   string columns (numbers become their text, as in JSON); dictionary-encoded columns are decoded first.
+- Big numeric JSON rows holding nulls (read_split_rows, from shared.json_rows): pyarrow's CSV reader.
 - Responses (encode_results): the MLflow-shaped JSON answer as a table, one row per scored row:
   prediction_id, prediction, probability_<class> (classifiers) and model_version.
 """
@@ -23,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.ipc as pa_ipc
@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 from shared import arrow_numpy
 from shared.errors import BadRequest
 from shared.id_text import default_id_text
+from shared.json_rows import SplitRows
 from shared.prediction_log import DefaultIds
 from shared.scoring import (
-    INPUT_KEYS,
     Feature,
     ScoringRequest,
     Signature,
@@ -89,104 +89,42 @@ def _csv_feeds(table: pa.Table, signature: Signature) -> dict[str, np.ndarray] |
 
 
 # ---------------------------------------------------------------------------------------------
-# Big numeric JSON bodies: the rows of a dataframe_split body through pyarrow's CSV reader
+# Big numeric JSON bodies with nulls: the rows of a dataframe_split body through pyarrow's CSV reader
 #
-# orjson builds a Python float per cell (11 ms for 300,000 cells) before numpy copies them again. The
-# rows array of a compact body, [[1.5,2],[3,null]], is one translate away from CSV lines
-# ('[' -> newline, ']' -> comma: "\n\n1.5,2,,\n3,null,,"), which pyarrow parses on both cores. Only a
-# body the general path would read the same way takes this path; for anything else (pretty-printed
-# rows, strings, booleans, NaN, a ragged row, a number strict JSON refuses but a CSV reader takes, such
-# as .5, 5., +5 or 05) it answers None and the general path decides, with its messages.
+# shared.json_rows reads rows of numbers with simdjson; rows with nulls come here. The rows array of a
+# compact body, [[1.5,2],[3,null]], is one translate away from CSV lines ('[' -> newline, ']' -> comma:
+# "\n\n1.5,2,,\n3,null,,"), which pyarrow parses on both cores. Only rows the general path would read the
+# same way are taken; for anything else (pretty-printed rows, strings, booleans, NaN, a ragged row, a
+# number strict JSON refuses but a CSV reader takes, such as .5, 5., +5 or 05) it answers None and the
+# general path decides, with its messages.
 
-_DATA_KEY = b'"data"'
 _TO_CSV = bytes.maketrans(b"[]", b"\n,")
 _PAD_COLUMNS = ("\x00end-of-row", "\x00after-row")  # the two empty cells each row ends with
-_SPLIT_KEYS = frozenset({"columns", "data", "index"})
-_INPUT_KEYS = frozenset(INPUT_KEYS)
 _BYTE = {char: ord(char) for char in "[],.+-0eE "}
 
 
-def read_json_split(body: bytes, signature: Signature) -> ScoringRequest | None:
-    """A big dataframe_split (or input_data) body of numbers and nulls as session feeds, or None."""
-    parts = _split_parts(body, signature)
-    if parts is None:
+def read_split_rows(parts: SplitRows, signature: Signature) -> ScoringRequest | None:
+    """The rows of a big dataframe_split body (numbers and nulls) as session feeds, or None."""
+    if b'"' in parts.rows or b"\n" in parts.rows or b"\t" in parts.rows or b"\r" in parts.rows:
         return None
-    names, text, ids = parts
+    rows = _without_blanks_after_commas(parts.rows) if b" " in parts.rows else parts.rows
+    if rows is None or not _strict_rows(rows):
+        return None
+    text = rows.translate(_TO_CSV)
     try:
         table = pa_csv.read_csv(
             pa.py_buffer(text),
-            read_options=pa_csv.ReadOptions(column_names=[*names, *_PAD_COLUMNS], use_threads=True,
+            read_options=pa_csv.ReadOptions(column_names=[*parts.names, *_PAD_COLUMNS], use_threads=True,
                                             block_size=_block_size(len(text))),
             parse_options=pa_csv.ParseOptions(quote_char=False, double_quote=False, escape_char=False),
-            convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64()),
-                                                  include_columns=names, null_values=["null"],
+            convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(parts.names, pa.float64()),
+                                                  include_columns=parts.names, null_values=["null"],
                                                   strings_can_be_null=False),
         )
     except (pa.ArrowException, ValueError):  # a ragged row, an empty cell, a cell that is no number
         return None
     inputs = _csv_feeds(table, signature)
-    return None if inputs is None else ScoringRequest(inputs, table.num_rows, ids)
-
-
-def _split_parts(body: bytes, signature: Signature) -> tuple[list[str], bytes, Any] | None:
-    """(column names, the rows as CSV lines, params.ids) of a body this path can vouch for; else None."""
-    located = _rows_span(body)
-    if located is None:
-        return None
-    start, end = located
-    try:
-        doc = orjson.loads(body[:start] + b"[]" + body[end:])  # everything but the rows, rows left empty
-    except orjson.JSONDecodeError:
-        return None
-    names = _split_columns(doc, signature)
-    rows: bytes | None = body[start:end]
-    if names is None or rows is None or b'"' in rows or b"\n" in rows or b"\t" in rows or b"\r" in rows:
-        return None
-    if b" " in rows:
-        rows = _without_blanks_after_commas(rows)
-    if rows is None or not _strict_rows(rows):
-        return None
-    params = doc.get("params")
-    return names, rows.translate(_TO_CSV), params.get("ids") if isinstance(params, dict) else None
-
-
-def _rows_span(body: bytes) -> tuple[int, int] | None:
-    """Where the only "data" key's value, an array of arrays, starts and ends; None when unsure."""
-    key = body.find(_DATA_KEY)
-    if key < 0:
-        return None
-    colon = key + len(_DATA_KEY)
-    while colon < len(body) and body[colon] in b" \t\r\n":
-        colon += 1
-    start = colon + 1
-    while start < len(body) and body[start] in b" \t\r\n":
-        start += 1
-    end = body.rfind(b"]]") + 2  # the rows usually end the body; the checks below catch any other "]]"
-    if body[colon: colon + 1] != b":" or body[start: start + 2] != b"[[" or end <= start:
-        return None
-    if body.find(_DATA_KEY, end) >= 0:
-        return None  # a second "data" key (the rows hold no quotes, which read_json_split checks)
-    return start, end
-
-
-def _split_columns(doc: Any, signature: Signature) -> list[str] | None:
-    """The body's column names when the rows left empty sit at doc[dataframe_split]["data"] and the names
-    are exactly the features (in any order); None otherwise."""
-    if not isinstance(doc, dict):
-        return None
-    found = doc.keys() & _INPUT_KEYS
-    if len(found) != 1:
-        return None
-    (key,) = found
-    split = doc[key]
-    if key not in ("dataframe_split", "input_data") or not isinstance(split, dict) or split.get("data") != []:
-        return None
-    if not set(split) <= _SPLIT_KEYS:
-        return None
-    names = split.get("columns", list(signature.feature_names))
-    if not isinstance(names, list) or not all(type(n) is str for n in names) or len(set(names)) != len(names):
-        return None
-    return names if set(names) == set(signature.feature_names) else None
+    return None if inputs is None else ScoringRequest(inputs, table.num_rows, parts.ids)
 
 
 def _without_blanks_after_commas(rows: bytes) -> bytes | None:
@@ -341,13 +279,20 @@ def _int_values(array: pa.Array, feature: Feature) -> np.ndarray:
 
 def results_table(
     predictions: np.ndarray, probabilities: np.ndarray | None, class_keys: Sequence[str], ids: Sequence[str],
-    version: int,
+    version: int, label_index: np.ndarray | None = None,
 ) -> pa.Table:
-    """One row per scored row: prediction_id, prediction, probability_<class> per class, model_version."""
+    """One row per scored row: prediction_id, prediction, probability_<class> per class, model_version.
+
+    label_index (run_model's): string labels as a lookup of class_keys, never as a Python string per row."""
     labels = predictions.reshape(-1)
     if labels.dtype.kind == "f":
         labels = labels.astype(np.float64)  # the JSON answer's numbers (float32 outputs widened, NaN as null)
-    columns: dict[str, Any] = {"prediction_id": id_column(ids), "prediction": _label_column(labels)}
+    if label_index is not None and labels.dtype == object:
+        keys = arrow_numpy.string_array(list(class_keys))
+        label = pa.DictionaryArray.from_arrays(arrow_numpy.int64_array(label_index), keys).dictionary_decode()
+    else:
+        label = _label_column(labels)
+    columns: dict[str, Any] = {"prediction_id": id_column(ids), "prediction": label}
     if probabilities is not None:
         wide = probabilities.astype(np.float64, copy=False)
         for k, key in enumerate(class_keys):

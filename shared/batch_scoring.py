@@ -235,6 +235,7 @@ class _Scored:
     feeds: dict[str, np.ndarray]
     labels: np.ndarray
     probabilities: np.ndarray | None
+    label_index: np.ndarray | None = None
 
 
 class _ChunkScorer:
@@ -275,8 +276,7 @@ class _ChunkScorer:
     def _score(self, chunk: pa.RecordBatch | _Block) -> _Scored:
         batch = chunk.parse() if isinstance(chunk, _Block) else chunk
         feeds = chunk_feeds(batch, self._loaded.signature)
-        labels, probabilities = run_model(self._loaded, feeds)
-        return _Scored(batch, feeds, labels, probabilities)
+        return _Scored(batch, feeds, *run_model(self._loaded, feeds))
 
     def _finish(self, future: Future[_Scored]) -> None:
         start = self.rows
@@ -287,7 +287,7 @@ class _ChunkScorer:
             message = _ROW.sub(lambda m: f"row {int(m.group(1)) + start}", exc.message)
             raise Rejected("values", message) from None
         table = arrow_bodies.results_table(scored.labels, scored.probabilities, self._loaded.signature.class_keys,
-                                           ids, self._loaded.version)
+                                           ids, self._loaded.version, scored.label_index)
         self._results.add(table)
         self._log.write(self._chunks, table.column(ID_COLUMN).combine_chunks(), scored)
         self.rows += scored.batch.num_rows

@@ -3,7 +3,8 @@
 Contract for scoring: one input per feature named like the feature, shape [None, 1], double for
 numeric and string for categorical (a missing category is the signature's categorical_missing
 string; a missing number is NaN). Classifiers output "label" [N] and "probabilities"
-[N, n_classes] in the order of signature.classes (no ZipMap); regressors output "variable" [N, 1].
+[N, n_classes] in the order of signature.classes (no ZipMap), and most also "label_index" [N, 1], the position
+of each row's label in signature.classes (shared.onnx_rewrite.label_index); regressors output "variable" [N, 1].
 The signature is JSON in metadata_props["mlops.signature"].
 
 Precision: preprocessing runs in float64 exactly as sklearn does (skl2onnx emits Sub/Div for a
@@ -46,6 +47,7 @@ from sklearn.pipeline import Pipeline
 
 from shared import onnx_rewrite
 from shared.errors import ModelRejected, PipelineError
+from shared.scoring import LABEL_INDEX
 from shared.spec import TrainingSpec, spec_hash
 from shared.training import CATEGORICAL_MISSING, feature_frame, model_rejected, single_threaded
 
@@ -120,7 +122,7 @@ def export_onnx(pipeline: Pipeline, spec: TrainingSpec, sample_df: pd.DataFrame)
                                "use an allow-listed estimator or report the converter error") from exc
     classes = list(getattr(estimator, "classes_", [])) if spec.task == "classification" else None
     signature = build_signature(spec, classes)
-    model, rewrites = _rewritten(model, sample_df, spec)
+    model, rewrites = _rewritten(model, sample_df, spec, signature.get("classes"))
     onnx.helper.set_model_props(model, {SIGNATURE_KEY: json.dumps(signature, sort_keys=True),
                                         SPEC_HASH_KEY: spec_hash(spec), REWRITES_KEY: ",".join(rewrites)})
     model.graph.name = spec.name  # skl2onnx names the graph with a random uuid
@@ -278,7 +280,7 @@ def _smoke_run(onnx_bytes: bytes, sample_df: pd.DataFrame, spec: TrainingSpec) -
         session = make_session(onnx_bytes)
         names = [o.name for o in session.get_outputs()]
         expected = ["label", "probabilities"] if spec.task == "classification" else ["variable"]
-        if names != expected:
+        if names not in (expected, [*expected, LABEL_INDEX]):
             raise ValueError(f"outputs={names}, expected {expected} for task={spec.task}")
         run_onnx(session, sample_df.head(5), spec)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
@@ -288,10 +290,11 @@ def _smoke_run(onnx_bytes: bytes, sample_df: pd.DataFrame, spec: TrainingSpec) -
 
 
 def _rewritten(
-    model: onnx.ModelProto, sample_df: pd.DataFrame, spec: TrainingSpec
+    model: onnx.ModelProto, sample_df: pd.DataFrame, spec: TrainingSpec, classes: list[Any] | None,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """skl2onnx's graph with shared.onnx_rewrite's rewrites, if they give the same outputs on the sample rows and on
-    those rows with every numeric input missing; else the graph as converted (nothing applied)."""
+    those rows with every numeric input missing (and the signature's classes at the label index are the labels);
+    else the graph as converted (nothing applied)."""
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(model)
     applied: list[str] = []
@@ -305,6 +308,8 @@ def _rewritten(
         before, after = make_session(model.SerializeToString()), make_session(rewritten.SerializeToString())
         for rows in (sample_df.head(5), missing):
             _check_same_outputs(run_onnx(before, rows, spec), run_onnx(after, rows, spec))
+            if LABEL_INDEX in applied:
+                _check_label_index(after, rows, spec, classes)
     except Exception as exc:  # a rewrite is an optimisation: the converted graph is always a correct answer
         log.warning("ONNX rewrites %s not applied (model=%s): %s: %s", applied, spec.name, type(exc).__name__, exc)
         return model, []
@@ -323,6 +328,14 @@ def _check_same_outputs(before: Outputs, after: Outputs) -> None:
                 raise ValueError(f"outputs differ by up to {np.nanmax(np.abs(a - b)):.3g}")
         elif not np.array_equal(a, b):
             raise ValueError("labels differ")
+
+
+def _check_label_index(session: ort.InferenceSession, rows: pd.DataFrame, spec: TrainingSpec,
+                       classes: list[Any] | None) -> None:
+    """The labels scoring takes from the signature's classes at the label index are the graph's labels."""
+    labels, index = session.run(["label", LABEL_INDEX], onnx_inputs(session, rows, spec))
+    if not classes or not np.array_equal(np.asarray(labels).ravel(), np.asarray(classes, dtype=object)[index.ravel()]):
+        raise ValueError("the classes at the label index are not the labels")
 
 
 def _export_rejected(spec: TrainingSpec, sample_df: pd.DataFrame, message: str) -> ModelRejected:

@@ -3,7 +3,7 @@
 Imports only numpy, onnxruntime and the stdlib: this module is on the cold-start path of every
 scoring instance, so sklearn, pandas, onnx and skl2onnx stay out (tests/unit/test_scoring.py checks);
 pyarrow loads (shared.arrow_bodies) with the first Arrow/Parquet body, CSV body of ARROW_CSV_MIN_BYTES or
-more, or CSV/Arrow answer.
+more, or CSV/Arrow answer; simdjson (shared.json_rows) with the first numeric JSON body of BIG_JSON_MIN_BYTES.
 
 Request formats (JSON unless noted), one input key per body (other top-level keys are ignored, as MLflow does):
 - MLflow scoring protocol: dataframe_split, dataframe_records, instances, inputs (of params, only ids is read);
@@ -78,6 +78,8 @@ except ImportError:  # pragma: no cover - depends on the deployment's requiremen
 log = logging.getLogger(__name__)
 
 SIGNATURE_KEY = "mlops.signature"
+# A classifier's third output (shared.onnx_rewrite.label_index): each row's label as its position in classes.
+LABEL_INDEX = "label_index"
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs", "input_data", "data")
 _INPUT_KEY_SET = frozenset(INPUT_KEYS)
 _MEDIA_TYPES = {
@@ -91,9 +93,9 @@ _ACCEPT_TYPES = {"text/csv": "csv", "application/csv": "csv", "application/vnd.a
 # which answers a few rows faster than pyarrow's set-up. Both give the same arrays
 # (tests/unit/test_scoring_columnar.py).
 ARROW_CSV_MIN_BYTES = 16 * 1024
-# The same for numeric dataframe_split JSON bodies (shared.arrow_bodies.read_json_split): below this size
-# orjson and numpy read them faster than pyarrow's reader starts.
-ARROW_JSON_MIN_BYTES = 64 * 1024
+# Numeric dataframe_split JSON bodies at least this big go through simdjson (shared.json_rows); below it
+# orjson and numpy read them about as fast.
+BIG_JSON_MIN_BYTES = 64 * 1024
 _NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(double)": np.dtype(np.float64),
     "tensor(float)": np.dtype(np.float32),
@@ -156,6 +158,7 @@ class Signature:
     classes: tuple[Any, ...]
     categorical_missing: str
     outputs: tuple[str, ...]
+    label_index: bool = False  # the graph has LABEL_INDEX and the classes are all strings or all integers
     feature_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     class_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
     has_float32: bool = field(init=False, repr=False, compare=False)
@@ -164,6 +167,8 @@ class Signature:
     feature_list: list[str] = field(init=False, repr=False, compare=False)  # feature_names, to compare JSON lists
     _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
     _getter: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
+    run_outputs: tuple[str, ...] = field(init=False, repr=False, compare=False)  # what run_model asks for
+    label_values: np.ndarray | None = field(init=False, repr=False, compare=False)  # classes, as labels come
 
     def __post_init__(self) -> None:
         names = tuple(f.name for f in self.features)
@@ -176,6 +181,12 @@ class Signature:
         object.__setattr__(self, "feature_list", list(names))
         object.__setattr__(self, "_index", {n: i for i, n in enumerate(names)})
         object.__setattr__(self, "_getter", itemgetter(*names))
+        # Labels as onnxruntime gives them: str objects for string classes, int64 for integer ones.
+        values = None
+        if self.label_index:
+            values = np.array(self.classes, dtype=object if isinstance(self.classes[0], str) else np.int64)
+        object.__setattr__(self, "label_values", values)
+        object.__setattr__(self, "run_outputs", (LABEL_INDEX, *self.outputs[1:]) if self.label_index else self.outputs)
 
     @classmethod
     def from_session(cls, session: ort.InferenceSession) -> Signature:
@@ -213,6 +224,7 @@ def parse_signature(raw: str | None, input_types: Mapping[str, str], outputs: Se
     classes = tuple(meta.get("classes") or ())
     if task == "classification" and not classes:
         raise ModelArtifactError("classification model signature lists no classes")
+    kinds = set(map(type, classes))
     return Signature(
         name=str(meta.get("name", "")),
         task=task,
@@ -221,6 +233,7 @@ def parse_signature(raw: str | None, input_types: Mapping[str, str], outputs: Se
         classes=classes,
         categorical_missing=str(meta.get("categorical_missing", "missing")),
         outputs=tuple(outputs[:expected_outputs]),
+        label_index=task == "classification" and LABEL_INDEX in outputs[expected_outputs:] and kinds in ({str}, {int}),
     )
 
 
@@ -334,10 +347,10 @@ def read_request(body: bytes, content_type: str | None, signature: Signature, ma
             return fast
         names, columns = _table_from_csv(_decode_csv(body))
         return _convert(names, columns, signature, _text_column, _CSV_MISSING, None)
-    if len(body) >= ARROW_JSON_MIN_BYTES and signature.all_float:
-        from shared import arrow_bodies
+    if len(body) >= BIG_JSON_MIN_BYTES and signature.all_float:
+        from shared import json_rows  # simdjson loads with the first big body, never at import
 
-        fast = arrow_bodies.read_json_split(body, signature)
+        fast = json_rows.read_split(body, signature)
         if fast is not None:
             return fast
     doc = _load_json(body)
@@ -968,7 +981,7 @@ def predict(
     model: LoadedModel, inputs: dict[str, np.ndarray], prediction_ids: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Run the session and shape its outputs as JSON-native lists; prediction_ids go right after predictions."""
-    labels, probabilities = run_model(model, inputs)
+    labels, probabilities, _ = run_model(model, inputs)
     return _json_result(model, labels, probabilities, prediction_ids)
 
 
@@ -1021,11 +1034,24 @@ def _per_class_json(keys: tuple[str, ...], probabilities: np.ndarray) -> bytes:
     return b"[" + ((row * rows) % tuple(cells))[:-1] + b"]"
 
 
-def run_model(model: LoadedModel, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The session's outputs: predictions [N] and, for classifiers, probabilities [N, classes] in class order."""
+class ModelOutputs(NamedTuple):
+    """run_model's answer: predictions [N], a classifier's probabilities [N, classes] in class order, and the
+    position of each row's label in the classes when the graph gives it (else None)."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    label_index: np.ndarray | None = None
+
+
+def run_model(model: LoadedModel, inputs: dict[str, np.ndarray]) -> ModelOutputs:
+    """Run the session. With a LABEL_INDEX output the labels are the signature's classes at each row's index:
+    onnxruntime then makes no Python string per row."""
     sig = model.signature
-    outputs = model.run(sig.outputs, inputs)
-    return outputs[0].reshape(-1), (outputs[1] if sig.task == "classification" else None)
+    outputs = model.run(sig.run_outputs, inputs)
+    if sig.label_values is not None:
+        index = outputs[0].reshape(-1)
+        return ModelOutputs(sig.label_values[index], outputs[1], index)
+    return ModelOutputs(outputs[0].reshape(-1), outputs[1] if sig.task == "classification" else None)
 
 
 def _per_class(keys: tuple[str, ...], rows: list[list[Any]]) -> list[dict[str, Any]]:
@@ -1402,7 +1428,7 @@ def _answer(
     """The 200 body (JSON, or CSV/Arrow) and what an observer sees, whatever the body: the output columns as
     arrays (predictions [N], probabilities [N, classes] with probability_classes), which the prediction log
     turns into lines column by column (shared.prediction_log.columnar_lines) for a big request."""
-    labels, probabilities = run_model(loaded, request.inputs)
+    labels, probabilities, index = run_model(loaded, request.inputs)
     sig = loaded.signature
     columns: dict[str, Any] = {"predictions": labels, "prediction_ids": ids}
     if probabilities is not None:
@@ -1414,5 +1440,5 @@ def _answer(
         return _json_result(loaded, labels, probabilities, ids), columns
     from shared import arrow_bodies  # pyarrow loads with the first CSV or Arrow answer
 
-    table = arrow_bodies.results_table(labels, probabilities, sig.class_keys, ids, loaded.version)
+    table = arrow_bodies.results_table(labels, probabilities, sig.class_keys, ids, loaded.version, index)
     return Encoded(arrow_bodies.encode_table(table, kind), _ENCODED_MEDIA[kind]), columns

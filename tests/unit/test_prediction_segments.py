@@ -329,7 +329,7 @@ def _replay_traffic(as_segment: Layout) -> tuple[MemoryStorage, list[str]]:
     for number, begin in enumerate(range(0, len(records), test_replay.REQUEST_ROWS)):
         body = json.dumps({"dataframe_records": records[begin:begin + test_replay.REQUEST_ROWS]}).encode()
         request = read_request(body, "application/json", model.signature, 10**7)
-        labels, probabilities = run_model(model, request.inputs)
+        labels, probabilities, _ = run_model(model, request.inputs)
         rid = f"req-{number}"
         request_ids = prediction_log.DefaultIds(rid, request.rows)
         outputs = {"predictions": labels, "probabilities": probabilities,

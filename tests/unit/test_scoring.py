@@ -17,7 +17,7 @@ import onnx
 import orjson
 import pytest
 
-from shared import names, paths
+from shared import names, paths, scoring
 from shared.errors import BadRequest, NotFound, PayloadTooLarge, StorageUnreachable, Unavailable, UnsupportedMediaType
 from shared.memory_storage import MemoryStorage
 from shared.scoring import (
@@ -1149,3 +1149,24 @@ def test_importing_scoring_does_not_pull_in_training_libraries() -> None:
     assert heavy == ""
     # The target is 0.3 s on a warm disk cache; the bound here is loose so a busy CI box does not flake.
     assert float(seconds) < 2.0
+
+
+@pytest.mark.parametrize(("task", "classes", "outputs", "lookup"), [
+    ("classification", ["no", "yes"], ("label", "probabilities", "label_index"), ["no", "yes"]),
+    ("classification", [0, 1, 2], ("label", "probabilities", "label_index"), [0, 1, 2]),
+    ("classification", ["no", "yes"], ("label", "probabilities"), None),  # exported before the rewrite
+    ("classification", [False, True], ("label", "probabilities", "label_index"), None),  # labels come as int64
+    ("classification", [0, "x"], ("label", "probabilities", "label_index"), None),
+    ("regression", [], ("variable", "label_index"), None),
+])
+def test_labels_come_from_the_label_index_only_when_the_classes_can_be_looked_up(
+    task: str, classes: list[Any], outputs: tuple[str, ...], lookup: list[Any] | None,
+) -> None:
+    meta = json.dumps({"task": task, "features": [{"name": "a", "kind": "numeric"}], "classes": classes})
+    sig = scoring.parse_signature(meta, {"a": "tensor(double)"}, outputs)
+    assert sig.label_index is (lookup is not None)
+    assert sig.run_outputs == ((scoring.LABEL_INDEX, "probabilities") if lookup is not None else sig.outputs)
+    assert (None if sig.label_values is None else sig.label_values.tolist()) == lookup
+    if lookup is not None:
+        expected = object if type(lookup[0]) is str else np.int64
+        assert sig.label_values is not None and sig.label_values.dtype == expected

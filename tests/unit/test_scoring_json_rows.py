@@ -1,8 +1,9 @@
-"""Big numeric dataframe_split bodies through pyarrow's CSV reader (shared.arrow_bodies.read_json_split).
+"""Big numeric dataframe_split bodies: rows of numbers through simdjson (shared.json_rows), rows with nulls
+through pyarrow's CSV reader (shared.arrow_bodies.read_split_rows).
 
-The path must give exactly the general path's arrays for every body it takes, and take no body the general
-path would read differently: a number strict JSON refuses (.5, 5., +5, 05) or anything not a plain row of
-numbers sends the body back (None), so the general path answers with its messages.
+Each path must give exactly the general path's arrays for every body it takes, and take no body the general
+path would read differently: a number strict JSON refuses (.5, 5., +5, 05), a ragged or nested row or
+anything not a plain row of numbers sends the body back (None), so the general path answers with its messages.
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import arrow_bodies, scoring
+from shared import arrow_bodies, json_rows, scoring
 from shared.errors import BadRequest
 from shared.prediction_log import DefaultIds
 from shared.scoring import LoadedModel, read_request
 from tests.unit.test_scoring_columnar import NUMERIC, _load, _same_arrays, numeric_classifier
 
 MAX = 50_000_000
+Reader = Callable[[bytes, scoring.Signature], "scoring.ScoringRequest | None"]
+
+
+def _arrow_only(body: bytes, signature: scoring.Signature) -> scoring.ScoringRequest | None:
+    parts = json_rows.split_rows(body, signature)
+    return None if parts is None else arrow_bodies.read_split_rows(parts, signature)
+
+
+def _simdjson_only(body: bytes, signature: scoring.Signature) -> scoring.ScoringRequest | None:
+    parts = json_rows.split_rows(body, signature)
+    return None if parts is None else json_rows._numbers(parts, signature)
+
+
+READERS: dict[str, Reader] = {"read_split": json_rows.read_split, "arrow": _arrow_only, "simdjson": _simdjson_only}
 
 
 @pytest.fixture(scope="module", params=["double", "float"])
@@ -73,39 +89,54 @@ def test_every_body_it_takes_gives_the_general_path_s_arrays(
 ) -> None:
     ids = [f"row-{i}" for i in range(len(rows))] if with_ids else None
     body = _body(rows, list(order), blanks=blanks, ids=ids)
-    fast = arrow_bodies.read_json_split(body, num.signature)
+    answers = {name: read(body, num.signature) for name, read in READERS.items()}
     try:
         general = _general(num, body)
     except BadRequest:  # a value beyond float32 for a float32 input: the general path names it
-        assert num.signature.has_float32 and fast is None
+        assert num.signature.has_float32 and not any(answers.values())
         return
-    assert fast is not None, body[:200]
-    assert fast.rows == general.rows and fast.ids == general.ids
-    _same_arrays(fast.inputs, general.inputs)
+    nulls = any(cell is None for row in rows for cell in row)
+    assert (answers["simdjson"] is None) == nulls, body[:200]  # simdjson reads numbers only
+    for name, fast in answers.items():
+        if name == "simdjson" and nulls:
+            continue
+        assert fast is not None, (name, body[:200])
+        assert fast.rows == general.rows and fast.ids == general.ids
+        _same_arrays(fast.inputs, general.inputs)
 
 
 @pytest.mark.parametrize("data", [
     b"[[1e05,1E+5,-0.0]]", b"[[0,0.0,-0]]", b"[[1,2,3],[4,5,6]]", b"[[null,null,null]]", b"[[10,100.25,-3e-2]]",
-    b"[[1,2,3]] ", b"[[1, 2, 3], [4, 5, 6]]",
+    b"[[1,2,3]] ", b"[[1, 2, 3], [4, 5, 6]]", b"[[1,null,3],[4,5,6]]", b"[[1,2,3],\n\t[4,5,6]]",
+    b"[[18446744073709551615,9007199254740993,-9223372036854775808]]",
 ])
 def test_valid_json_numbers_are_taken(num: LoadedModel, data: bytes) -> None:
     # a "data" inside a string is escaped (\"data\"), so the key is still the only match
     head = b'{"params":{"x":"\\"data\\":[[9]]"},"dataframe_split":{"columns":["a","b","c"],"data":'
     body = head + data + b"}}"
-    fast = arrow_bodies.read_json_split(body, num.signature)
+    fast = json_rows.read_split(body, num.signature)
     assert fast is not None
     _same_arrays(fast.inputs, _general(num, body).inputs)
 
 
 @pytest.mark.parametrize("data", [
     b"[[.5,1,2]]", b"[[5.,1,2]]", b"[[5.e3,1,2]]", b"[[+5,1,2]]", b"[[05,1,2]]", b"[[-05,1,2]]", b"[[1,2,-.5]]",
-    b"[[1 2,3,4]]", b"[[1,2,3],\n[4,5,6]]", b'[[1,2,"3"]]', b"[[1,2,true]]", b"[[1,2,NaN]]", b"[[1,2,1e400]]",
+    b"[[1 2,3,4]]", b'[[1,2,"3"]]', b"[[1,2,true]]", b"[[1,2,NaN]]", b"[[1,2,1e400]]",
     b"[[1,2,[3]]]", b"[[1,2],[3,4,5]]", b"[[],[1,2,3]]", b"[[1,2,3,]]", b"[[1,,3]]", b"[[1,2,3]],[[4,5,6]]",
-    b"[[[1,2,3]]]", b"[[1,2,3]]x",
+    b"[[[1,2,3]]]", b"[[1,2,3]]x", b"[[1,2,3],4,[5,6]]", b"[[1,2,3],[4,5,6],7]", b"[[1,[2,3]],[4,5,6]]",
+    b"[[1,2,3,4],[5,6]]", b"[[1,2,3],[4,5,6],[]]", b"[[1,2,3],[[4],5,6]]", b"[[1,2,3],[4,5,6]],[1,2,3]",
+    b"[[1,2,null],[4,5,[6]]]", b"[[1,2,null],[4,5]]",
 ])
-def test_anything_else_goes_back_to_the_general_path(num: LoadedModel, data: bytes) -> None:
+@pytest.mark.parametrize("reader", READERS)
+def test_anything_else_goes_back_to_the_general_path(num: LoadedModel, data: bytes, reader: str) -> None:
     body = b'{"dataframe_split":{"columns":["a","b","c"],"data":' + data + b"}}"
-    assert arrow_bodies.read_json_split(body, num.signature) is None
+    assert READERS[reader](body, num.signature) is None
+
+
+def test_an_integer_beyond_64_bits_reads_as_the_general_path_reads_it(num: LoadedModel) -> None:
+    body = b'{"dataframe_split":{"columns":["a","b","c"],"data":[[1,2,3],[4,5,12345678901234567890123]]}}'
+    assert _simdjson_only(body, num.signature) is None  # simdjson stops at 64 bits
+    _same_arrays(read_request(body, "application/json", num.signature, MAX).inputs, _general(num, body).inputs)
 
 
 @pytest.mark.parametrize("body", [
@@ -118,7 +149,7 @@ def test_anything_else_goes_back_to_the_general_path(num: LoadedModel, data: byt
     b'{"dataframe_split":{"columns":["a","b","c"],"data":[[1,2,3]]}',
 ])
 def test_a_body_whose_shape_it_cannot_vouch_for_goes_back(num: LoadedModel, body: bytes) -> None:
-    assert arrow_bodies.read_json_split(body, num.signature) is None
+    assert json_rows.read_split(body, num.signature) is None
 
 
 def test_a_big_body_takes_the_path_and_a_refused_one_keeps_the_general_message(
@@ -127,16 +158,16 @@ def test_a_big_body_takes_the_path_and_a_refused_one_keeps_the_general_message(
     rng = np.random.default_rng(5)
     rows = np.round(rng.normal(size=(4000, 3)), 6).tolist()
     body = _body(rows, list(NUMERIC), blanks=False)
-    assert len(body) >= scoring.ARROW_JSON_MIN_BYTES
+    assert len(body) >= scoring.BIG_JSON_MIN_BYTES
     taken: list[bool] = []
-    real = arrow_bodies.read_json_split
+    real = json_rows.read_split
 
     def spy(body: bytes, signature: scoring.Signature) -> scoring.ScoringRequest | None:
         result = real(body, signature)
         taken.append(result is not None)
         return result
 
-    monkeypatch.setattr(arrow_bodies, "read_json_split", spy)
+    monkeypatch.setattr(json_rows, "read_split", spy)
     _same_arrays(read_request(body, "application/json", num.signature, MAX).inputs, _general(num, body).inputs)
     bad = body.replace(b"[[", b"[[.5,", 1).replace(b"],[", b"],[1,", 1)  # first two rows: .5 and one cell more
     with pytest.raises(BadRequest) as refused:
@@ -220,3 +251,27 @@ def test_a_big_json_answer_is_written_in_bulk_and_reads_as_before() -> None:
     assert len(doc["prediction_ids"]) == len(doc["probabilities"]) == len(doc["predictions"]) == len(rows)
     assert doc["prediction_ids"][-1].endswith(f"-{len(rows) - 1}")
     assert all(abs(sum(p.values()) - 1) < 1e-9 for p in doc["probabilities"])
+
+
+def test_threads_sharing_the_parsers_each_get_their_own_rows(num: LoadedModel) -> None:
+    """simdjson parsers are not thread-safe: the pool hands each to one thread at a time."""
+    rng = np.random.default_rng(9)
+    bodies = [_body(rng.normal(size=(500 + 37 * i, 3)).round(6).tolist(), list(NUMERIC), blanks=False)
+              for i in range(6)]
+    expected = [_general(num, body) for body in bodies]
+    failures: list[str] = []
+
+    def work(k: int) -> None:
+        for n in range(30):
+            i = (k + n) % len(bodies)
+            got = json_rows.read_split(bodies[i], num.signature)
+            if got is None or got.rows != expected[i].rows or any(
+                    not np.array_equal(got.inputs[f], expected[i].inputs[f]) for f in NUMERIC):
+                failures.append(f"thread {k}, body {i}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads) and failures == []

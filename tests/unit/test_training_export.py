@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 
 from examples import datasets
-from shared import onnx_rewrite
+from shared import arrow_bodies, onnx_rewrite, scoring
 from shared.data_checks import load_dataset, prepare
 from shared.errors import DataRejected
 from shared.onnx_export import (
@@ -30,6 +31,7 @@ from shared.onnx_export import (
     read_signature,
     run_onnx,
 )
+from shared.scoring import LABEL_INDEX
 from shared.spec import ESTIMATOR_PARAMS, TrainingSpec, parse_spec
 from shared.training import (
     CATEGORICAL_MISSING,
@@ -391,7 +393,7 @@ def test_a_numeric_linear_model_is_exported_rewritten_and_scores_as_converted(mo
     monkeypatch.setattr(onnx_rewrite, "REWRITES", {})
     converted = export_onnx(result.pipeline, spec, result.holdout)
     props = {p.key: p.value for p in onnx.load_from_string(rewritten).metadata_props}
-    assert props[REWRITES_KEY] == "fold_affine,feature_major"
+    assert props[REWRITES_KEY] == "fold_affine,feature_major,label_index"
     assert {p.key: p.value for p in onnx.load_from_string(converted).metadata_props}[REWRITES_KEY] == ""
     ops = [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
     assert "Sub" not in ops and "Transpose" in ops
@@ -400,6 +402,46 @@ def test_a_numeric_linear_model_is_exported_rewritten_and_scores_as_converted(mo
     assert proba is not None and proba0 is not None
     np.testing.assert_allclose(proba, proba0, rtol=1e-9, atol=1e-12)
     assert parity_check(result.pipeline, rewritten, result.holdout, spec).passed
+
+
+def test_served_labels_come_from_the_label_index_and_match_the_graph_s_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring asks the rewritten graph for label_index instead of label; the answers (JSON and Arrow) are the
+    converted graph's, label for label."""
+    spec, result, holdout = _breast_cancer()
+    rewritten = export_onnx(result.pipeline, spec, result.holdout)
+    monkeypatch.setattr(onnx_rewrite, "REWRITES", {})
+    converted = export_onnx(result.pipeline, spec, result.holdout)
+    loaded = [scoring.ModelCache(lambda m, a: (1, "e"), lambda m, v, d=data: (d, hashlib.sha256(d).hexdigest()),
+                                 60).get(spec.name) for data in (rewritten, converted)]
+    assert [m.signature.run_outputs for m in loaded] == [(LABEL_INDEX, "probabilities"), ("label", "probabilities")]
+    feeds = {f.name: holdout[[f.name]].to_numpy(np.float64) for f in spec.features}
+    (labels, proba, index), (labels0, proba0, index0) = (scoring.run_model(m, feeds) for m in loaded)
+    assert index is not None and index0 is None and labels.dtype == labels0.dtype == object
+    assert labels.tolist() == labels0.tolist() and len(set(labels0.tolist())) == 2
+    ids = [f"r{i}" for i in range(len(labels))]
+    tables = [arrow_bodies.results_table(labels, proba, loaded[0].signature.class_keys, ids, 1, index),
+              arrow_bodies.results_table(labels0, proba0, loaded[1].signature.class_keys, ids, 1)]
+    assert tables[0].column("prediction").to_pylist() == tables[1].column("prediction").to_pylist()
+
+
+def test_a_label_index_that_points_at_the_wrong_class_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec, result, _ = _breast_cancer()
+    monkeypatch.setattr(onnx_rewrite, "REWRITES", {})
+    converted = export_onnx(result.pipeline, spec, result.holdout)
+
+    def other_class(model: onnx.ModelProto) -> bool:  # label_index, then 1 - index: the other of two classes
+        assert onnx_rewrite.label_index(model)
+        identity = next(n for n in model.graph.node if n.output[0] == LABEL_INDEX)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([[1]], dtype=np.int64), "one"))
+        identity.op_type, identity.input[:] = "Sub", ["one", identity.input[0]]
+        return True
+
+    monkeypatch.setattr(onnx_rewrite, "REWRITES", {"label_index": other_class})
+    with caplog.at_level(logging.WARNING, logger="shared.onnx_export"):
+        assert export_onnx(result.pipeline, spec, result.holdout) == converted
+    assert "the classes at the label index are not the labels" in caplog.text
 
 
 def test_a_rewrite_that_changes_an_output_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
