@@ -53,7 +53,7 @@ from shared.data_checks import prepare  # noqa: E402
 from shared.errors import NotFound, Unavailable  # noqa: E402
 from shared.memory_tuning import keep_freed_memory  # noqa: E402
 from shared.onnx_export import export_onnx  # noqa: E402
-from shared.scoring import Encoded, ModelCache, parse_request, predict, score, session_options  # noqa: E402
+from shared.scoring import LABEL_INDEX, Encoded, ModelCache, parse_request, predict, score, session_options  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.spec import TrainingSpec, parse_spec  # noqa: E402
 from shared.storage import AzureStorage  # noqa: E402
@@ -291,7 +291,7 @@ def ort_feeds(df: pd.DataFrame) -> dict[str, np.ndarray]:
 def bench_in_process(v: Variant, counts: Counts) -> None:
     """Fill v.single and v.batched with the floor, the handler and sklearn (interleaved rounds)."""
     session = ort.InferenceSession(v.onnx, sess_options=session_options(), providers=["CPUExecutionProvider"])
-    outputs = [o.name for o in session.get_outputs()]
+    outputs = [o.name for o in session.get_outputs() if o.name != LABEL_INDEX]  # label and probabilities
     pool = [v.features.iloc[[i]] for i in range(ROW_POOL)]
     single_feeds = [ort_feeds(df) for df in pool]
     batch_feeds = [ort_feeds(v.batch)]

@@ -59,7 +59,7 @@ def read_csv_body(body: bytes, signature: Signature) -> ScoringRequest | None:
     """A CSV body as session feeds, or None when the stdlib reader must decide (it gives the messages)."""
     text = body[len(_BOM):] if body.startswith(_BOM) else body
     names = _csv_header(text, signature)
-    if names is None or (len(text) > CSV_FIELD_LIMIT and _longest_line(text) > CSV_FIELD_LIMIT):
+    if names is None or (len(text) > CSV_FIELD_LIMIT and _may_hold_a_long_line(text)):
         return None
     types = {f.name: _CONVERT.get(f.dtype.kind, pa.string()) for f in signature.features}
     try:
@@ -180,6 +180,16 @@ def _csv_header(text: bytes, signature: Signature) -> list[str] | None:
     if len(set(names)) != len(names) or set(names) != set(signature.feature_names):
         return None  # blanks around names, absent optional, unknown or repeated columns: the stdlib path
     return names
+
+
+def _may_hold_a_long_line(text: bytes) -> bool:
+    """False when no line is longer than CSV_FIELD_LIMIT. A newline in every half-limit stretch (a few
+    finds that stop at the first newline, ~10 µs for 2 MB) bounds each line by the limit; only a body
+    where that fails has its lines measured (~0.5 ms)."""
+    half = CSV_FIELD_LIMIT // 2
+    if all(text.find(b"\n", start, start + half) >= 0 for start in range(0, len(text) - half, half)):
+        return False
+    return _longest_line(text) > CSV_FIELD_LIMIT
 
 
 def _longest_line(text: bytes) -> int:

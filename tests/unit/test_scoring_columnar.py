@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from shared import scoring
+from shared import arrow_bodies, scoring
 from shared.errors import BadRequest
 from shared.memory_storage import MemoryStorage
 from shared.scoring import Encoded, LoadedModel, ModelCache, load_model, read_request, score
@@ -389,3 +389,14 @@ def test_the_scoring_module_still_imports_without_pyarrow() -> None:
     code = "import sys, shared.scoring, shared.serving; print('pyarrow' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.integers(0, 70), min_size=1, max_size=12), trailing=st.booleans())
+def test_the_quick_long_line_check_agrees_with_measuring_every_line(lines: list[int], trailing: bool) -> None:
+    text = b"\n".join(b"1" * n for n in lines) + (b"\n" if trailing else b"")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(arrow_bodies, "CSV_FIELD_LIMIT", 40)  # the stdlib's 128 KiB, scaled down
+        if len(text) > arrow_bodies.CSV_FIELD_LIMIT:  # read_csv_body asks only about bodies over the limit
+            long_line = arrow_bodies._longest_line(text) > arrow_bodies.CSV_FIELD_LIMIT
+            assert arrow_bodies._may_hold_a_long_line(text) == long_line

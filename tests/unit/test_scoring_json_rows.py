@@ -125,7 +125,7 @@ def test_valid_json_numbers_are_taken(num: LoadedModel, data: bytes) -> None:
     b"[[1,2,[3]]]", b"[[1,2],[3,4,5]]", b"[[],[1,2,3]]", b"[[1,2,3,]]", b"[[1,,3]]", b"[[1,2,3]],[[4,5,6]]",
     b"[[[1,2,3]]]", b"[[1,2,3]]x", b"[[1,2,3],4,[5,6]]", b"[[1,2,3],[4,5,6],7]", b"[[1,[2,3]],[4,5,6]]",
     b"[[1,2,3,4],[5,6]]", b"[[1,2,3],[4,5,6],[]]", b"[[1,2,3],[[4],5,6]]", b"[[1,2,3],[4,5,6]],[1,2,3]",
-    b"[[1,2,null],[4,5,[6]]]", b"[[1,2,null],[4,5]]",
+    b"[[1,2,null],[4,5,[6]]]", b"[[1,2,3,[4,5]],6]", b"[[1,2],7,[1,2,3,[4,5,6]]]", b"[[1,2,null],[4,5]]",
 ])
 @pytest.mark.parametrize("reader", READERS)
 def test_anything_else_goes_back_to_the_general_path(num: LoadedModel, data: bytes, reader: str) -> None:
