@@ -30,6 +30,9 @@ _OPEN, _CLOSE, _COMMA = ord("["), ord("]"), ord(",")
 # than this is dropped rather than pooled; a fresh one costs ~5 ms per MB in page faults.
 _POOLED_MAX_BYTES = 8 * 1024 * 1024
 _POOL_SIZE = 4
+# Rows with nulls this big go through pyarrow's CSV reader; below it orjson and numpy read them faster than
+# pyarrow's reader starts.
+ARROW_ROWS_MIN_BYTES = 64 * 1024
 
 
 class SplitRows(NamedTuple):
@@ -40,13 +43,15 @@ class SplitRows(NamedTuple):
     ids: Any
 
 
-def read_split(body: bytes, signature: Signature) -> ScoringRequest | None:
-    """A big dataframe_split (or input_data) body of numbers (and nulls) as session feeds, or None."""
+def read_split(body: bytes, signature: Signature, *, arrow_min_bytes: int = ARROW_ROWS_MIN_BYTES,
+               ) -> ScoringRequest | None:
+    """A big dataframe_split (or input_data) body of numbers (and nulls, when its rows take arrow_min_bytes
+    or more) as session feeds, or None."""
     parts = split_rows(body, signature)
     if parts is None:
         return None
     request = _numbers(parts, signature)
-    if request is None and b"null" in parts.rows:
+    if request is None and len(parts.rows) >= arrow_min_bytes and b"null" in parts.rows:
         from shared import arrow_bodies  # pyarrow loads only for such bodies
 
         return arrow_bodies.read_split_rows(parts, signature)

@@ -44,7 +44,11 @@ def _simdjson_only(body: bytes, signature: scoring.Signature) -> scoring.Scoring
     return None if parts is None else json_rows._numbers(parts, signature)
 
 
-READERS: dict[str, Reader] = {"read_split": json_rows.read_split, "arrow": _arrow_only, "simdjson": _simdjson_only}
+def _read_split(body: bytes, signature: scoring.Signature) -> scoring.ScoringRequest | None:
+    return json_rows.read_split(body, signature, arrow_min_bytes=0)  # rows with nulls to pyarrow at any size
+
+
+READERS: dict[str, Reader] = {"read_split": _read_split, "arrow": _arrow_only, "simdjson": _simdjson_only}
 
 
 @pytest.fixture(scope="module", params=["double", "float"])
@@ -114,7 +118,7 @@ def test_valid_json_numbers_are_taken(num: LoadedModel, data: bytes) -> None:
     # a "data" inside a string is escaped (\"data\"), so the key is still the only match
     head = b'{"params":{"x":"\\"data\\":[[9]]"},"dataframe_split":{"columns":["a","b","c"],"data":'
     body = head + data + b"}}"
-    fast = json_rows.read_split(body, num.signature)
+    fast = _read_split(body, num.signature)
     assert fast is not None
     _same_arrays(fast.inputs, _general(num, body).inputs)
 
@@ -131,6 +135,14 @@ def test_valid_json_numbers_are_taken(num: LoadedModel, data: bytes) -> None:
 def test_anything_else_goes_back_to_the_general_path(num: LoadedModel, data: bytes, reader: str) -> None:
     body = b'{"dataframe_split":{"columns":["a","b","c"],"data":' + data + b"}}"
     assert READERS[reader](body, num.signature) is None
+
+
+def test_small_rows_with_nulls_are_left_to_orjson_and_read_the_same(num: LoadedModel) -> None:
+    rows = [[1.5, None, 3], *([[4.25, 5.5, 6.125]] * 600)]
+    body = _body(rows, list(NUMERIC), blanks=False)
+    assert scoring.BIG_JSON_MIN_BYTES <= len(body) < json_rows.ARROW_ROWS_MIN_BYTES
+    assert json_rows.read_split(body, num.signature) is None and _read_split(body, num.signature) is not None
+    _same_arrays(read_request(body, "application/json", num.signature, MAX).inputs, _general(num, body).inputs)
 
 
 def test_an_integer_beyond_64_bits_reads_as_the_general_path_reads_it(num: LoadedModel) -> None:
