@@ -131,3 +131,46 @@ def test_a_float32_graph_is_left_alone() -> None:
     rewritten, applied = _rewritten(model)
     assert applied == []
     assert rewritten.SerializeToString() == model.SerializeToString()
+
+
+def _classifier(lookup: bool) -> onnx.ModelProto:
+    """skl2onnx's classifier tail: label = Reshape(ArrayFeatureExtractor(classes, ArgMax(scores))) [or ArgMax]."""
+    inits = [numpy_helper.from_array(np.array([[1.0, -1.0, 0.5], [0.2, 0.3, -2.0]]), "W"),
+             numpy_helper.from_array(np.array([-1], dtype=np.int64), "shape")]
+    nodes = [helper.make_node("Concat", ["f0", "f1"], ["x"], axis=1), helper.make_node("MatMul", ["x", "W"], ["s"]),
+             helper.make_node("Softmax", ["s"], ["probabilities"], axis=1),
+             helper.make_node("ArgMax", ["s"], ["idx"], axis=1)]
+    if lookup:
+        inits.append(helper.make_tensor("classes", TensorProto.STRING, [3], [b"a", b"b", b"c"]))
+        nodes += [helper.make_node("ArrayFeatureExtractor", ["classes", "idx"], ["picked"], domain="ai.onnx.ml"),
+                  helper.make_node("Reshape", ["picked", "shape"], ["label"])]
+    else:
+        nodes.append(helper.make_node("Reshape", ["idx", "shape"], ["label"]))
+    label_type = TensorProto.STRING if lookup else TensorProto.INT64
+    graph = helper.make_graph(
+        nodes, "c", [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [None, 1]) for n in ("f0", "f1")],
+        [helper.make_tensor_value_info("label", label_type, [None]),
+         helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, [None, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_a_looked_up_label_gives_out_its_index_without_an_extra_node() -> None:
+    model = _classifier(lookup=True)
+    rewritten, applied = _rewritten(model)
+    assert applied == ["feature_major", "label_index"]  # the Concat -> MatMul too
+    assert [o.name for o in rewritten.graph.output] == ["label", "probabilities", onnx_rewrite.LABEL_INDEX]
+    argmax = next(n for n in rewritten.graph.node if n.op_type == "ArgMax")
+    assert list(argmax.output) == [onnx_rewrite.LABEL_INDEX]  # renamed, not copied by an extra node
+    assert "Identity" not in {n.op_type for n in rewritten.graph.node}
+    x = np.random.default_rng(3).normal(size=(50, 2))
+    (label0, proba0), (label, proba, index) = _run(model, x), _run(rewritten, x)
+    assert label.tolist() == label0.tolist() and np.array_equal(proba, proba0)
+    assert np.array(["a", "b", "c"], dtype=object)[index.ravel()].tolist() == label.tolist()
+    assert len(set(label.tolist())) > 1
+
+
+def test_a_label_that_is_not_looked_up_gets_no_index() -> None:
+    model = _classifier(lookup=False)
+    assert "label_index" not in _rewritten(model)[1]

@@ -433,9 +433,11 @@ def test_a_label_index_that_points_at_the_wrong_class_is_not_kept(
 
     def other_class(model: onnx.ModelProto) -> bool:  # label_index, then 1 - index: the other of two classes
         assert onnx_rewrite.label_index(model)
-        identity = next(n for n in model.graph.node if n.output[0] == LABEL_INDEX)
+        for node in model.graph.node:  # the labels keep reading the true index, the output gets 1 - index
+            node.input[:] = ["true_index" if name == LABEL_INDEX else name for name in node.input]
+            node.output[:] = ["true_index" if name == LABEL_INDEX else name for name in node.output]
         model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([[1]], dtype=np.int64), "one"))
-        identity.op_type, identity.input[:] = "Sub", ["one", identity.input[0]]
+        model.graph.node.append(onnx.helper.make_node("Sub", ["one", "true_index"], [LABEL_INDEX]))
         return True
 
     monkeypatch.setattr(onnx_rewrite, "REWRITES", {"label_index": other_class})
