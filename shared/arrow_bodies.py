@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 from shared import arrow_numpy
 from shared.errors import BadRequest
 from shared.id_text import default_id_text
-from shared.json_rows import SplitRows
 from shared.prediction_log import DefaultIds
 from shared.scoring import (
     Feature,
@@ -43,6 +42,9 @@ from shared.scoring import (
     _not_finite,
     _select,
 )
+
+if TYPE_CHECKING:
+    from shared.json_rows import SplitRows  # json_rows imports this module only when it needs it
 
 CSV_FIELD_LIMIT = 131_072  # csv.field_size_limit(): the stdlib reader refuses longer fields
 _BOM = b"\xef\xbb\xbf"

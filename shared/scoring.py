@@ -1051,12 +1051,11 @@ def run_model(model: LoadedModel, inputs: dict[str, np.ndarray], rows: int | Non
     """Run the session. With a LABEL_INDEX output (and `rows`, if known, not tiny) the labels are the signature's
     classes at each row's index: onnxruntime then makes no Python string per row."""
     sig = model.signature
-    if sig.label_values is None or (rows is not None and rows < _INDEX_MIN_ROWS):
-        outputs = model.run(sig.outputs, inputs)
-    else:
-        outputs = model.run(sig.run_outputs, inputs)
-        index = outputs[0].reshape(-1)
-        return ModelOutputs(sig.label_values[index], outputs[1], index)
+    if sig.label_values is not None and (rows is None or rows >= _INDEX_MIN_ROWS):
+        index, probabilities = model.run(sig.run_outputs, inputs)
+        index = index.reshape(-1)
+        return ModelOutputs(sig.label_values[index], probabilities, index)
+    outputs = model.run(sig.outputs, inputs)
     return ModelOutputs(outputs[0].reshape(-1), outputs[1] if sig.task == "classification" else None)
 
 
