@@ -26,10 +26,12 @@ _DATA_KEY = b'"data"'
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
 _INPUT_KEYS = frozenset(INPUT_KEYS)
 _OPEN, _CLOSE, _COMMA = ord("["), ord("]"), ord(",")
-# A parser keeps buffers sized for the biggest document it read (~4x its bytes), so a parser that read more
-# than this is dropped rather than pooled; a fresh one costs ~5 ms per MB in page faults.
+# A parser keeps buffers sized for the biggest document it read (~4.5x its bytes: 9 MB after a 2 MB body), so
+# a parser that read more than this is dropped rather than pooled, and the pool keeps about one parser per
+# core of a Functions instance (at most ~75 MB for two); more big bodies at once make a parser each, which
+# costs ~5 ms per MB in page faults.
 _POOLED_MAX_BYTES = 8 * 1024 * 1024
-_POOL_SIZE = 4
+_POOL_SIZE = 2
 # Rows with nulls this big go through pyarrow's CSV reader; below it orjson and numpy read them faster than
 # pyarrow's reader starts.
 ARROW_ROWS_MIN_BYTES = 64 * 1024
