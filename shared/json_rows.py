@@ -14,13 +14,14 @@ treat differently) answers None and the general path decides, with its messages
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 import simdjson
 
-from shared.scoring import INPUT_KEYS, ScoringRequest, Signature
+from shared.scoring import INPUT_KEYS, ScoringRequest, Signature, _column_order, _matrix_feeds
 
 _DATA_KEY = b'"data"'
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
@@ -38,9 +39,11 @@ ARROW_ROWS_MIN_BYTES = 64 * 1024
 
 
 class SplitRows(NamedTuple):
-    """A split body's column names (exactly the features, any order), its rows array's bytes and params.ids."""
+    """A split body's column names (exactly the features, any order), each feature's position among them,
+    its rows array's bytes and params.ids."""
 
     names: list[str]
+    order: Sequence[int]
     rows: bytes
     ids: Any
 
@@ -71,10 +74,11 @@ def split_rows(body: bytes, signature: Signature) -> SplitRows | None:
     except orjson.JSONDecodeError:
         return None
     names = _split_columns(doc, signature)
-    if names is None:
+    order = None if names is None else _column_order(names, signature)
+    if names is None or order is None:
         return None
     params = doc.get("params")
-    return SplitRows(names, body[start:end], params.get("ids") if isinstance(params, dict) else None)
+    return SplitRows(names, order, body[start:end], params.get("ids") if isinstance(params, dict) else None)
 
 
 def _rows_span(body: bytes) -> tuple[int, int] | None:
@@ -98,9 +102,9 @@ def _rows_span(body: bytes) -> tuple[int, int] | None:
     return start, end
 
 
-def _split_columns(doc: Any, signature: Signature) -> list[str] | None:
-    """The body's column names when the rows left empty sit at doc[dataframe_split]["data"] and the names
-    are exactly the features (in any order); None otherwise."""
+def _split_columns(doc: Any, signature: Signature) -> list[Any] | None:
+    """The body's column names (a list) when the rows left empty sit at doc[dataframe_split]["data"]; None
+    otherwise."""
     if not isinstance(doc, dict):
         return None
     found = doc.keys() & _INPUT_KEYS
@@ -112,10 +116,8 @@ def _split_columns(doc: Any, signature: Signature) -> list[str] | None:
         return None
     if not set(split) <= _SPLIT_KEYS:
         return None
-    names = split.get("columns", list(signature.feature_names))
-    if not isinstance(names, list) or not all(type(n) is str for n in names) or len(set(names)) != len(names):
-        return None
-    return names if set(names) == set(signature.feature_names) else None
+    names = split.get("columns", signature.feature_list)
+    return names if isinstance(names, list) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,18 +134,9 @@ def _numbers(parts: SplitRows, signature: Signature) -> ScoringRequest | None:
         _give_back(parser, len(parts.rows))
     if flat is None or flat.size != count * width or not _rectangular(parts.rows, count, width):
         return None
-    values = flat.reshape(count, width).T.copy()  # feature-major: each feature's values one contiguous row
-    where = {name: i for i, name in enumerate(parts.names)}
-    inputs = {}
-    for feature in signature.features:
-        column = values[where[feature.name]]
-        if feature.dtype != np.float64:
-            with np.errstate(over="ignore"):
-                column = column.astype(feature.dtype)
-            if not np.isfinite(column).all():
-                return None  # beyond float32: the general path names column and row
-        inputs[feature.name] = column.reshape(-1, 1)
-    return ScoringRequest(inputs, count, parts.ids)
+    # column-major, as the general path's rows matrix: each feature's values are one contiguous feed
+    inputs = _matrix_feeds(np.asfortranarray(flat.reshape(count, width)), parts.order, signature)
+    return None if inputs is None else ScoringRequest(inputs, count, parts.ids)
 
 
 def _flat_numbers(parser: simdjson.Parser, rows: bytes) -> tuple[np.ndarray | None, int]:

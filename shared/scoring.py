@@ -480,9 +480,10 @@ def _small_float_matrix(rows: list[list[Any]]) -> np.ndarray | None:
 def _matrix_feeds(values: np.ndarray, order: Sequence[int], signature: Signature) -> dict[str, np.ndarray] | None:
     # values is column-major: its transpose is row-major [W, N], and each [N, 1] slab of it is one contiguous feed
     slabs = values.T.reshape(values.shape[1], values.shape[0], 1)
-    if order is not signature.in_order:
-        slabs = slabs[list(order)]
-    feeds = dict(zip(signature.feature_names, slabs, strict=True))
+    if order is signature.in_order:
+        feeds = dict(zip(signature.feature_names, slabs, strict=True))
+    else:  # views in the features' order (a fancy index would copy the whole matrix)
+        feeds = {name: slabs[i] for name, i in zip(signature.feature_names, order, strict=True)}
     if signature.has_float32:
         for feature in signature.features:
             if feature.dtype == np.float32:

@@ -433,9 +433,7 @@ def test_a_label_index_that_points_at_the_wrong_class_is_not_kept(
 
     def other_class(model: onnx.ModelProto) -> bool:  # label_index, then 1 - index: the other of two classes
         assert onnx_rewrite.label_index(model)
-        for node in model.graph.node:  # the labels keep reading the true index, the output gets 1 - index
-            node.input[:] = ["true_index" if name == LABEL_INDEX else name for name in node.input]
-            node.output[:] = ["true_index" if name == LABEL_INDEX else name for name in node.output]
+        onnx_rewrite._rename(model.graph, LABEL_INDEX, "true_index")  # the labels keep reading the true index
         model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([[1]], dtype=np.int64), "one"))
         model.graph.node.append(onnx.helper.make_node("Sub", ["one", "true_index"], [LABEL_INDEX]))
         return True
