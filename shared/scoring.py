@@ -1097,8 +1097,18 @@ class _AliasState:
     model: LoadedModel
 
 
+# A model last confirmed within this many recheck intervals answers while its alias is rechecked in the
+# background; one confirmed longer ago (no traffic since) is rechecked before it answers.
+_STALE_INTERVALS = 2
+
+
+def _in_background(job: Callable[[], None]) -> None:
+    threading.Thread(target=job, name="model-recheck", daemon=True).start()
+
+
 class ModelCache:
-    """Sessions per (model, version); aliases re-resolved at most every recheck_seconds, swapped when loaded."""
+    """Sessions per (model, version); aliases re-resolved at most every recheck_seconds (in the background under
+    steady traffic) and swapped when the new version has loaded."""
 
     def __init__(
         self,
@@ -1108,7 +1118,9 @@ class ModelCache:
         clock: Callable[[], float] = time.monotonic,
         *,
         max_sessions: int = 8,
+        refresh: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
+        """refresh(job) runs an alias recheck off the request path (default: a daemon thread per recheck)."""
         self._resolve = resolve
         self._fetch = fetch
         self._recheck = recheck_seconds
@@ -1119,6 +1131,7 @@ class ModelCache:
         self._failures: dict[tuple[str, int], tuple[float, ModelArtifactError]] = {}
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._guard = threading.Lock()  # held only for dict bookkeeping, never across I/O or loads
+        self._refresh = refresh or _in_background
 
     def get(self, model: str, alias: str | None = None, version: int | None = None) -> LoadedModel:
         """The model for an alias (default 'champion') or a pinned version.
@@ -1134,21 +1147,51 @@ class ModelCache:
     def _alias(self, model: str, alias: str) -> LoadedModel:
         key = (model, alias)
         state = self._aliases.get(key)
-        if state is not None and self._clock() - state.checked_at < self._recheck:
-            return state.model
-        lock = self._lock_for(("alias", model, alias))
-        if state is None:
-            lock.acquire()  # nothing to serve yet: wait for whoever is loading the first one
-        elif not lock.acquire(blocking=False):
-            return state.model  # readers never wait: one thread rechecks, the others serve the last good
-        try:
+        if state is not None:
+            age = self._clock() - state.checked_at
+            if age < self._recheck:
+                return state.model
+            if age < _STALE_INTERVALS * self._recheck:
+                self._start_recheck(model, alias)
+                return state.model  # under steady traffic no request waits for the registry
+        # Nothing to serve yet, or an idle alias (possibly many promotions behind): this request rechecks and waits,
+        # as does any other that arrives meanwhile.
+        with self._lock_for(("alias", model, alias)):
             state = self._aliases.get(key)
             now = self._clock()
             if state is not None and now - state.checked_at < self._recheck:
                 return state.model
             return self._recheck_alias(model, alias, state, now)
-        finally:
+
+    def _start_recheck(self, model: str, alias: str) -> None:
+        """Re-resolve the alias (and load a new version) off the request path; the request that noticed the
+        interval passed, and every one until the swap, is served by the last good model.
+
+        Done on the request's thread, the recheck cost one request per interval a registry read (and, after a
+        promotion, the new version's download and session set-up), or the storage SDK's timeouts when the
+        registry does not answer."""
+        lock = self._lock_for(("alias", model, alias))
+        if not lock.acquire(blocking=False):
+            return  # another thread is rechecking it
+
+        def recheck() -> None:
+            try:
+                state = self._aliases.get((model, alias))
+                now = self._clock()
+                if state is not None and now - state.checked_at >= self._recheck:
+                    self._recheck_alias(model, alias, state, now)
+            except (NotFound, Unavailable) as err:  # the registry answered: the next request gets this error
+                log.info("alias (name=%s, alias=%s) no longer resolves: %s", model, alias, err.message)
+            except Exception:  # _recheck_alias keeps the last good model; this thread must not die loudly
+                log.exception("alias recheck failed (name=%s, alias=%s)", model, alias)
+            finally:
+                lock.release()
+
+        try:
+            self._refresh(recheck)
+        except BaseException:
             lock.release()
+            raise
 
     def _recheck_alias(self, model: str, alias: str, state: _AliasState | None, now: float) -> LoadedModel:
         key = (model, alias)

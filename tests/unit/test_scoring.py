@@ -662,9 +662,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def _at_once(job: Callable[[], None]) -> None:
+    job()  # the recheck a request starts runs before get() returns: each test sees it land, deterministically
+
+
 @pytest.fixture()
 def cache(registry: FakeRegistry, clock: FakeClock) -> ModelCache:
-    return ModelCache(registry.resolve, registry.fetch, recheck_seconds=30, clock=clock)
+    return ModelCache(registry.resolve, registry.fetch, recheck_seconds=30, clock=clock, refresh=_at_once)
 
 
 def test_the_alias_is_resolved_again_only_after_recheck_seconds(
@@ -688,6 +692,7 @@ def test_a_new_champion_is_swapped_in_at_the_next_recheck(
     registry.aliases[("churn", "champion")] = 2
     assert cache.get("churn").version == 1
     clock.now += 30
+    assert cache.get("churn").version == 1  # the request that starts the recheck is served by the last good model
     assert cache.get("churn").version == 2
     assert registry.fetches == [("churn", 1), ("churn", 2)]
 
@@ -698,6 +703,7 @@ def test_a_request_in_flight_keeps_the_model_it_started_with(
     in_flight = cache.get("churn")
     registry.aliases[("churn", "champion")] = 2
     clock.now += 30
+    cache.get("churn")  # starts the recheck that swaps version 2 in
     assert cache.get("churn").version == 2
     assert in_flight.version == 1
     assert predict(in_flight, _parse(in_flight, FORMATS["dataframe_records"][0]))["model"]["version"] == 1
@@ -718,6 +724,7 @@ def test_a_tampered_new_version_is_logged_and_the_last_good_one_keeps_serving(
     assert registry.fetches == [("churn", 1), ("churn", 2)]  # no retry per request
     registry.add("churn", 2, fx.classifier(seed=1))  # fixed upstream
     clock.now += 30
+    assert cache.get("churn").version == 1  # starts the recheck, which loads the fixed version
     assert cache.get("churn").version == 2
     assert registry.fetches == [("churn", 1), ("churn", 2), ("churn", 2)]
 
@@ -765,6 +772,7 @@ def test_an_alias_removed_from_the_registry_stops_being_served(
     cache.get("churn")
     del registry.aliases[("churn", "champion")]
     clock.now += 30
+    assert cache.get("churn").version == 1  # starts the recheck, which finds the alias gone
     with pytest.raises(Unavailable):
         cache.get("churn")
 
@@ -811,6 +819,43 @@ def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met before the deadline"
         time.sleep(0.001)
+
+
+def test_after_an_idle_spell_the_first_request_is_answered_by_the_current_champion(
+    cache: ModelCache, registry: FakeRegistry, clock: FakeClock
+) -> None:
+    assert cache.get("churn").version == 1
+    registry.aliases[("churn", "champion")] = 2
+    clock.now += 60  # two intervals without a request: the alias is rechecked before this one is answered
+    assert cache.get("churn").version == 2
+    assert registry.resolves == 2
+
+
+def test_no_request_waits_for_a_hung_registry_once_a_model_serves_the_alias(
+    registry: FakeRegistry, clock: FakeClock
+) -> None:
+    cache = ModelCache(registry.resolve, registry.fetch, recheck_seconds=30, clock=clock)  # rechecks on a thread
+    assert cache.get("churn").version == 1
+    entered, release = threading.Event(), threading.Event()
+    answer = registry.resolve
+
+    def hung(model: str, alias: str) -> tuple[int, str]:
+        entered.set()
+        assert release.wait(10)
+        return answer(model, alias)
+
+    cache._resolve = hung  # type: ignore[method-assign]
+    registry.aliases[("churn", "champion")] = 2
+    clock.now += 30
+    try:
+        assert cache.get("churn").version == 1  # starts the recheck and returns without waiting for it
+        assert entered.wait(10)
+        for _ in range(20):  # while it hangs, every request is served by the last good model; one recheck runs
+            assert cache.get("churn").version == 1
+    finally:
+        release.set()
+    _until(lambda: cache.get("churn").version == 2)
+    assert registry.resolves == 2 and registry.fetches == [("churn", 1), ("churn", 2)]
 
 
 def test_concurrent_gets_during_swaps_never_fail(cache: ModelCache, registry: FakeRegistry, clock: FakeClock) -> None:
