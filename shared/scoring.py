@@ -1167,9 +1167,8 @@ class ModelCache:
         """Re-resolve the alias (and load a new version) off the request path; the request that noticed the
         interval passed, and every one until the swap, is served by the last good model.
 
-        Done on the request's thread, the recheck cost one request per interval a registry read (and, after a
-        promotion, the new version's download and session set-up), or the storage SDK's timeouts when the
-        registry does not answer."""
+        On the request's thread a recheck cost that request a registry read, after a promotion also the new
+        version's download and session set-up, and the storage SDK's timeouts when the registry did not answer."""
         lock = self._lock_for(("alias", model, alias))
         if not lock.acquire(blocking=False):
             return  # another thread is rechecking it
@@ -1182,16 +1181,16 @@ class ModelCache:
                     self._recheck_alias(model, alias, state, now)
             except (NotFound, Unavailable) as err:  # the registry answered: the next request gets this error
                 log.info("alias (name=%s, alias=%s) no longer resolves: %s", model, alias, err.message)
-            except Exception:  # _recheck_alias keeps the last good model; this thread must not die loudly
+            except Exception:  # nobody joins this thread: what _recheck_alias itself does not catch is logged here
                 log.exception("alias recheck failed (name=%s, alias=%s)", model, alias)
             finally:
                 lock.release()
 
         try:
             self._refresh(recheck)
-        except BaseException:
+        except Exception:  # no thread to spare: the last good model answers, the next request tries again
             lock.release()
-            raise
+            log.exception("cannot start the alias recheck (name=%s, alias=%s)", model, alias)
 
     def _recheck_alias(self, model: str, alias: str, state: _AliasState | None, now: float) -> LoadedModel:
         key = (model, alias)

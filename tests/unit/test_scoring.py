@@ -831,6 +831,21 @@ def test_after_an_idle_spell_the_first_request_is_answered_by_the_current_champi
     assert registry.resolves == 2
 
 
+def test_a_recheck_that_cannot_start_leaves_the_last_good_model_answering(
+    registry: FakeRegistry, clock: FakeClock
+) -> None:
+    def no_thread(job: Callable[[], None]) -> None:
+        raise RuntimeError("can't start new thread")
+
+    cache = ModelCache(registry.resolve, registry.fetch, recheck_seconds=30, clock=clock, refresh=no_thread)
+    assert cache.get("churn").version == 1
+    registry.aliases[("churn", "champion")] = 2
+    clock.now += 30
+    assert [cache.get("churn").version for _ in range(3)] == [1, 1, 1]  # each tries again, none fails
+    clock.now += 30  # idle for two intervals: this request rechecks itself, so the lock was given back
+    assert cache.get("churn").version == 2
+
+
 def test_no_request_waits_for_a_hung_registry_once_a_model_serves_the_alias(
     registry: FakeRegistry, clock: FakeClock
 ) -> None:
