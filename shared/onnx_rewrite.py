@@ -13,9 +13,9 @@ For 10,000 rows onnxruntime spent ~380 µs in the Concat (30 strided column copi
 - label_index: a classifier's class index (ArgMax before the label lookup) as a third output, so scoring can
   take labels from the signature's classes instead of onnxruntime's per-row Python strings.
 
-Both compute what the graph computed up to rounding (~1e-15 relative in float64, the precision export_onnx gives
-numeric inputs; float32 graphs are left alone); export_onnx
-checks the rewritten graph against the original and against sklearn, and keeps the original on any doubt.
+Each computes what the graph computed up to rounding (~1e-15 relative in float64, the precision export_onnx gives
+numeric inputs; float32 graphs are left alone); export_onnx checks the rewritten graph against the original and
+against sklearn (and the classes at the label index against the labels), and keeps the original on any doubt.
 A graph that does not match a pattern exactly (a categorical input, a tree model, a constant used twice) is left
 as it is. Only onnx (build-time) is needed; scoring just loads the result.
 """
