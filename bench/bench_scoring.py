@@ -18,6 +18,8 @@ import json
 import os
 import pickle
 import platform
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -343,16 +345,21 @@ def stage_breakdown(v: Variant, counts: Counts) -> None:
         shown = ", ".join(f"{k} {np.percentile(t, 50) / scale:.2f} {unit}" for k, t in parts.items())
         v.notes.append(f"handler p50 by stage ({what}): {shown}")
     handler = make_handler(v)
-    gc.collect()
-    gc.disable()  # what the batch costs without cyclic-GC pauses (the tables keep the GC on, as deployed)
+    handler(v.batch_body)
+    before = gc.get_count()[0]
+    handler(v.batch_body)
+    tracked = gc.get_count()[0] - before  # objects the collector tracks, made (and kept) by one call
+    collections: list[int] = []
+    gc.callbacks.append(counted := lambda phase, info: collections.append(info["generation"]) if phase == "start"
+                        else None)
     try:
         ns = time_calls(handler, [v.batch_body], counts.batch, 2)
     finally:
-        gc.enable()
+        gc.callbacks.remove(counted)
     p50 = float(np.percentile(ns, 50))
-    v.notes.append(f"handler {BATCH_ROWS:,}-row batch with gc disabled: p50 {p50 / 1e6:.1f} ms = "
-                   f"{BATCH_ROWS * 1e9 / p50:,.0f} rows/s (the difference to the table is gen-2 GC pauses "
-                   "triggered by the Python objects a JSON body of that size allocates)")
+    v.notes.append(f"handler {BATCH_ROWS:,}-row batch, alone: p50 {p50 / 1e6:.1f} ms = {BATCH_ROWS * 1e9 / p50:,.0f} "
+                   f"rows/s; a call leaves {tracked} more objects for the cyclic GC, which ran {len(collections)} "
+                   f"times in these {counts.batch} calls")
 
 
 def make_cache(v: Variant) -> ModelCache:
@@ -581,6 +588,7 @@ class HttpClient:
                  headers: dict[str, str] | None = None) -> None:
         self.label, self.path, self.bodies = label, path, bodies
         self.headers = headers or JSON
+        self.port = port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.connects = 0
         self.sent = 0
@@ -680,6 +688,63 @@ def measure_servers(v: Variant, clients: dict[str, HttpClient], counts: Counts) 
     for key, client in clients.items():
         v.single[key], note = client.row(results[key])
         v.notes.append(note)
+    if WRK is None:
+        v.notes.append("wrk is not installed (apt-get install wrk): no C-client series")
+        return
+    rounds: dict[str, list[WrkRun]] = {key: [] for key in clients}
+    for _ in range(WRK_ROUNDS):  # interleaved, as the http.client series
+        for key, client in clients.items():
+            rounds[key].append(run_wrk(client, WRK_SECONDS[counts is QUICK]))
+    for key, client in clients.items():
+        runs = rounds[key]
+        label = client.label.replace("HTTP:", "HTTP (wrk):", 1)
+        v.single[f"{key}_wrk"] = Row(label, statistics.median(r.p50_us for r in runs),
+                                     statistics.median(r.p99_us for r in runs),
+                                     sum(r.requests for r in runs) / sum(r.seconds for r in runs),
+                                     sum(r.requests for r in runs))
+        v.notes.append(f"{label}: wrk -t1 -c1 (one keep-alive connection), {WRK_ROUNDS} rounds of "
+                       f"{WRK_SECONDS[counts is QUICK]:.0f} s, {sum(r.requests for r in runs)} requests, "
+                       "median of the rounds' p50 and p99")
+
+
+# wrk (C, epoll) on one connection: the same sequential keep-alive requests as HttpClient without http.client's
+# own Python per request (~100 µs here), which both servers' http.client figures carry.
+WRK = shutil.which("wrk")
+WRK_ROUNDS = 3
+WRK_SECONDS = {False: 5.0, True: 2.0}  # full, quick
+_WRK_TIME = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_WRK_UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    p50_us: float
+    p99_us: float
+    requests: int
+    seconds: float
+
+
+def run_wrk(client: HttpClient, seconds: float) -> WrkRun:
+    """One wrk run posting client's bodies in turn over one connection; BenchError on any non-2xx answer."""
+    assert WRK is not None
+    bodies = ", ".join(f"[==[{b.decode()}]==]" for b in client.bodies)
+    headers = ", ".join(f'["{k}"] = "{val}"' for k, val in client.headers.items())
+    script = (f"local bodies = {{{bodies}}}\nlocal headers = {{{headers}}}\nlocal i = 0\n"
+              f'request = function()\n  i = i % #bodies + 1\n  return wrk.format("POST", "{client.path}", '
+              "headers, bodies[i])\nend\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        lua.write(script)
+        lua.flush()
+        done = subprocess.run([WRK, "-t1", "-c1", f"-d{seconds:.0f}s", "--latency", "-s", lua.name,
+                               f"http://127.0.0.1:{client.port}{client.path}"],
+                              capture_output=True, text=True, timeout=seconds + 60)
+    out = done.stdout
+    found = {int(p): float(x) * _WRK_UNIT_US[unit] for p, x, unit in _WRK_TIME.findall(out)}
+    count = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s)", out, re.MULTILINE)
+    if done.returncode != 0 or "Non-2xx" in out or "Socket errors" in out or count is None or len(found) != 2:
+        raise BenchError(f"{client.label}: wrk failed ({done.returncode}):\n{out[-2000:]}{done.stderr[-1000:]}")
+    took = float(count.group(2)) * _WRK_UNIT_US[count.group(3)] / 1e6
+    return WrkRun(found[50], found[99], int(count.group(1)), took)
 
 
 def compare_response(v: Variant, who: str, body: bytes) -> None:
@@ -817,7 +882,8 @@ def fmt(x: float) -> str:
 def single_table(v: Variant) -> list[str]:
     base = v.single["ort"].p50_us
     out = ["| # | path (1 row per call) | p50 µs | p99 µs | calls/s | p50 × floor |", "|---|---|---:|---:|---:|---:|"]
-    for key, num in (("ort", "1"), ("handler", "2"), ("sklearn", "3"), ("devhost", "4a"), ("mlflow", "4b")):
+    for key, num in (("ort", "1"), ("handler", "2"), ("sklearn", "3"), ("devhost", "4a"), ("mlflow", "4b"),
+                     ("devhost_wrk", "4c"), ("mlflow_wrk", "4d")):
         if key in v.single:
             r = v.single[key]
             out.append(f"| {num} | {r.label} | {fmt(r.p50_us)} | {fmt(r.p99_us)} | {fmt(r.per_second)} | "
@@ -847,6 +913,20 @@ def files_table(v: Variant) -> list[str]:
     return out
 
 
+def http_targets(s: dict[str, Row]) -> list[tuple[str, str, bool | None]]:
+    """The HTTP target, measured with each client (http.client; wrk when installed)."""
+    rows: list[tuple[str, str, bool | None]] = []
+    for suffix, client in (("", "http.client"), ("_wrk", "wrk (a C client)")):
+        if f"mlflow{suffix}" in s and f"devhost{suffix}" in s:
+            ratio = s[f"mlflow{suffix}"].p50_us / s[f"devhost{suffix}"].p50_us
+            rows.append((f"HTTP single row, keep-alive, {client}: devhost ≥ 20× faster than MLflow's server (p50)",
+                         f"{ratio:.1f}×", ratio >= 20))
+    if "mlflow" in s:
+        rows.append(("(info) handler without HTTP vs MLflow HTTP (p50)",
+                     f"{s['mlflow'].p50_us / s['handler'].p50_us:.1f}×", None))
+    return rows
+
+
 def targets_table(v: Variant, import_ms: float) -> list[str]:
     s, b, f = v.single, v.batched, v.files
     handler_x = s["handler"].p50_us / s["ort"].p50_us
@@ -860,12 +940,7 @@ def targets_table(v: Variant, import_ms: float) -> list[str]:
     for key, what in (("handler_csv", "CSV"), ("handler_arrow", "Arrow IPC")):
         rows.append((f"handler {BATCH_ROWS:,}-row {what} body ≥ 3 M rows/s", f"{b[key].per_second:,.0f} rows/s",
                      b[key].per_second >= 3e6))
-    if "mlflow" in s and "devhost" in s:
-        ratio = s["mlflow"].p50_us / s["devhost"].p50_us
-        rows.append(("HTTP single row, keep-alive: devhost ≥ 20× faster than MLflow's server (p50)", f"{ratio:.1f}×",
-                     ratio >= 20))
-        rows.append(("(info) handler without HTTP vs MLflow HTTP (p50)",
-                     f"{s['mlflow'].p50_us / s['handler'].p50_us:.1f}×", None))
+    rows += http_targets(s)
     for key, what in (("file", "in process, results + every row logged"), ("file_unlogged", "in process, results"),
                       ("devhost", "through devhost, drop -> results"),
                       ("devhost_done", "through devhost, drop -> done (every row logged)")):
