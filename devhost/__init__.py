@@ -10,10 +10,11 @@ Emulated, reusing the real azure-functions library for indexing and trigger obje
 - indexing like the Python worker: exactly one FunctionApp, `get_functions()`, raw bindings,
   one trigger per function; the worker's annotation check (devhost/annotations.py); clear errors
   for import failures and unsupported bindings;
-- httpTrigger (waitress, keep-alive): routePrefix, templates with {p}, {p:int|alpha|bool|guid|long|
-  double}, {p?}, {*rest}; a method the route does not allow is 404 as on the host; auth levels with
-  keys from the DevHost section of the settings (x-functions-key header or ?code=); 500 when the
-  function raises;
+- httpTrigger (uvicorn, keep-alive; sync functions on 16 threads, async ones on the event loop, as the
+  worker runs them; bodies over the host's 100 MB are 413): routePrefix, templates with {p},
+  {p:int|alpha|bool|guid|long|double}, {p?}, {*rest}; a method the route does not allow is 404 as on
+  the host; auth levels with keys from the DevHost section of the settings (x-functions-key header
+  or ?code=); 500 when the function raises;
 - queue output bindings (devhost/outputs.py): written after a success, waking this host's
   listener of the queue at once (SharedQueueWatcher);
 - queueTrigger: batchSize / newBatchThreshold, concurrent invocations, visibilityTimeout between

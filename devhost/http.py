@@ -1,6 +1,8 @@
-"""HTTP triggers on waitress (HTTP/1.1 keep-alive, a pool of worker threads): route templates, methods, keys,
-func.HttpRequest. werkzeug's Request/Response shape the WSGI side; its development server answered every
-request with `Connection: close`, so each request paid a TCP connect (and benchmarks measured that).
+"""HTTP triggers on uvicorn (httptools' parser, uvloop when installed; HTTP/1.1 keep-alive): route templates,
+methods, keys, func.HttpRequest. Sync functions run on a pool of threads, as the Python worker runs them; async
+functions run on the server's event loop, as the worker runs them on its own. werkzeug's Request shapes the
+request side (from a WSGI environ made of the ASGI scope); its development server answered every request with
+`Connection: close`, so each request paid a TCP connect (and benchmarks measured that).
 
 Also the host's extension webhooks, /runtime/webhooks/{extension}[/...] (azure-functions-host
 HostController.ExtensionWebHookHandler): GET, POST and DELETE; the `<extension>_extension` system key
@@ -8,19 +10,24 @@ or the master key (401 otherwise); 404 for an extension without a webhook handle
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
+import io
 import logging
 import re
+import socket
+import sys
 import threading
-import warnings
+import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 from wsgiref.util import request_uri
 
 import azure.functions as func
-from waitress.server import create_server  # type: ignore[import-untyped]
+import uvicorn
 from werkzeug.wrappers import Request, Response
 
 from devhost.index import FunctionSpec, Invoker
@@ -36,14 +43,15 @@ CONSTRAINTS = {
 WEBHOOK = re.compile(r"^/runtime/webhooks/(?P<extension>[^/]+)(?:/.*)?$", re.IGNORECASE)
 WEBHOOK_METHODS = frozenset({"GET", "POST", "DELETE"})
 WebhookHandler = Callable[[Request], Response]
-# Requests served at once (waitress worker threads); more wait in its queue. The Functions host serves many
+# Sync functions running at once (threads of the pool); more wait for a thread. The Functions host serves many
 # concurrent requests per instance; 16 keeps a blocked function from stalling the webhook or health checks.
 HTTP_THREADS = 16
-# waitress reads 8 KiB per recv and moves bodies over 512 KiB (answers over 1 MiB) to temporary files: a
-# 2 MB batch scoring body took ~260 reads and a disk round trip each way. Bodies up to the scoring limit's
-# default (5 MiB) and their answers stay in memory; bigger ones still spill.
-RECV_BYTES = 256 * 1024
-BUFFERED_BYTES = 16 * 1024 * 1024
+# The Functions host refuses request bodies over 100 MB (HTTP 413), as here.
+MAX_REQUEST_BYTES = 100 * 1024 * 1024
+# Kestrel, the host's server, keeps an idle connection 130 s (uvicorn's default is 5 s).
+KEEP_ALIVE_SECONDS = 130
+# Requests still running when the host stops get this long before their connections are closed.
+STOP_GRACE_SECONDS = 5
 PARAM = re.compile(r"\{(\*{1,2})?(\w+)((?::[^{}?=]+)*)(\?)?(?:=[^{}]*)?\}")
 
 
@@ -113,47 +121,44 @@ class HttpHost:
         self._auth = auth
         self._system_keys = dict(system_keys or {})
         self._webhooks = {name.lower(): handler for name, handler in (webhooks or {}).items()}
-        self._server: Any = None  # waitress's server (MultiSocketServer | BaseWSGIServer)
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(HTTP_THREADS, thread_name_prefix="devhost-http")
 
     def start(self, host: str, port: int) -> int:
-        """Serve in a background thread; returns the bound port (port 0 picks a free one)."""
-        logging.getLogger("waitress").setLevel(logging.WARNING)  # no "Serving on" or queue-depth chatter
-        # send_bytes=1: the worker thread that ran the function sends the response itself; by default waitress
-        # leaves answers under 18 KB to its I/O thread, one more thread hand-off (~50 µs) per request. Deprecated
-        # in waitress 3 (pinned in requirements-dev.txt), hence the warning filter.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "send_bytes", DeprecationWarning)
-            self._server = create_server(self, host=host, port=port, threads=HTTP_THREADS, ident="devhost",
-                                         send_bytes=1, recv_bytes=RECV_BYTES, inbuf_overflow=BUFFERED_BYTES,
-                                         outbuf_overflow=BUFFERED_BYTES)
-        server = self._server
-        self._thread = threading.Thread(target=server.run, name="devhost-http", daemon=True)
+        """Serve in a background thread; returns the bound port (port 0 picks a free one). OSError when the
+        address is taken."""
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        config = uvicorn.Config(self, lifespan="off", ws="none", log_level="warning", access_log=False,
+                                server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                                timeout_graceful_shutdown=STOP_GRACE_SECONDS)
+        server = self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="devhost-http",
+                                        daemon=True)
         self._thread.start()
-        return int(server.effective_port)
+        deadline = time.monotonic() + 30
+        while not server.started:  # listening once set; a thread that died has logged why
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                sock.close()
+                raise OSError(f"the HTTP server did not start on {host}:{port}")
+            time.sleep(0.01)
+        return int(sock.getsockname()[1])
 
     def stop(self) -> None:
         """Stop accepting requests and close the connections; requests already running finish on their threads."""
         server, self._server = self._server, None
         if server is None:
             return
-        # waitress has no stop call: its loop runs while its socket map has entries, and only the loop's own thread
-        # may close them (closed under its select() they fail with EBADF). The trigger runs a callable on that
-        # thread: open connections get handle_close, then the listener and the trigger itself close() (the
-        # listener's handle_close is the base one, which only logs "unhandled close event").
-        def close_all() -> None:
-            for dispatcher in list(server._map.values()):
-                if dispatcher is not server and dispatcher is not server.trigger:
-                    dispatcher.handle_close()
-            server.close()
-
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            server.trigger.pull_trigger(close_all)
-            thread.join(timeout=5)
-        else:
-            close_all()
-        server.task_dispatcher.shutdown(cancel_pending=False, timeout=1)
+        server.should_exit = True  # uvicorn closes idle keep-alive connections, then the busy ones as they answer
+        if self._thread is not None:
+            self._thread.join(timeout=STOP_GRACE_SECONDS + 5)
+        self._pool.shutdown(wait=False)
 
     def _authorized(self, route: Route, request: Request) -> bool:
         if not self._auth or route.auth_level == "ANONYMOUS":
@@ -171,47 +176,147 @@ class HttpHost:
         handler = self._webhooks.get(name)
         return handler(request) if handler else Response(status=404)
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        request = Request(environ)
-        return self.handle(request)(environ, start_response)
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The ASGI app uvicorn serves: an async function's invocation on this loop, anything else on the pool."""
+        if scope["type"] != "http":
+            return
+        body = await _read_body(scope, receive)
+        if body is None:
+            too_big = Response(f"request body over {MAX_REQUEST_BYTES} bytes (the host's limit)", status=413)
+            await _send(send, too_big, _environ(scope, b""))
+            return
+        request = Request(_environ(scope, body))
+        found = self._async_route(request)
+        if found is None:
+            answer = await asyncio.get_running_loop().run_in_executor(self._pool, self.handle, request)
+        elif not self._authorized(found[0], request):
+            answer = Response(status=401)
+        else:
+            answer = await self._invoke_async(*found, request)
+        await _send(send, answer, request.environ)
 
-    def handle(self, request: Request) -> Response | FunctionAnswer:
-        """Route, authorize, invoke and convert the function's response."""
-        webhook = WEBHOOK.match(request.path)
-        if webhook:
-            return self._webhook(webhook.group("extension"), request)
+    def _match(self, request: Request) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
             match = route.pattern.match(request.path)
             # the host's function routes constrain the method: another method matches no route,
             # so the answer is 404 (not 405), as on Azure
-            if not match or (route.methods is not None and request.method not in route.methods):
-                continue
-            if not self._authorized(route, request):
-                return Response(status=401)
-            params = {k: v for k, v in match.groupdict().items() if v is not None}
-            return self._invoke(route, request, params)
-        return Response(status=404)
+            if match and (route.methods is None or request.method in route.methods):
+                return route, {k: v for k, v in match.groupdict().items() if v is not None}
+        return None
 
-    def _invoke(self, route: Route, request: Request, params: dict[str, str]) -> Response | FunctionAnswer:
-        environ = request.environ
-        req = func.HttpRequest(
-            method=request.method, url=request_uri(environ), headers=_request_headers(environ),
-            params={k: request.args.get(k, "") for k in request.args} if environ.get("QUERY_STRING") else {},
-            route_params=params, body=request.get_data(),
-        )
+    def _async_route(self, request: Request) -> tuple[Route, dict[str, str]] | None:
+        """The matched route and its parameters when its function is async (so it runs on the loop); else None."""
+        if WEBHOOK.match(request.path):
+            return None
+        found = self._match(request)
+        return found if found is not None and found[0].spec.is_async else None
+
+    def handle(self, request: Request) -> Response | FunctionAnswer:
+        """Route, authorize, invoke and convert the function's response (on a thread of the pool)."""
+        webhook = WEBHOOK.match(request.path)
+        if webhook:
+            return self._webhook(webhook.group("extension"), request)
+        found = self._match(request)
+        if found is None:
+            return Response(status=404)
+        route, params = found
+        if not self._authorized(route, request):
+            return Response(status=401)
         try:
-            result = self._invoker(route.spec, "This function was programmatically called via the host APIs.", req)
+            result = self._invoker(route.spec, INVOKE_REASON, _function_request(request, params))
         except Exception:
             return Response(status=500)  # the invoker logged the exception with the function name
-        if isinstance(result, func.HttpResponse):
-            # the server counts the body: a Content-Length the function set could only disagree
-            headers = [(name, value) for name, value in result.headers.items() if name.lower() != "content-length"]
-            if "content-type" not in {name.lower() for name, _ in headers}:
-                headers.append(("Content-Type", f"{result.mimetype}; charset={result.charset}"))
-            return FunctionAnswer(result.status_code, headers, result.get_body())
-        if result is None:
-            return Response(status=204)
-        return Response(result if isinstance(result, (str, bytes)) else str(result), mimetype="text/plain")
+        return _answer(result)
+
+    async def _invoke_async(self, route: Route, params: dict[str, str], request: Request) -> Response | FunctionAnswer:
+        try:
+            result = await self._invoker.call_async(route.spec, INVOKE_REASON, _function_request(request, params))
+        except Exception:
+            return Response(status=500)  # the invoker logged the exception with the function name
+        return _answer(result)
+
+
+INVOKE_REASON = "This function was programmatically called via the host APIs."
+
+
+def _function_request(request: Request, params: dict[str, str]) -> func.HttpRequest:
+    environ = request.environ
+    return func.HttpRequest(
+        method=request.method, url=request_uri(environ), headers=_request_headers(environ),
+        params={k: request.args.get(k, "") for k in request.args} if environ.get("QUERY_STRING") else {},
+        route_params=params, body=request.get_data(),
+    )
+
+
+def _answer(result: Any) -> Response | FunctionAnswer:
+    """What the function returned, as the host answers it."""
+    if isinstance(result, func.HttpResponse):
+        # the server counts the body: a Content-Length the function set could only disagree
+        headers = [(name, value) for name, value in result.headers.items() if name.lower() != "content-length"]
+        if "content-type" not in {name.lower() for name, _ in headers}:
+            headers.append(("Content-Type", f"{result.mimetype}; charset={result.charset}"))
+        return FunctionAnswer(result.status_code, headers, result.get_body())
+    if result is None:
+        return Response(status=204)
+    return Response(result if isinstance(result, (str, bytes)) else str(result), mimetype="text/plain")
+
+
+async def _read_body(scope: dict[str, Any], receive: Any) -> bytes | None:
+    """The request body, or None past MAX_REQUEST_BYTES (by Content-Length before reading, or as it arrives)."""
+    length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+    if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+        return None
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _environ(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
+    """A WSGI environ for the ASGI request (PEP 3333: the decoded path's bytes as latin-1 text)."""
+    server = scope.get("server") or ("127.0.0.1", 80)
+    client = scope.get("client") or ("", 0)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"], "SCRIPT_NAME": "",
+        "PATH_INFO": scope["path"].encode("utf-8").decode("latin-1"),
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": str(server[0]), "SERVER_PORT": str(server[1]), "REMOTE_ADDR": str(client[0]),
+        "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}", "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"), "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+    }
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").upper().replace("-", "_"), raw_value.decode("latin-1")
+        key = name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
+        environ[key] = f"{environ[key]}, {value}" if key in environ else value  # repeated headers, as one list
+    return environ
+
+
+def _no_write(data: bytes) -> None:
+    raise NotImplementedError("answers return their body; none uses WSGI's write()")
+
+
+async def _send(send: Any, answer: Response | FunctionAnswer, environ: dict[str, Any]) -> None:
+    """Write a WSGI answer (werkzeug's Response or a FunctionAnswer) as the ASGI response."""
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        started.append((status, headers))
+        return _no_write
+
+    body = b"".join(answer(environ, start_response))
+    status, headers = started[-1]
+    await send({"type": "http.response.start", "status": int(status.split(" ", 1)[0]),
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass(frozen=True)

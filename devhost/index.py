@@ -1,6 +1,8 @@
 """Index the app as the Python worker does, and invoke functions with the host's log lines."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import inspect
 import json
@@ -11,7 +13,7 @@ import time
 import traceback
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,11 @@ class FunctionSpec:
     wants_context: bool
     outputs: tuple[dict[str, Any], ...] = ()  # output bindings the host writes after a success
     sdk_type: Any = None  # the trigger parameter's SDK type (e.g. a BlobClient): the host sends no data
+
+    @property
+    def is_async(self) -> bool:
+        """An async def function: the worker runs it on its event loop, not on a thread of its pool."""
+        return inspect.iscoroutinefunction(self.user_function)
 
     @property
     def trigger_type(self) -> str:
@@ -140,6 +147,16 @@ class Context:
     trace_context: None = None
 
 
+@dataclass(frozen=True)
+class _Call:
+    kwargs: dict[str, Any]  # the function's arguments: trigger, output bindings, context
+    outs: dict[str, Out[Any]]
+
+
+async def _awaited(result: Awaitable[Any]) -> Any:
+    return await result
+
+
 class Invoker:
     """Runs functions with the host's Executing/Executed log lines and counts what is in flight."""
 
@@ -150,11 +167,30 @@ class Invoker:
         self.outputs: OutputWriter | None = None  # set by the host once it knows its storage
 
     def __call__(self, spec: FunctionSpec, reason: str, arg: Any) -> Any:
-        """Invoke `spec` with its trigger argument; re-raises what the function (or an output write) raised."""
+        """Invoke `spec` with its trigger argument; re-raises what the function (or an output write) raised.
+
+        An async function runs to completion on an event loop of its own on the caller's thread (the trigger
+        listeners' threads have none)."""
+        with self._invocation(spec, reason, arg) as call:
+            result = spec.user_function(**call.kwargs)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_awaited(result))
+            self._write_outputs(spec, call.outs)
+            return result
+
+    async def call_async(self, spec: FunctionSpec, reason: str, arg: Any) -> Any:
+        """Invoke the async function `spec` on the caller's event loop, as the worker runs async functions."""
+        with self._invocation(spec, reason, arg) as call:
+            result = await spec.user_function(**call.kwargs)
+            self._write_outputs(spec, call.outs)
+            return result
+
+    @contextlib.contextmanager
+    def _invocation(self, spec: FunctionSpec, reason: str, arg: Any) -> Iterator[_Call]:
+        """The host's Executing/Executed lines (Failed with the exception, re-raised) around one invocation."""
         invocation_id = str(uuid.uuid4())
-        kwargs = {spec.trigger["name"]: arg}
         outs: dict[str, Out[Any]] = {b["name"]: Out() for b in spec.outputs}
-        kwargs.update(outs)
+        kwargs: dict[str, Any] = {spec.trigger["name"]: arg, **outs}
         if spec.wants_context:
             kwargs["context"] = Context(invocation_id, spec.name, str(self._app_dir))
         with self._idle:
@@ -162,11 +198,7 @@ class Invoker:
         log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", spec.name, reason, invocation_id)
         started = time.monotonic()
         try:
-            result = spec.user_function(**kwargs)
-            if outs:
-                if self.outputs is None:
-                    raise DevHostError(f"function {spec.name}: output bindings but no output writer")
-                self.outputs.write(spec.name, spec.outputs, outs)
+            yield _Call(kwargs, outs)
         except Exception:
             took = (time.monotonic() - started) * 1000
             log.exception("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms) "
@@ -176,11 +208,17 @@ class Invoker:
         else:
             took = (time.monotonic() - started) * 1000
             log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", spec.name, invocation_id, took)
-            return result
         finally:
             with self._idle:
                 self._inflight -= 1
                 self._idle.notify_all()
+
+    def _write_outputs(self, spec: FunctionSpec, outs: dict[str, Out[Any]]) -> None:
+        if not outs:
+            return
+        if self.outputs is None:
+            raise DevHostError(f"function {spec.name}: output bindings but no output writer")
+        self.outputs.write(spec.name, spec.outputs, outs)
 
     @property
     def inflight(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec
 
 import azure.functions as func
@@ -39,16 +39,36 @@ def handles_errors(handler: Callable[P, func.HttpResponse]) -> Callable[P, func.
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
         try:
             return handler(*args, **kwargs)
-        except PipelineError as exc:
-            if exc.status >= 500:
-                logging.error("%s: %s", handler.__name__, exc.internal or exc.message)
-            return error_response(exc)
-        except Exception:
-            logging.exception("%s: unexpected error", handler.__name__)
-            body = {"error_code": "INTERNAL_ERROR", "message": "internal error; see the function logs"}
-            return json_response(body, 500)
+        except Exception as exc:
+            return _error_answer(handler.__name__, exc)
 
     return wrapper
+
+
+def handles_errors_async(
+    handler: Callable[P, Awaitable[func.HttpResponse]],
+) -> Callable[P, Awaitable[func.HttpResponse]]:
+    """handles_errors for an async function: the wrapper stays a coroutine function, which is how the worker
+    (and devhost) know to run it on the event loop."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
+        try:
+            return await handler(*args, **kwargs)
+        except Exception as exc:
+            return _error_answer(handler.__name__, exc)
+
+    return wrapper
+
+
+def _error_answer(name: str, exc: Exception) -> func.HttpResponse:
+    if isinstance(exc, PipelineError):
+        if exc.status >= 500:
+            logging.error("%s: %s", name, exc.internal or exc.message)
+        return error_response(exc)
+    logging.error("%s: unexpected error", name, exc_info=exc)
+    body = {"error_code": "INTERNAL_ERROR", "message": "internal error; see the function logs"}
+    return json_response(body, 500)
 
 
 def json_body(req: func.HttpRequest) -> dict[str, Any]:

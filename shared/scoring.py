@@ -1144,6 +1144,15 @@ class ModelCache:
             return self._version(model, version)
         return self._alias(model, alias or "champion")
 
+    def is_warm(self, model: str, alias: str | None = None, version: int | None = None) -> bool:
+        """get() would answer from memory now: no registry read, download or session set-up on the caller's thread
+        (an alias due for its recheck starts it in the background and still answers at once)."""
+        if version is not None:
+            with self._guard:
+                return (model, version) in self._sessions
+        state = self._aliases.get((model, alias or "champion"))
+        return state is not None and self._clock() - state.checked_at < _STALE_INTERVALS * self._recheck
+
     def _alias(self, model: str, alias: str) -> LoadedModel:
         key = (model, alias)
         state = self._aliases.get(key)

@@ -1,12 +1,16 @@
 """The local host's HTTP triggers: routes from the bindings, constraints, methods, auth levels, errors."""
 from __future__ import annotations
 
+import asyncio
 import http.client
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import pytest
@@ -14,8 +18,8 @@ import requests
 
 from devhost import DevHost
 from devhost.azurite import Azurite
-from devhost.http import HttpHost
-from devhost.index import FunctionSpec
+from devhost.http import MAX_REQUEST_BYTES, HttpHost
+from devhost.index import FunctionSpec, Invoker
 from tests.fixtures.devhost_support import FUNCTION_KEY, MASTER_KEY, SEMANTICS_APP, fixture_env
 
 
@@ -194,10 +198,77 @@ def test_stopping_closes_listener_and_open_connections_without_warnings(caplog: 
     try:
         conn.request("GET", "/api/ping")
         assert conn.getresponse().read() == b"pong"  # the keep-alive connection stays open into stop()
-        with caplog.at_level(logging.INFO, logger="waitress"):
+        with caplog.at_level(logging.INFO, logger="uvicorn"):
             server.stop()
     finally:
         conn.close()
-    assert not [r for r in caplog.records if r.name.startswith("waitress")], caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("uvicorn")], caplog.text
     with pytest.raises(OSError):
         http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/api/ping")
+
+
+def _spec(name: str, function: Any) -> FunctionSpec:
+    return FunctionSpec(name=name, trigger={"type": "httpTrigger", "route": name, "authLevel": "ANONYMOUS",
+                                            "name": "req"},
+                        bindings=(), user_function=function, wants_context=False)
+
+
+def test_async_functions_run_on_the_server_s_loop_and_sync_ones_on_its_threads(tmp_path: Path) -> None:
+    """As the Python worker runs them: a sync function that blocks holds up no async one."""
+    release = threading.Event()
+    ran_on: dict[str, str] = {}
+
+    def blocked(req: func.HttpRequest) -> func.HttpResponse:
+        ran_on["sync"] = threading.current_thread().name
+        release.wait(20)
+        return func.HttpResponse("sync")
+
+    async def quick(req: func.HttpRequest) -> func.HttpResponse:
+        ran_on["async"] = threading.current_thread().name
+        await asyncio.sleep(0)
+        return func.HttpResponse(f"async {req.get_body().decode()}")
+
+    server = HttpHost([_spec("blocked", blocked), _spec("quick", quick)], Invoker(tmp_path), route_prefix="api",
+                      function_keys={}, master_key=None, auth=False)
+    port = server.start("127.0.0.1", 0)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(requests.get, f"http://127.0.0.1:{port}/api/blocked", timeout=30)
+            deadline = time.monotonic() + 10
+            while "sync" not in ran_on:
+                assert time.monotonic() < deadline, "the sync function never started"
+                time.sleep(0.005)
+            fast = requests.post(f"http://127.0.0.1:{port}/api/quick", data=b"ok", timeout=10)
+            assert (fast.status_code, fast.text) == (200, "async ok") and not slow.done()
+            release.set()
+            assert slow.result().text == "sync"
+    finally:
+        release.set()
+        server.stop()
+    assert ran_on["async"] == "devhost-http" and ran_on["sync"].startswith("devhost-http_")
+
+
+def test_an_async_function_from_a_trigger_listener_s_thread_runs_to_completion(tmp_path: Path) -> None:
+    async def shout(msg: str) -> str:
+        await asyncio.sleep(0)
+        return msg.upper()
+
+    spec = FunctionSpec(name="shout", trigger={"type": "queueTrigger", "name": "msg"}, bindings=(),
+                        user_function=shout, wants_context=False)
+    assert spec.is_async and Invoker(tmp_path)(spec, "New queue message detected", "hi") == "HI"
+
+
+def test_a_body_over_the_host_s_limit_is_refused_with_413_before_it_is_read() -> None:
+    server = HttpHost([_spec("ping", lambda req: None)], lambda spec, reason, req: func.HttpResponse("pong"),  # type: ignore[arg-type]
+                      route_prefix="api", function_keys={}, master_key=None, auth=False)
+    port = server.start("127.0.0.1", 0)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("POST", "/api/ping")
+        conn.putheader("Content-Length", str(MAX_REQUEST_BYTES + 1))
+        conn.endheaders()
+        answer = conn.getresponse()
+        assert (answer.status, str(MAX_REQUEST_BYTES) in answer.read().decode()) == (413, True)
+    finally:
+        conn.close()
+        server.stop()

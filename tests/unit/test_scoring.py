@@ -17,7 +17,7 @@ import onnx
 import orjson
 import pytest
 
-from shared import names, paths, scoring
+from shared import names, paths, scoring, serving
 from shared.errors import BadRequest, NotFound, PayloadTooLarge, StorageUnreachable, Unavailable, UnsupportedMediaType
 from shared.memory_storage import MemoryStorage
 from shared.scoring import (
@@ -750,6 +750,25 @@ def test_pinned_versions_are_cached_per_version(cache: ModelCache, registry: Fak
     assert registry.fetches == [("churn", 2), ("churn", 1)]
 
 
+def test_is_warm_says_whether_get_would_answer_from_memory(
+    cache: ModelCache, registry: FakeRegistry, clock: FakeClock
+) -> None:
+    """What an async caller asks before scoring on its event loop: get() will not read storage or load a session."""
+    assert not cache.is_warm("churn") and not cache.is_warm("churn", version=2)
+    cache.get("churn")
+    assert cache.is_warm("churn") and cache.is_warm("churn", alias="champion")
+    assert not cache.is_warm("churn", alias="challenger") and not cache.is_warm("churn", version=2)
+    cache.get("churn", version=2)
+    assert cache.is_warm("churn", version=2)
+    clock.now += 30  # due for a recheck: get() starts it in the background and answers at once
+    assert cache.is_warm("churn")
+    clock.now += 30  # idle for two intervals: get() rechecks before answering
+    assert not cache.is_warm("churn")
+    resolves = registry.resolves
+    cache.get("churn")
+    assert registry.resolves == resolves + 1 and cache.is_warm("churn")
+
+
 def test_unknown_model_and_missing_champion_raise_their_errors(cache: ModelCache, registry: FakeRegistry) -> None:
     with pytest.raises(NotFound):
         cache.get("nope")
@@ -1192,6 +1211,26 @@ def test_the_scorer_logs_every_row_with_the_prediction_id_it_answered(registry: 
         assert list(line) == LINE_KEYS and (line["model"], line["version"]) == ("churn", 1)
         assert list(line["outputs"]) == ["predictions", "probabilities"] and set(line["inputs"]) == set(COLUMNS)
     assert [line["outputs"]["predictions"] for line in lines[:3]] == by_header[1]["predictions"]
+
+
+def test_the_scorer_answers_at_once_only_what_needs_no_storage_and_little_work(
+    registry: FakeRegistry, clock: FakeClock
+) -> None:
+    """functions/score.py scores these on the event loop; everything else goes to a thread."""
+    scorer = Scorer(MemoryStorage(), Settings.from_env({}))  # type: ignore[arg-type]
+    scorer.cache = ModelCache(registry.resolve, registry.fetch, recheck_seconds=30, clock=clock)
+    try:
+        small, big = len(RECORDS), serving.INLINE_MAX_BYTES + 1
+        assert not scorer.answers_at_once("churn", small)  # the champion is not in memory yet
+        assert scorer.score("churn", RECORDS, None)[0] == 200
+        assert scorer.answers_at_once("churn", small) and scorer.answers_at_once("churn", small, alias="champion")
+        assert not scorer.answers_at_once("churn", big)
+        assert not scorer.answers_at_once("churn", small, version="2")  # a pin not loaded yet
+        assert scorer.answers_at_once("churn", small, version="x")  # refused with a 400 before storage
+        assert scorer.answers_at_once("../etc", small) and scorer.answers_at_once(None, small)
+        assert registry.fetches == [("churn", 1)]  # asking read nothing
+    finally:
+        scorer.close()
 
 
 # --- the hot path stays light ---------------------------------------------------------------------
