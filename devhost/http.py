@@ -180,22 +180,26 @@ class HttpHost:
         """The ASGI app uvicorn serves: an async function's invocation on this loop, anything else on the pool."""
         if scope["type"] != "http":
             return
-        body = await _read_body(scope, receive)
+        try:
+            body = await _read_body(scope, receive)
+        except _Disconnected:
+            return  # nobody to answer: the function does not run on half a body
         if body is None:
             too_big = Response(f"request body over {MAX_REQUEST_BYTES} bytes (the host's limit)", status=413)
             await _send(send, too_big, _environ(scope, b""))
             return
         request = Request(_environ(scope, body))
-        found = self._async_route(request)
-        if found is None:
-            answer = await asyncio.get_running_loop().run_in_executor(self._pool, self.handle, request)
-        elif not self._authorized(found[0], request):
-            answer = Response(status=401)
-        else:
+        webhook = WEBHOOK.match(request.path)
+        found = None if webhook else self._match(request)
+        if found is not None and found[0].spec.is_async and self._authorized(found[0], request):
             answer = await self._invoke_async(*found, request)
+        else:
+            answer = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._handle, request, webhook, found)
         await _send(send, answer, request.environ)
 
     def _match(self, request: Request) -> tuple[Route, dict[str, str]] | None:
+        """The first route (in precedence order) that matches the path and allows the method, with its values."""
         for route in self.routes:
             match = route.pattern.match(request.path)
             # the host's function routes constrain the method: another method matches no route,
@@ -204,19 +208,11 @@ class HttpHost:
                 return route, {k: v for k, v in match.groupdict().items() if v is not None}
         return None
 
-    def _async_route(self, request: Request) -> tuple[Route, dict[str, str]] | None:
-        """The matched route and its parameters when its function is async (so it runs on the loop); else None."""
-        if WEBHOOK.match(request.path):
-            return None
-        found = self._match(request)
-        return found if found is not None and found[0].spec.is_async else None
-
-    def handle(self, request: Request) -> Response | FunctionAnswer:
-        """Route, authorize, invoke and convert the function's response (on a thread of the pool)."""
-        webhook = WEBHOOK.match(request.path)
+    def _handle(self, request: Request, webhook: re.Match[str] | None,
+                found: tuple[Route, dict[str, str]] | None) -> Response | FunctionAnswer:
+        """Authorize, invoke and convert the function's response, on a thread of the pool."""
         if webhook:
             return self._webhook(webhook.group("extension"), request)
-        found = self._match(request)
         if found is None:
             return Response(status=404)
         route, params = found
@@ -261,8 +257,13 @@ def _answer(result: Any) -> Response | FunctionAnswer:
     return Response(result if isinstance(result, (str, bytes)) else str(result), mimetype="text/plain")
 
 
+class _Disconnected(Exception):
+    """The client went away before its request's body was all there."""
+
+
 async def _read_body(scope: dict[str, Any], receive: Any) -> bytes | None:
-    """The request body, or None past MAX_REQUEST_BYTES (by Content-Length before reading, or as it arrives)."""
+    """The request body, or None past MAX_REQUEST_BYTES (by Content-Length before reading, or as it arrives).
+    Raises _Disconnected."""
     length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
     if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
         return None
@@ -270,7 +271,7 @@ async def _read_body(scope: dict[str, Any], receive: Any) -> bytes | None:
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _Disconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_REQUEST_BYTES:
