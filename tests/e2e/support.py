@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -156,18 +157,29 @@ def snapshot(storage: AzureStorage, model: str) -> Snapshot:
                     runs.list_runs(storage, model))
 
 
+SYNC_SECONDS = 2.0
+
+
 def assert_invariants(storage: AzureStorage, model: str) -> Snapshot:
     """Check the lifecycle invariants of an idle model and return what was checked.
 
     champion != previous; one version per (data hash, spec hash); at most one version promoted and
     it is the champion; the run that made a version ends with the version's status; no version
     left half-way (training, trained, exported); the alias flip is synced.
+
+    A flip's last write (synced) lands just after the statuses it moved, which is what the callers waited
+    for: the flip gets SYNC_SECONDS to finish (well under the sweeper's 10 s, which would hide a flip the promoting
+    worker never finished) before it counts as unsynced.
     """
     snap = snapshot(storage, model)
+    deadline = time.monotonic() + SYNC_SECONDS
+    while not snap.aliases.synced and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling under a deadline, not synchronisation
+        snap = snapshot(storage, model)
     aliases, versions = snap.aliases, snap.versions
     where = snap.describe()
     assert aliases.champion is None or aliases.champion != aliases.previous, where
-    assert aliases.synced, f"alias flip not synced: {where}"
+    assert aliases.synced, f"alias flip not synced within {SYNC_SECONDS} s: {where}"
     keys = [v.key for v in versions]
     assert all(keys) and len(set(keys)) == len(keys), f"two versions for one (data, spec): {keys}"
     promoted = [v.version for v in versions if v.status == V.PROMOTED]
