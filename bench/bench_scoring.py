@@ -688,23 +688,27 @@ def measure_servers(v: Variant, clients: dict[str, HttpClient], counts: Counts) 
     for key, client in clients.items():
         v.single[key], note = client.row(results[key])
         v.notes.append(note)
+    wrk_series(v, clients, WRK_SECONDS[counts is QUICK])
+
+
+def wrk_series(v: Variant, clients: dict[str, HttpClient], seconds: float) -> None:
+    """The same servers and bodies driven by wrk, in interleaved rounds; a note instead when wrk is missing."""
     if WRK is None:
         v.notes.append("wrk is not installed (apt-get install wrk): no C-client series")
         return
     rounds: dict[str, list[WrkRun]] = {key: [] for key in clients}
     for _ in range(WRK_ROUNDS):  # interleaved, as the http.client series
         for key, client in clients.items():
-            rounds[key].append(run_wrk(client, WRK_SECONDS[counts is QUICK]))
+            rounds[key].append(run_wrk(client, seconds))
     for key, client in clients.items():
         runs = rounds[key]
+        requests = sum(r.requests for r in runs)
         label = client.label.replace("HTTP:", "HTTP (wrk):", 1)
         v.single[f"{key}_wrk"] = Row(label, statistics.median(r.p50_us for r in runs),
                                      statistics.median(r.p99_us for r in runs),
-                                     sum(r.requests for r in runs) / sum(r.seconds for r in runs),
-                                     sum(r.requests for r in runs))
-        v.notes.append(f"{label}: wrk -t1 -c1 (one keep-alive connection), {WRK_ROUNDS} rounds of "
-                       f"{WRK_SECONDS[counts is QUICK]:.0f} s, {sum(r.requests for r in runs)} requests, "
-                       "median of the rounds' p50 and p99")
+                                     requests / sum(r.seconds for r in runs), requests)
+        v.notes.append(f"{label}: wrk -t1 -c1 (one keep-alive connection), {WRK_ROUNDS} rounds of {seconds:.0f} s, "
+                       f"{requests} requests, median of the rounds' p50 and p99")
 
 
 # wrk (C, epoll) on one connection: the same sequential keep-alive requests as HttpClient without http.client's
