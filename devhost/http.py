@@ -22,9 +22,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
-from wsgiref.util import request_uri
+from urllib.parse import parse_qsl, quote
 
 import azure.functions as func
 import uvicorn
@@ -52,6 +51,8 @@ MAX_REQUEST_BYTES = 100 * 1024 * 1024
 KEEP_ALIVE_SECONDS = 130
 # Requests still running when the host stops get this long before their connections are closed.
 STOP_GRACE_SECONDS = 5
+MATCH_CACHE_SIZE = 4096  # (method, path) pairs whose route is remembered
+_UNMATCHED = object()
 PARAM = re.compile(r"\{(\*{1,2})?(\w+)((?::[^{}?=]+)*)(\?)?(?:=[^{}]*)?\}")
 
 
@@ -123,6 +124,7 @@ class HttpHost:
         self._webhooks = {name.lower(): handler for name, handler in (webhooks or {}).items()}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._matched: dict[tuple[str, str], object] = {}
         self._pool = ThreadPoolExecutor(HTTP_THREADS, thread_name_prefix="devhost-http")
 
     def start(self, host: str, port: int) -> int:
@@ -135,7 +137,8 @@ class HttpHost:
         except OSError:
             sock.close()
             raise
-        config = uvicorn.Config(self, lifespan="off", ws="none", log_level="warning", access_log=False,
+        # log_config=None: uvicorn's own dictConfig would close every handler the host has installed
+        config = uvicorn.Config(self, lifespan="off", ws="none", log_config=None, log_level="warning", access_log=False,
                                 server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
                                 timeout_graceful_shutdown=STOP_GRACE_SECONDS)
         server = self._server = uvicorn.Server(config)
@@ -160,21 +163,21 @@ class HttpHost:
             self._thread.join(timeout=STOP_GRACE_SECONDS + 5)
         self._pool.shutdown(wait=False)
 
-    def _authorized(self, route: Route, request: Request) -> bool:
+    def _authorized(self, route: Route, incoming: Incoming) -> bool:
         if not self._auth or route.auth_level == "ANONYMOUS":
             return True
         allowed = [self._master_key] if route.auth_level == "ADMIN" else [*self._function_keys, self._master_key]
-        return _key_matches(request, allowed)
+        return _key_matches(incoming, allowed)
 
-    def _webhook(self, extension: str, request: Request) -> Response:
+    def _webhook(self, extension: str, incoming: Incoming) -> Response:
         """An extension webhook: system key `<extension>_extension` or the master key, then its handler."""
-        if request.method not in WEBHOOK_METHODS:
+        if incoming.method not in WEBHOOK_METHODS:
             return Response(status=405, headers={"Allow": ", ".join(sorted(WEBHOOK_METHODS))})
         name = extension.lower()
-        if self._auth and not _key_matches(request, [self._system_keys.get(f"{name}_extension"), self._master_key]):
+        if self._auth and not _key_matches(incoming, [self._system_keys.get(f"{name}_extension"), self._master_key]):
             return Response(status=401)
         handler = self._webhooks.get(name)
-        return handler(request) if handler else Response(status=404)
+        return handler(Request(incoming.environ())) if handler else Response(status=404)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The ASGI app uvicorn serves: an async function's invocation on this loop, anything else on the pool."""
@@ -186,62 +189,67 @@ class HttpHost:
             return  # nobody to answer: the function does not run on half a body
         if body is None:
             too_big = Response(f"request body over {MAX_REQUEST_BYTES} bytes (the host's limit)", status=413)
-            await _send(send, too_big, _environ(scope, b""))
+            await _send(send, too_big, Incoming.of(scope, b""))
             return
-        request = Request(_environ(scope, body))
-        webhook = WEBHOOK.match(request.path)
-        found = None if webhook else self._match(request)
-        if found is not None and found[0].spec.is_async and self._authorized(found[0], request):
-            answer = await self._invoke_async(*found, request)
+        incoming = Incoming.of(scope, body)
+        webhook = WEBHOOK.match(incoming.path)
+        found = None if webhook else self._match(incoming.method, incoming.path)
+        if found is not None and found[0].spec.is_async and self._authorized(found[0], incoming):
+            answer = await self._invoke_async(*found, incoming)
         else:
             answer = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._handle, request, webhook, found)
-        await _send(send, answer, request.environ)
+                self._pool, self._handle, incoming, webhook, found)
+        await _send(send, answer, incoming)
 
-    def _match(self, request: Request) -> tuple[Route, dict[str, str]] | None:
-        """The first route (in precedence order) that matches the path and allows the method, with its values."""
+    def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        """The first route (in precedence order) that matches the path and allows the method, with its values.
+
+        Remembered per (method, path): clients call the same few URLs over and over, and trying the routes in
+        turn took ~6 µs of every scoring call."""
+        key = (method, path)
+        found = self._matched.get(key, _UNMATCHED)
+        if found is _UNMATCHED:
+            found = self._first_match(method, path)
+            if len(self._matched) >= MATCH_CACHE_SIZE:
+                self._matched.clear()  # a crawler's endless paths cannot grow it without bound
+            self._matched[key] = found
+        return found  # type: ignore[return-value]
+
+    def _first_match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
-            match = route.pattern.match(request.path)
+            match = route.pattern.match(path)
             # the host's function routes constrain the method: another method matches no route,
             # so the answer is 404 (not 405), as on Azure
-            if match and (route.methods is None or request.method in route.methods):
+            if match and (route.methods is None or method in route.methods):
                 return route, {k: v for k, v in match.groupdict().items() if v is not None}
         return None
 
-    def _handle(self, request: Request, webhook: re.Match[str] | None,
+    def _handle(self, incoming: Incoming, webhook: re.Match[str] | None,
                 found: tuple[Route, dict[str, str]] | None) -> Response | FunctionAnswer:
         """Authorize, invoke and convert the function's response, on a thread of the pool."""
         if webhook:
-            return self._webhook(webhook.group("extension"), request)
+            return self._webhook(webhook.group("extension"), incoming)
         if found is None:
             return Response(status=404)
         route, params = found
-        if not self._authorized(route, request):
+        if not self._authorized(route, incoming):
             return Response(status=401)
         try:
-            result = self._invoker(route.spec, INVOKE_REASON, _function_request(request, params))
+            result = self._invoker(route.spec, INVOKE_REASON, incoming.function_request(params))
         except Exception:
             return Response(status=500)  # the invoker logged the exception with the function name
         return _answer(result)
 
-    async def _invoke_async(self, route: Route, params: dict[str, str], request: Request) -> Response | FunctionAnswer:
+    async def _invoke_async(self, route: Route, params: dict[str, str],
+                            incoming: Incoming) -> Response | FunctionAnswer:
         try:
-            result = await self._invoker.call_async(route.spec, INVOKE_REASON, _function_request(request, params))
+            result = await self._invoker.call_async(route.spec, INVOKE_REASON, incoming.function_request(params))
         except Exception:
             return Response(status=500)  # the invoker logged the exception with the function name
         return _answer(result)
 
 
 INVOKE_REASON = "This function was programmatically called via the host APIs."
-
-
-def _function_request(request: Request, params: dict[str, str]) -> func.HttpRequest:
-    environ = request.environ
-    return func.HttpRequest(
-        method=request.method, url=request_uri(environ), headers=_request_headers(environ),
-        params={k: request.args.get(k, "") for k in request.args} if environ.get("QUERY_STRING") else {},
-        route_params=params, body=request.get_data(),
-    )
 
 
 def _answer(result: Any) -> Response | FunctionAnswer:
@@ -281,48 +289,104 @@ async def _read_body(scope: dict[str, Any], receive: Any) -> bytes | None:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _environ(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
-    """A WSGI environ for the ASGI request (PEP 3333: the decoded path's bytes as latin-1 text)."""
-    server = scope.get("server") or ("127.0.0.1", 80)
-    client = scope.get("client") or ("", 0)
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope["method"], "SCRIPT_NAME": "",
-        "PATH_INFO": scope["path"].encode("utf-8").decode("latin-1"),
-        "QUERY_STRING": scope["query_string"].decode("latin-1"),
-        "SERVER_NAME": str(server[0]), "SERVER_PORT": str(server[1]), "REMOTE_ADDR": str(client[0]),
-        "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}", "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme", "http"), "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
-    }
-    for raw_name, raw_value in scope["headers"]:
-        name, value = raw_name.decode("latin-1").upper().replace("-", "_"), raw_value.decode("latin-1")
-        key = name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
-        environ[key] = f"{environ[key]}, {value}" if key in environ else value  # repeated headers, as one list
-    return environ
+@dataclass(frozen=True)
+class Incoming:
+    """One request as the functions see it, read once from the ASGI scope: no WSGI environ or werkzeug Request
+    on a function's path (building them took ~17 µs of every scoring call); webhooks still get a werkzeug
+    Request (environ())."""
+
+    scope: dict[str, Any]
+    body: bytes
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names; a repeated header's values joined by ", " (as WSGI joins them)
+
+    @classmethod
+    def of(cls, scope: dict[str, Any], body: bytes) -> Incoming:
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return cls(scope, body, scope["method"], scope["path"], headers)
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query's parameters, the first value of a repeated one (as werkzeug's args.get gives it)."""
+        query = self.scope["query_string"]
+        if not query:
+            return {}
+        params: dict[str, str] = {}
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="utf-8",
+                                     errors="replace"):
+            params.setdefault(name, value)
+        return params
+
+    @property
+    def url(self) -> str:
+        """The request's URL as wsgiref.util.request_uri spells it from the same request."""
+        scope = self.scope
+        scheme = scope.get("scheme", "http")
+        host = self.headers.get("host")
+        if not host:
+            server_name, port = scope.get("server") or ("127.0.0.1", 80)
+            default_port = "443" if scheme == "https" else "80"
+            host = f"{server_name}" if str(port) == default_port else f"{server_name}:{port}"
+        url = f"{scheme}://{host}{quote(self.path, safe='/;=,')}"
+        query = scope["query_string"]
+        return f"{url}?{query.decode('latin-1')}" if query else url
+
+    def function_request(self, route_params: dict[str, str]) -> func.HttpRequest:
+        return func.HttpRequest(method=self.method, url=self.url, headers=self.headers, params=self.params,
+                                route_params=route_params, body=self.body)
+
+    def environ(self) -> dict[str, Any]:
+        """A WSGI environ for the request (PEP 3333: the decoded path's bytes as latin-1 text)."""
+        scope = self.scope
+        server = scope.get("server") or ("127.0.0.1", 80)
+        client = scope.get("client") or ("", 0)
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": self.method, "SCRIPT_NAME": "",
+            "PATH_INFO": self.path.encode("utf-8").decode("latin-1"),
+            "QUERY_STRING": scope["query_string"].decode("latin-1"),
+            "SERVER_NAME": str(server[0]), "SERVER_PORT": str(server[1]), "REMOTE_ADDR": str(client[0]),
+            "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}", "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scope.get("scheme", "http"), "wsgi.input": io.BytesIO(self.body),
+            "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+        }
+        for name, value in self.headers.items():
+            key = name.upper().replace("-", "_")
+            environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+        return environ
 
 
 def _no_write(data: bytes) -> None:
     raise NotImplementedError("answers return their body; none uses WSGI's write()")
 
 
-async def _send(send: Any, answer: Response | FunctionAnswer, environ: dict[str, Any]) -> None:
-    """Write a WSGI answer (werkzeug's Response or a FunctionAnswer) as the ASGI response."""
-    started: list[tuple[str, list[tuple[str, str]]]] = []
+async def _send(send: Any, answer: Response | FunctionAnswer, incoming: Incoming) -> None:
+    """Write the answer (werkzeug's Response, through WSGI, or a FunctionAnswer as is) as the ASGI response."""
+    if isinstance(answer, FunctionAnswer):
+        status, headers, body = answer.status, answer.encoded_headers(), answer.body
+        if incoming.method == "HEAD":
+            body = b""
+    else:
+        started: list[tuple[str, list[tuple[str, str]]]] = []
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
-        started.append((status, headers))
-        return _no_write
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> Callable[[bytes], None]:
+            started.append((status, headers))
+            return _no_write
 
-    body = b"".join(answer(environ, start_response))
-    status, headers = started[-1]
-    await send({"type": "http.response.start", "status": int(status.split(" ", 1)[0]),
-                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]})
+        body = b"".join(answer(incoming.environ(), start_response))
+        status = int(started[-1][0].split(" ", 1)[0])
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in started[-1][1]]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 @dataclass(frozen=True)
 class FunctionAnswer:
-    """A function's HttpResponse as a WSGI answer, as is: status, its headers, its body.
+    """A function's HttpResponse as the server sends it, as is: status, its headers, its body.
 
     Written straight to the server instead of through werkzeug's Response, whose header normalisation
     cost ~30 µs of every scoring round trip here and changes nothing the function set.
@@ -332,25 +396,13 @@ class FunctionAnswer:
     headers: list[tuple[str, str]]
     body: bytes
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        try:
-            phrase = HTTPStatus(self.status).phrase
-        except ValueError:  # a status code Python does not name (e.g. 299): the line still needs a phrase
-            phrase = "Unknown"
-        start_response(f"{self.status} {phrase}", [*self.headers, ("Content-Length", str(len(self.body)))])
-        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [self.body]
+    def encoded_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers as the server sends them, with the body's Content-Length."""
+        return [*((name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers),
+                (b"content-length", str(len(self.body)).encode())]
 
 
-def _request_headers(environ: Mapping[str, Any]) -> dict[str, str]:
-    """The request's headers from the WSGI environ (lower-case names, as func.HttpRequest keeps them)."""
-    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")}
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if environ.get(key):
-            headers[key.replace("_", "-").lower()] = environ[key]
-    return headers
-
-
-def _key_matches(request: Request, allowed: Iterable[str | None]) -> bool:
+def _key_matches(incoming: Incoming, allowed: Iterable[str | None]) -> bool:
     """The request's key (x-functions-key header or ?code=) is one of `allowed`."""
-    key = request.headers.get("x-functions-key") or request.args.get("code") or ""
+    key = incoming.headers.get("x-functions-key") or incoming.params.get("code") or ""
     return any(k and hmac.compare_digest(key.encode(), k.encode()) for k in allowed)
