@@ -11,6 +11,7 @@ or the master key (401 otherwise); 404 for an extension without a webhook handle
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hmac
 import io
 import logging
@@ -51,6 +52,10 @@ MAX_REQUEST_BYTES = 100 * 1024 * 1024
 KEEP_ALIVE_SECONDS = 130
 # Requests still running when the host stops get this long before their connections are closed.
 STOP_GRACE_SECONDS = 5
+# werkzeug's codec error handler: undecodable bytes stay percent-encoded. werkzeug.urls registers it (werkzeug's
+# Request imports that); looked up here so that a werkzeug without it fails at import, not per request.
+_KEEP_ESCAPED = "werkzeug.url_quote"
+codecs.lookup_error(_KEEP_ESCAPED)
 MATCH_CACHE_SIZE = 4096  # (method, path) pairs whose route is remembered
 _UNMATCHED = object()
 PARAM = re.compile(r"\{(\*{1,2})?(\w+)((?::[^{}?=]+)*)(\?)?(?:=[^{}]*)?\}")
@@ -311,13 +316,14 @@ class Incoming:
 
     @property
     def params(self) -> dict[str, str]:
-        """The query's parameters, the first value of a repeated one (as werkzeug's args.get gives it)."""
+        """The query's parameters, the first value of a repeated one (as werkzeug's args.get gives it); bytes that
+        are not UTF-8 stay percent-encoded, as werkzeug keeps them."""
         query = self.scope["query_string"]
         if not query:
             return {}
         params: dict[str, str] = {}
-        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="utf-8",
-                                     errors="replace"):
+        for name, value in parse_qsl(query.decode("utf-8", _KEEP_ESCAPED), keep_blank_values=True,
+                                     errors=_KEEP_ESCAPED):
             params.setdefault(name, value)
         return params
 
