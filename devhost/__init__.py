@@ -29,8 +29,8 @@ Emulated, reusing the real azure-functions library for indexing and trigger obje
   the extension from a reference, with no download; maxDegreeOfParallelism;
 - timerTrigger: 6-field NCRONTAB or TimeSpan schedules, runOnStartup, IsPastDue for an occurrence
   missed while stopped (schedule status blob; useMonitor off for sub-minute schedules), injected clock;
-- "Executing/Executed 'Functions.<name>'" log lines; graceful stop (bounded wait for running
-  invocations, unfinished queue messages released visible at once).
+- "Executing/Executed 'Functions.<name>'" log lines (written in batches, devhost/console.py); graceful
+  stop (bounded wait for running invocations, unfinished queue messages released visible at once).
 
 Not emulated:
 - no Event Grid service: the local one publishes BlobCreated only, with no filters, retries or

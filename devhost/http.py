@@ -1,8 +1,9 @@
 """HTTP triggers on uvicorn (httptools' parser, uvloop when installed; HTTP/1.1 keep-alive): route templates,
 methods, keys, func.HttpRequest. Sync functions run on a pool of threads, as the Python worker runs them; async
-functions run on the server's event loop, as the worker runs them on its own. werkzeug's Request shapes the
-request side (from a WSGI environ made of the ASGI scope); its development server answered every request with
-`Connection: close`, so each request paid a TCP connect (and benchmarks measured that).
+functions run on the server's event loop, as the worker runs them on its own. A function's request is read
+straight from the ASGI scope (Incoming); webhooks get a werkzeug Request. werkzeug's development server, used
+before, answered every request with `Connection: close`, so each request paid a TCP connect (and benchmarks
+measured that).
 
 Also the host's extension webhooks, /runtime/webhooks/{extension}[/...] (azure-functions-host
 HostController.ExtensionWebHookHandler): GET, POST and DELETE; the `<extension>_extension` system key
