@@ -88,12 +88,18 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
+            _flush_console()
             os._exit(130)  # a second Ctrl-C: leave now
         log.info("Received %s: stopping (again to exit immediately)", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+
+
+def _flush_console() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.wait()
         return 0
     except DevHostError as exc:
-        for handler in logging.getLogger().handlers:  # the lines before it first: they wait to be written in batches
-            handler.flush()
+        _flush_console()  # the lines before it first: they wait to be written in batches
         print(f"devhost: error: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
