@@ -346,12 +346,21 @@ def _requests(draw: st.DrawFn) -> list[tuple[int, str, dict[str, np.ndarray], di
 
 
 @settings(max_examples=60, deadline=None)
-@given(_requests())
+@given(_requests(), st.integers(1, 64))
 def test_requests_stacked_in_one_flush_give_the_lines_each_gives_alone(
-    requests: list[tuple[int, str, dict[str, np.ndarray], dict[str, Any], list[str] | None]],
+    requests: list[tuple[int, str, dict[str, np.ndarray], dict[str, Any], list[str] | None]], stack_rows: int,
 ) -> None:
-    """A flush stacks consecutive requests of one shape into one columnar write; its lines are those of the
-    requests written one at a time, in order, and ASCII."""
+    """A flush stacks consecutive requests of one shape into columnar writes of about STACK_ROWS rows; its lines
+    are those of the requests written one at a time, in order, and ASCII."""
+    default, prediction_log.STACK_ROWS = prediction_log.STACK_ROWS, stack_rows
+    try:
+        _check_stacked_lines(requests)
+    finally:
+        prediction_log.STACK_ROWS = default
+
+
+def _check_stacked_lines(requests: list[tuple[int, str, dict[str, np.ndarray], dict[str, Any], list[str] | None]],
+                         ) -> None:
     def flushed(batches: list[list[Any]]) -> list[bytes]:
         sink = MemorySink()
         clock = FakeClock()
