@@ -58,7 +58,7 @@ class BatchedConsoleHandler(logging.StreamHandler[TextIO]):
         else:
             try:
                 self._pending.append(self.format(record) + self.terminator)
-            except Exception:  # noqa: BLE001 (logging's contract: a bad record is reported, never raised)
+            except Exception:  # logging's contract: a bad record is reported, never raised
                 self.handleError(record)
                 return
         if record.levelno >= logging.WARNING or self._stopping.is_set():  # closed: no thread writes it later
@@ -79,7 +79,7 @@ class BatchedConsoleHandler(logging.StreamHandler[TextIO]):
                     continue
                 try:
                     lines.append(self.format(item) + self.terminator)
-                except Exception:  # noqa: BLE001 (as in emit)
+                except Exception:  # as in emit
                     self.handleError(item)
             if lines and self.stream is not None:
                 self.stream.write("".join(lines))
@@ -99,7 +99,7 @@ class BatchedConsoleHandler(logging.StreamHandler[TextIO]):
             self._ready.clear()
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 (a console that went away must not kill the thread that feeds it)
+            except (OSError, ValueError):  # a console that went away (closed, broken pipe) must not end the thread
                 pass
 
 

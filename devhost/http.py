@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import hmac
 import io
 import logging
@@ -58,7 +59,6 @@ STOP_GRACE_SECONDS = 5
 _KEEP_ESCAPED = "werkzeug.url_quote"
 codecs.lookup_error(_KEEP_ESCAPED)
 MATCH_CACHE_SIZE = 4096  # (method, path) pairs whose route is remembered
-_UNMATCHED = object()
 PARAM = re.compile(r"\{(\*{1,2})?(\w+)((?::[^{}?=]+)*)(\?)?(?:=[^{}]*)?\}")
 
 
@@ -130,7 +130,7 @@ class HttpHost:
         self._webhooks = {name.lower(): handler for name, handler in (webhooks or {}).items()}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self._matched: dict[tuple[str, str], object] = {}
+        self._matched: dict[tuple[str, str], tuple[Route, dict[str, str]] | None] = {}
         self._pool = ThreadPoolExecutor(HTTP_THREADS, thread_name_prefix="devhost-http")
 
     def start(self, host: str, port: int) -> int:
@@ -213,13 +213,13 @@ class HttpHost:
         Remembered per (method, path): clients call the same few URLs over and over, and trying the routes in
         turn took ~6 µs of every scoring call."""
         key = (method, path)
-        found = self._matched.get(key, _UNMATCHED)
-        if found is _UNMATCHED:
-            found = self._first_match(method, path)
-            if len(self._matched) >= MATCH_CACHE_SIZE:
+        try:
+            return self._matched[key]  # its params reach functions read-only (HttpRequest.route_params)
+        except KeyError:
+            found = self._matched[key] = self._first_match(method, path)
+            if len(self._matched) > MATCH_CACHE_SIZE:
                 self._matched.clear()  # a crawler's endless paths cannot grow it without bound
-            self._matched[key] = found
-        return found  # type: ignore[return-value]
+            return found
 
     def _first_match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
@@ -315,7 +315,7 @@ class Incoming:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         return cls(scope, body, scope["method"], scope["path"], headers)
 
-    @property
+    @functools.cached_property  # the key check may read it before the function's request does
     def params(self) -> dict[str, str]:
         """The query's parameters, the first value of a repeated one (as werkzeug's args.get gives it); bytes that
         are not UTF-8 stay percent-encoded, as werkzeug keeps them."""
