@@ -27,7 +27,7 @@ class CachedTimeFormatter(logging.Formatter):
 
     _cache: tuple[int, str] = (-1, "")
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt:
             return super().formatTime(record, datefmt)
         second = int(record.created)
