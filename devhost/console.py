@@ -45,7 +45,9 @@ class BatchedConsoleHandler(logging.StreamHandler[TextIO]):
         super().__init__(stream)
         self.setFormatter(CachedTimeFormatter(FORMAT))
         self._pending: deque[str | logging.LogRecord] = deque()  # append and popleft are atomic: emit takes no lock
-        self._writing = threading.Lock()  # one writer at a time keeps the lines in order
+        # one writer at a time keeps the lines in order; reentrant because devhost's second-Ctrl-C handler flushes
+        # on the main thread, which the signal may have interrupted inside a flush of its own (a warning)
+        self._writing = threading.RLock()
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._flush_seconds = flush_seconds
@@ -56,11 +58,10 @@ class BatchedConsoleHandler(logging.StreamHandler[TextIO]):
         if _immutable(record.args) and not record.exc_info and record.stack_info is None:
             self._pending.append(record)  # formatted when written: its text cannot change meanwhile
         else:
-            try:
-                self._pending.append(self.format(record) + self.terminator)
-            except Exception:  # logging's contract: a bad record is reported, never raised
-                self.handleError(record)
+            line = self._line(record)
+            if line is None:
                 return
+            self._pending.append(line)
         if record.levelno >= logging.WARNING or self._stopping.is_set():  # closed: no thread writes it later
             self.flush()
         else:
@@ -74,17 +75,20 @@ class BatchedConsoleHandler(logging.StreamHandler[TextIO]):
                     item = self._pending.popleft()
                 except IndexError:
                     break
-                if isinstance(item, str):
-                    lines.append(item)
-                    continue
-                try:
-                    lines.append(self.format(item) + self.terminator)
-                except Exception:  # as in emit
-                    self.handleError(item)
+                line = item if isinstance(item, str) else self._line(item)
+                if line is not None:
+                    lines.append(line)
             if lines and self.stream is not None:
                 self.stream.write("".join(lines))
             if self.stream is not None and hasattr(self.stream, "flush"):
                 self.stream.flush()
+
+    def _line(self, record: logging.LogRecord) -> str | None:
+        try:
+            return self.format(record) + self.terminator
+        except Exception:  # logging's contract: a bad record is reported, never raised
+            self.handleError(record)
+            return None
 
     def close(self) -> None:
         self._stopping.set()

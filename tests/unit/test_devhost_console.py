@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import TypeAlias
@@ -68,3 +69,33 @@ def test_lines_logged_after_close_are_still_written(console: Console) -> None:
     handler.close()  # what logging.config.dictConfig does to the handlers it replaces
     logger.info("after close")
     assert stream.getvalue().endswith("] after close\n")
+
+
+def test_a_flush_that_interrupts_a_flush_on_the_same_thread_does_not_hang() -> None:
+    """devhost's second-Ctrl-C handler flushes on the main thread, which may be inside a flush (a warning)."""
+
+    class Reentering(io.StringIO):
+        handler: BatchedConsoleHandler | None = None
+
+        def write(self, text: str) -> int:
+            handler, self.handler = self.handler, None
+            if handler is not None:
+                handler.flush()  # what the signal handler does, mid-write
+            return super().write(text)
+
+    stream = Reentering()
+    handler = BatchedConsoleHandler(stream, flush_seconds=60)
+    logger = logging.getLogger(f"test-console-reentry-{id(stream)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    done = threading.Event()
+    try:
+        stream.handler = handler
+        worker = threading.Thread(target=lambda: (logger.warning("stop"), done.set()), daemon=True)
+        worker.start()
+        assert done.wait(5), "the nested flush waited for the lock its own thread held"
+        assert stream.getvalue().endswith("] stop\n")
+    finally:
+        logger.removeHandler(handler)
+        if done.is_set():  # else its lock is held for good by the stuck thread
+            handler.close()
