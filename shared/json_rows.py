@@ -163,12 +163,13 @@ def _rectangular(rows: bytes, count: int, width: int) -> bool:
     opens = np.flatnonzero(codes == _OPEN)
     if len(opens) != count + 1:
         return False
-    # Sums in uint16 run 3x faster. A piece whose count wraps around to the expected one is too long, and
-    # as all pieces add up to the document's totals (count + 1 "]", count * width numbers), another piece
-    # is then too short, and that one cannot wrap.
-    small = np.uint16 if width < 65_535 else np.intp
-    closes = np.add.reduceat(codes == _CLOSE, opens, dtype=small)
-    commas = np.add.reduceat(codes == _COMMA, opens, dtype=small)
+    # Sums in the narrowest type that holds width run 3-5x faster (uint8 over the comparison's own bytes: no
+    # cast). A piece whose count wraps around to the expected one is too long, and as all pieces add up to
+    # the document's totals (count + 1 "]", count * width numbers), another piece is then too short, and
+    # that one cannot wrap.
+    small = np.uint8 if width < 255 else np.uint16 if width < 65_535 else np.intp
+    closes = np.add.reduceat((codes == _CLOSE).view(np.uint8), opens, dtype=small)
+    commas = np.add.reduceat((codes == _COMMA).view(np.uint8), opens, dtype=small)
     return bool(closes[0] == 0 and commas[0] == 0 and closes[-1] == 2 and commas[-1] == width - 1
                 and (closes[1:-1] == 1).all() and (commas[1:-1] == width).all())
 
