@@ -232,7 +232,7 @@ def test_big_bodies_of_every_format_score_without_loading_pandas(tmp_path: Path)
 
 
 probabilities = st.one_of(st.floats(0, 1), st.just(math.nan), st.floats(width=32, min_value=0, max_value=1))
-# class keys made of JSON's structural characters too: the two-class answer is built by replacing them
+# class keys made of JSON's structural characters and "%" too: the row template is filled by %-formatting
 class_keys = st.one_of(st.text(max_size=4), st.text(alphabet='[],:{}"\\%0', max_size=4))
 
 
