@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import simdjson
 
-from shared.scoring import INPUT_KEYS, ScoringRequest, Signature, _column_order, _matrix_feeds
+from shared.scoring import INPUT_KEYS, ScoringRequest, Signature, _column_order, _matrix_feeds, packed_matrix
 
 _DATA_KEY = b'"data"'
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
@@ -135,8 +135,11 @@ def _numbers(parts: SplitRows, signature: Signature) -> ScoringRequest | None:
     if flat is None or flat.size != count * width or not _rectangular(parts.rows, count, width):
         return None
     # column-major, as the general path's rows matrix: each feature's values are one contiguous feed
-    inputs = _matrix_feeds(np.asfortranarray(flat.reshape(count, width)), parts.order, signature)
-    return None if inputs is None else ScoringRequest(inputs, count, parts.ids)
+    values = np.asfortranarray(flat.reshape(count, width))
+    inputs = _matrix_feeds(values, parts.order, signature)
+    if inputs is None:
+        return None
+    return ScoringRequest(inputs, count, parts.ids, packed_matrix(values, parts.order, signature, complete=True))
 
 
 def _flat_numbers(parser: simdjson.Parser, rows: bytes) -> tuple[np.ndarray | None, int]:

@@ -5,7 +5,10 @@ numeric and string for categorical (a missing category is the signature's catego
 string; a missing number is NaN). Classifiers output "label" [N] and "probabilities"
 [N, n_classes] in the order of signature.classes (no ZipMap), and most also "label_index" [N, 1], the position
 of each row's label in signature.classes (shared.onnx_rewrite.label_index); regressors output "variable" [N, 1].
-The signature is JSON in metadata_props["mlops.signature"].
+The signature is JSON in metadata_props["mlops.signature"]; a linear model whose inputs are all numbers also
+carries, base64 under "mlops.packed", a companion graph with the same outputs from one [F, N] input for rows
+with no missing value (shared.onnx_rewrite.packed), which scoring runs for such rows. Any ONNX runtime can ignore
+it: the model's own graph and inputs are the contract.
 
 Precision: preprocessing runs in float64 exactly as sklearn does (skl2onnx emits Sub/Div for a
 double StandardScaler; the numeric imputer is our Where(IsNaN) converter because onnxruntime's
@@ -21,6 +24,7 @@ the nearest float32 instead of down. _HistTreeContainer fixes both on the way in
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -47,7 +51,7 @@ from sklearn.pipeline import Pipeline
 
 from shared import onnx_rewrite
 from shared.errors import ModelRejected, PipelineError
-from shared.scoring import LABEL_INDEX
+from shared.scoring import LABEL_INDEX, PACKED_INPUT, PACKED_KEY
 from shared.spec import TrainingSpec, spec_hash
 from shared.training import CATEGORICAL_MISSING, feature_frame, model_rejected, single_threaded
 
@@ -57,6 +61,9 @@ REWRITES_KEY = "mlops.rewrites"  # shared.onnx_rewrite's rewrites applied to skl
 # A rewritten graph must give the original's outputs on the sample rows (and on them with every number missing)
 # to this relative tolerance; it changes nothing but rounding (~1e-15).
 REWRITE_TOLERANCE = 1e-9
+# The packed companion graph (shared.onnx_rewrite.packed) is embedded, base64, in the model's metadata up to this
+# size; a linear model's is its weights and a few nodes (~3 KB for breast-cancer's 30 inputs).
+PACKED_MAX_BYTES = 256 * 1024
 # Pinned so the same pipeline gives the same graph whatever onnx version is installed; opset 18
 # runs on onnxruntime >= 1.14. ai.onnx.ml 3 is the newest the skl2onnx tree converters target.
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
@@ -123,8 +130,12 @@ def export_onnx(pipeline: Pipeline, spec: TrainingSpec, sample_df: pd.DataFrame)
     classes = list(getattr(estimator, "classes_", [])) if spec.task == "classification" else None
     signature = build_signature(spec, classes)
     model, rewrites = _rewritten(model, sample_df, spec, signature.get("classes"))
-    onnx.helper.set_model_props(model, {SIGNATURE_KEY: json.dumps(signature, sort_keys=True),
-                                        SPEC_HASH_KEY: spec_hash(spec), REWRITES_KEY: ",".join(rewrites)})
+    props = {SIGNATURE_KEY: json.dumps(signature, sort_keys=True), SPEC_HASH_KEY: spec_hash(spec)}
+    packed = _packed(model, sample_df, spec) if "feature_major" in rewrites else None
+    if packed is not None:
+        props[PACKED_KEY] = base64.b64encode(packed).decode("ascii")
+        rewrites.append("packed")
+    onnx.helper.set_model_props(model, {**props, REWRITES_KEY: ",".join(rewrites)})
     model.graph.name = spec.name  # skl2onnx names the graph with a random uuid
     model.doc_string = f"{spec.name}: {spec.task} on {spec.target} ({spec.estimator.type})"
     data: bytes = model.SerializeToString()
@@ -314,6 +325,35 @@ def _rewritten(
         log.warning("ONNX rewrites %s not applied (model=%s): %s: %s", applied, spec.name, type(exc).__name__, exc)
         return model, []
     return rewritten, applied
+
+
+def _packed(model: onnx.ModelProto, sample_df: pd.DataFrame, spec: TrainingSpec) -> bytes | None:
+    """shared.onnx_rewrite.packed's companion of the (rewritten) graph, serialised, if it gives the graph's
+    outputs, every one bit for bit, on the sample rows (missing values set to 0: it takes complete rows only)
+    and is small enough to embed; else None (scoring then runs the graph itself)."""
+    try:
+        variant = onnx_rewrite.packed(model)
+        if variant is None:
+            return None
+        onnx.checker.check_model(variant)
+        data: bytes = variant.SerializeToString()
+        if len(data) > PACKED_MAX_BYTES:
+            log.info("packed graph not embedded (model=%s): %d bytes > %d", spec.name, len(data), PACKED_MAX_BYTES)
+            return None
+        graph = make_session(model.SerializeToString())
+        feeds = onnx_inputs(graph, sample_df.head(64), spec)
+        names = [i.name for i in graph.get_inputs()]
+        rows = np.nan_to_num(np.hstack([feeds[n] for n in names]))  # [N, F] float64, no missing value
+        outputs = [o.name for o in graph.get_outputs()]
+        expected = graph.run(outputs, {n: np.ascontiguousarray(rows[:, [i]]) for i, n in enumerate(names)})
+        got = make_session(data).run(outputs, {PACKED_INPUT: np.ascontiguousarray(rows.T)})
+        differ = [name for name, a, b in zip(outputs, expected, got, strict=True) if not np.array_equal(a, b)]
+        if differ:
+            raise ValueError(f"outputs {differ} differ from the graph's")
+    except Exception as exc:  # an optimisation: the graph itself always answers
+        log.warning("packed graph not embedded (model=%s): %s: %s", spec.name, type(exc).__name__, exc)
+        return None
+    return data
 
 
 Outputs = tuple[np.ndarray, np.ndarray | None]  # run_onnx's (labels or predictions, probabilities)

@@ -13,6 +13,11 @@ For 10,000 rows onnxruntime spent ~380 µs in the Concat (30 strided column copi
 - label_index: a classifier's class index (ArgMax before the label lookup) as a third output, so scoring can
   take labels from the signature's classes instead of onnxruntime's per-row Python strings.
 
+And one companion graph (packed), which export_onnx embeds in the model's metadata for scoring: the
+feature_major graph taking every input at once as one feature-major [F, N] matrix, for rows with no missing
+value. A one-row call with 30 [N, 1] inputs spends most of its ~32 µs in onnxruntime on the inputs themselves
+(~10 µs with one input); 10,000 rows without the Concat and the fill run in ~0.66 ms instead of ~1.2.
+
 Each computes what the graph computed up to rounding (~1e-15 relative in float64, the precision export_onnx gives
 numeric inputs; float32 graphs are left alone); export_onnx checks the rewritten graph against the original and
 against sklearn (and the classes at the label index against the labels), and keeps the original on any doubt.
@@ -27,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from shared.scoring import LABEL_INDEX
+from shared.scoring import LABEL_INDEX, PACKED_INPUT
 
 _AFFINE_OPS = ("Sub", "Add", "Mul", "Div")
 
@@ -271,6 +276,63 @@ def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
     for info in graph.value_info:
         if info.name == old:
             info.name = new
+
+
+def packed(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of a feature_major graph for rows with no missing value, taking every input at once: one [F, N]
+    float64 input PACKED_INPUT, whose row i is the graph's i-th input, in place of the Concat and Reshape that
+    stack the [N, 1] inputs, and without the IsNaN/Where fill, which leaves such rows as they are. The rest
+    of the graph is untouched, so its outputs are the graph's, bit for bit. None unless the graph's inputs
+    are exactly the ones feature_major stacked, in their order."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = _Graph(out.graph)
+    stacking = _stacking(g)
+    if stacking is None or PACKED_INPUT in g._taken:
+        return None
+    x = stacking[-1].output[0]
+    fill = _fill(g, x)
+    if fill is None:
+        return None
+    for node in [*stacking, *fill]:
+        out.graph.node.remove(node)
+    if fill:
+        _rename(out.graph, fill[-1].output[0], x)
+    _rename(out.graph, x, PACKED_INPUT)
+    features = len(out.graph.input)
+    del out.graph.input[:]
+    out.graph.input.append(helper.make_tensor_value_info(PACKED_INPUT, onnx.TensorProto.DOUBLE, [features, None]))
+    g.drop_unused_consts()
+    return out
+
+
+def _stacking(g: _Graph) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+    """feature_major's Concat (axis 0) of every graph input, in order, and the Reshape to [F, -1] after it."""
+    names = [i.name for i in g.graph.input]
+    concat = next((n for n in g.graph.node if n.op_type == "Concat" and list(n.input) == names), None)
+    if concat is None or not all(_column_input(i) for i in g.graph.input) \
+            or next((a.i for a in concat.attribute if a.name == "axis"), None) != 0:
+        return None
+    reshape = g.only_consumer(concat.output[0])
+    if reshape is None or reshape.op_type != "Reshape" or reshape.input[0] != concat.output[0]:
+        return None
+    shape = g.consts.get(reshape.input[1])
+    if shape is None or shape.tolist() != [len(names), -1] or reshape.output[0] in g.outputs:
+        return None
+    return concat, reshape
+
+
+def _fill(g: _Graph, x: str) -> tuple[onnx.NodeProto, ...] | None:
+    """(IsNaN, Where) when x is read by Where(IsNaN(x), fill, x) and nothing else, () when x is not filled."""
+    users = g.consumers(x)
+    isnan = next((n for n in users if n.op_type == "IsNaN"), None)
+    if isnan is None:
+        return ()
+    where = g.only_consumer(isnan.output[0])
+    if len(users) != 2 or where is None or where.op_type != "Where" \
+            or list(where.input) != [isnan.output[0], where.input[1], x] or where.output[0] in g.outputs:
+        return None
+    return isnan, where
 
 
 REWRITES: dict[str, Callable[[onnx.ModelProto], bool]] = {

@@ -29,6 +29,7 @@ its default ids fit too. Anything else is a 400 naming the problem, before the m
 """
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -80,6 +81,10 @@ log = logging.getLogger(__name__)
 SIGNATURE_KEY = "mlops.signature"
 # A classifier's third output (shared.onnx_rewrite.label_index): each row's label as its position in classes.
 LABEL_INDEX = "label_index"
+# The packed companion graph (shared.onnx_rewrite.packed) export_onnx embeds, base64, under this metadata key:
+# the same outputs from one feature-major [F, N] float64 input, for rows with no missing value.
+PACKED_KEY = "mlops.packed"
+PACKED_INPUT = "mlops_features"
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs", "input_data", "data")
 _INPUT_KEY_SET = frozenset(INPUT_KEYS)
 _MEDIA_TYPES = {
@@ -237,22 +242,29 @@ def parse_signature(raw: str | None, input_types: Mapping[str, str], outputs: Se
     )
 
 
+Runner = Callable[[Sequence[str], dict[str, np.ndarray]], list[Any]]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A verified, ready-to-run model version; run(outputs, feeds) runs its session."""
+    """A verified, ready-to-run model version; run(outputs, feeds) runs its session, run_packed(outputs,
+    {PACKED_INPUT: matrix}) its packed companion (None when the artifact has none)."""
 
     name: str
     version: int
     sha256: str
     session: ort.InferenceSession = field(repr=False)
     signature: Signature
-    run: Callable[[Sequence[str], dict[str, np.ndarray]], list[Any]] = field(init=False, repr=False, compare=False)
+    packed: ort.InferenceSession | None = field(default=None, repr=False)
+    run: Runner = field(init=False, repr=False, compare=False)
+    run_packed: Runner | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run", session_runner(self.session))
+        object.__setattr__(self, "run_packed", None if self.packed is None else session_runner(self.packed))
 
 
-def session_runner(session: ort.InferenceSession) -> Callable[[Sequence[str], dict[str, np.ndarray]], list[Any]]:
+def session_runner(session: ort.InferenceSession) -> Runner:
     """session.run without its Python-side re-checks of the feed, for feeds that read_request built.
 
     InferenceSession.run first checks in Python that every graph input is in the feed (a scan of the
@@ -306,7 +318,34 @@ def load_model(
             f"model (name={name}, version={version}) cannot be loaded by onnxruntime; re-export it",
             internal=f"model (name={name}, version={version}) cannot be loaded: {exc}",
         ) from exc
-    return LoadedModel(name, version, actual, session, Signature.from_session(session))
+    signature = Signature.from_session(session)
+    packed = packed_session(session, signature, intra_op_threads, f"name={name}, version={version}")
+    return LoadedModel(name, version, actual, session, signature, packed)
+
+
+def packed_session(session: ort.InferenceSession, signature: Signature, intra_op_threads: int,
+                   what: str) -> ort.InferenceSession | None:
+    """The session of the packed graph embedded in the model's metadata, when every input is a float64 and
+    the graph is usable: one [F, N] double input PACKED_INPUT and every output scoring asks for. Else None
+    (logged): the model itself answers every request, only slower."""
+    raw = session.get_modelmeta().custom_metadata_map.get(PACKED_KEY)
+    if not raw or any(f.dtype != np.float64 for f in signature.features):
+        return None
+    try:
+        packed = ort.InferenceSession(base64.b64decode(raw, validate=True),
+                                      sess_options=session_options(intra_op_threads),
+                                      providers=["CPUExecutionProvider"])
+    except Exception as exc:  # bad base64 (binascii.Error) or any of onnxruntime's unrelated error types
+        log.warning("model (%s): its %s graph does not load, scoring without it: %s", what, PACKED_KEY, exc)
+        return None
+    inputs = [(i.name, i.type, i.shape[0]) for i in packed.get_inputs()]
+    outputs = {o.name for o in packed.get_outputs()}
+    if inputs != [(PACKED_INPUT, "tensor(double)", len(signature.features))] \
+            or not {*signature.outputs, *signature.run_outputs} <= outputs:
+        log.warning("model (%s): its %s graph takes %s and gives %s, not the model's inputs packed and its "
+                    "outputs; scoring without it", what, PACKED_KEY, inputs, sorted(outputs))
+        return None
+    return packed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +360,9 @@ class ScoringRequest(NamedTuple):
     inputs: dict[str, np.ndarray]
     rows: int
     ids: Any = None
+    # Every input at once, feature-major [F, N] float64 in the signature's order (a view of the same values),
+    # when the parse knows no value is missing: what the model's packed graph takes (run_model).
+    matrix: np.ndarray | None = None
 
 
 def parse_request(
@@ -354,9 +396,9 @@ def read_request(body: bytes, content_type: str | None, signature: Signature, ma
         if fast is not None:
             return fast
     doc = _load_json(body)
-    matrix = _numeric_rows(doc, signature, body)
-    if matrix is not None:
-        return ScoringRequest(matrix[0], matrix[1], _params_ids(doc))
+    fast = _numeric_rows(doc, signature, body)
+    if fast is not None:
+        return fast
     names, columns = _table_from_json(doc, signature)
     return _convert(names, columns, signature, _json_column, None, _params_ids(doc))
 
@@ -397,8 +439,8 @@ def _arrow_csv(body: bytes, signature: Signature) -> ScoringRequest | None:
 _PLAIN_CELLS = frozenset({int, float, type(None)})
 
 
-def _numeric_rows(doc: Any, signature: Signature, body: bytes) -> tuple[dict[str, np.ndarray], int] | None:
-    """(session feeds, rows) of a body whose inputs are all floats and whose rows hold only numbers and nulls."""
+def _numeric_rows(doc: Any, signature: Signature, body: bytes) -> ScoringRequest | None:
+    """The request of a body whose inputs are all floats and whose rows hold only numbers and nulls."""
     if not signature.all_float or not isinstance(doc, dict) or b"true" in body or b"false" in body:
         return None  # a JSON boolean would pass numpy's conversion as 1.0 / 0.0: the general path refuses it
     found = doc.keys() & _INPUT_KEY_SET
@@ -409,9 +451,14 @@ def _numeric_rows(doc: Any, signature: Signature, body: bytes) -> tuple[dict[str
     order = None if names is None else _column_order(names, signature)
     if order is None or not rows or set(map(type, rows)) != {list} or set(map(len, rows)) != {len(order)}:
         return None
-    values = _small_float_matrix(rows) if len(rows) <= _SMALL_ROWS else _float_matrix(rows)
-    feeds = None if values is None else _matrix_feeds(values, order, signature)
-    return None if feeds is None else (feeds, len(rows))
+    matrix = _small_float_matrix(rows) if len(rows) <= _SMALL_ROWS else _float_matrix(rows)
+    if matrix is None:
+        return None
+    values, complete = matrix
+    feeds = _matrix_feeds(values, order, signature)
+    if feeds is None:
+        return None
+    return ScoringRequest(feeds, len(rows), _params_ids(doc), packed_matrix(values, order, signature, complete))
 
 
 def _plain_rows(key: str, value: Any, signature: Signature) -> tuple[Any, Any]:
@@ -441,18 +488,21 @@ def _column_order(names: Sequence[Any], signature: Signature) -> Sequence[int] |
     return [where[n] for n in signature.feature_names]
 
 
-def _float_matrix(rows: list[list[Any]]) -> np.ndarray | None:
-    """rows as a Fortran-ordered float64 matrix (null -> NaN), or None unless every cell is an int, float or null."""
+def _float_matrix(rows: list[list[Any]]) -> tuple[np.ndarray, bool] | None:
+    """(rows as a Fortran-ordered float64 matrix (null -> NaN), whether no cell is null), or None unless every
+    cell is an int, float or null."""
     try:
         matrix = np.array(rows)
         if matrix.dtype.kind in "fi":
             # inferred from plain ints and floats only; NaN or inf here came from NaN/Infinity/1e400 in the body
             values = np.asfortranarray(matrix, dtype=np.float64)
-            return values if np.isfinite(values).all() else None
-        if matrix.dtype != object or not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_CELLS:
+            return (values, True) if np.isfinite(values).all() else None
+        kinds = set(map(type, itertools.chain.from_iterable(rows)))
+        if matrix.dtype != object or not kinds <= _PLAIN_CELLS:
             return None
-        # nulls present: every cell is an int, a float or None, so a NaN below is a null and nothing is inf
-        return np.asfortranarray(np.array(rows, dtype=np.float64))
+        # nulls or ints beyond int64: every cell is an int, a float or None, so a NaN below is a null, and an
+        # int beyond float64 raises OverflowError
+        return np.asfortranarray(np.array(rows, dtype=np.float64)), type(None) not in kinds
     except (ValueError, TypeError, OverflowError):  # an int beyond float64, nested lists
         return None
 
@@ -461,12 +511,13 @@ def _float_matrix(rows: list[list[Any]]) -> np.ndarray | None:
 _SMALL_ROWS = 4
 
 
-def _small_float_matrix(rows: list[list[Any]]) -> np.ndarray | None:
+def _small_float_matrix(rows: list[list[Any]]) -> tuple[np.ndarray, bool] | None:
     """_float_matrix for a few rows (the single-row calls of online scoring): the same result, checked in Python."""
     cells = rows[0] if len(rows) == 1 else list(itertools.chain.from_iterable(rows))
     kinds = set(map(type, cells))
+    complete = kinds <= _NUMBER_TYPES
     try:
-        if kinds <= _NUMBER_TYPES:
+        if complete:
             finite = all(map(math.isfinite, cells))
         elif kinds <= _PLAIN_CELLS:
             finite = all(math.isfinite(c) for c in cells if c is not None)  # a null is missing: NaN below
@@ -474,7 +525,7 @@ def _small_float_matrix(rows: list[list[Any]]) -> np.ndarray | None:
             return None
     except OverflowError:  # an int beyond float64
         return None
-    return np.array(rows, dtype=np.float64, order="F") if finite else None
+    return (np.array(rows, dtype=np.float64, order="F"), complete) if finite else None
 
 
 def _matrix_feeds(values: np.ndarray, order: Sequence[int], signature: Signature) -> dict[str, np.ndarray] | None:
@@ -492,6 +543,15 @@ def _matrix_feeds(values: np.ndarray, order: Sequence[int], signature: Signature
                 if np.isinf(column).any():
                     return None  # beyond float32: the general path names column and row
     return feeds
+
+
+def packed_matrix(values: np.ndarray, order: Sequence[int], signature: Signature, complete: bool,
+                  ) -> np.ndarray | None:
+    """The feature-major [F, N] view of a Fortran-ordered [N, F] rows matrix for a packed graph (run_model):
+    when no value is missing, the columns come in the signature's order and the inputs are float64."""
+    if not complete or order is not signature.in_order or signature.has_float32:
+        return None
+    return values.T
 
 
 def _params_ids(doc: dict[str, Any]) -> Any:
@@ -1048,15 +1108,20 @@ class ModelOutputs(NamedTuple):
 _INDEX_MIN_ROWS = 16
 
 
-def run_model(model: LoadedModel, inputs: dict[str, np.ndarray], rows: int | None = None) -> ModelOutputs:
-    """Run the session. With a LABEL_INDEX output (and `rows`, if known, not tiny) the labels are the signature's
-    classes at each row's index: onnxruntime then makes no Python string per row."""
+def run_model(model: LoadedModel, inputs: dict[str, np.ndarray], rows: int | None = None,
+              matrix: np.ndarray | None = None) -> ModelOutputs:
+    """Run the session, or its packed graph when the model has one and the request a matrix (ScoringRequest:
+    the same values, none missing). With a LABEL_INDEX output (and `rows`, if known, not tiny) the labels are
+    the signature's classes at each row's index: onnxruntime then makes no Python string per row."""
     sig = model.signature
+    run = model.run
+    if matrix is not None and model.run_packed is not None:
+        run, inputs = model.run_packed, {PACKED_INPUT: matrix}
     if sig.label_values is not None and (rows is None or rows >= _INDEX_MIN_ROWS):
-        index, probabilities = model.run(sig.run_outputs, inputs)
+        index, probabilities = run(sig.run_outputs, inputs)
         index = index.reshape(-1)
         return ModelOutputs(sig.label_values[index], probabilities, index)
-    outputs = model.run(sig.outputs, inputs)
+    outputs = run(sig.outputs, inputs)
     return ModelOutputs(outputs[0].reshape(-1), outputs[1] if sig.task == "classification" else None)
 
 
@@ -1485,7 +1550,7 @@ def _answer(
     """The 200 body (JSON, or CSV/Arrow) and what an observer sees, whatever the body: the output columns as
     arrays (predictions [N], probabilities [N, classes] with probability_classes), which the prediction log
     turns into lines column by column (shared.prediction_log.columnar_lines) for a big request."""
-    labels, probabilities, index = run_model(loaded, request.inputs, request.rows)
+    labels, probabilities, index = run_model(loaded, request.inputs, request.rows, request.matrix)
     sig = loaded.signature
     columns: dict[str, Any] = {"predictions": labels, "prediction_ids": ids}
     if probabilities is not None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from shared import onnx_rewrite
+from shared.scoring import PACKED_INPUT
 
 OPS = ("Sub", "Add", "Mul", "Div")
 
@@ -174,3 +175,41 @@ def test_a_looked_up_label_gives_out_its_index_without_an_extra_node() -> None:
 def test_a_label_that_is_not_looked_up_gets_no_index() -> None:
     model = _classifier(lookup=False)
     assert "label_index" not in _rewritten(model)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The packed companion: every input at once, feature-major, for rows with no missing value
+
+
+def _run_packed(model: onnx.ModelProto, x: np.ndarray) -> list[Any]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {PACKED_INPUT: np.ascontiguousarray(x.T)})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), st.integers(1, 12), st.integers(1, 3), st.booleans(), st.integers(0, 2**16),
+       st.integers(0, 40))
+def test_the_packed_graph_gives_the_rewritten_graph_s_outputs_bit_for_bit_on_complete_rows(
+    data: st.DataObject, features: int, classes: int, imputer: bool, seed: int, rows: int,
+) -> None:
+    rewritten, _ = _rewritten(_graph(features, classes, imputer, data.draw(_chains(features)), seed))
+    companion = onnx_rewrite.packed(rewritten)
+    assert companion is not None
+    onnx.checker.check_model(companion)
+    assert [i.name for i in companion.graph.input] == [PACKED_INPUT]
+    ops = [n.op_type for n in companion.graph.node]
+    assert "Concat" not in ops and "IsNaN" not in ops and "Where" not in ops
+    x = np.random.default_rng(seed).normal(0, 3, (rows, features))
+    for got, expected in zip(_run_packed(companion, x), _run(rewritten, x), strict=True):
+        assert np.array_equal(got, expected)
+
+
+def test_only_feature_major_s_stacking_of_every_input_gets_a_packed_graph() -> None:
+    model = _graph(3, 2, True, [], seed=5)
+    assert onnx_rewrite.packed(model) is None  # row-major Concat (axis 1): not rewritten yet
+    rewritten, _ = _rewritten(model)
+    reordered = onnx.ModelProto()
+    reordered.CopyFrom(rewritten)
+    reordered.graph.input.insert(0, reordered.graph.input.pop())  # the stack no longer follows the inputs' order
+    assert onnx_rewrite.packed(reordered) is None
+    assert onnx_rewrite.packed(rewritten) is not None

@@ -59,9 +59,9 @@ def num(request: pytest.FixtureRequest) -> LoadedModel:
 def _general(model: LoadedModel, body: bytes) -> scoring.ScoringRequest:
     """What the general path makes of a body (orjson or the stdlib, then the matrix or the cell path)."""
     doc = scoring._load_json(body)
-    matrix = scoring._numeric_rows(doc, model.signature, body)
-    if matrix is not None:
-        return scoring.ScoringRequest(matrix[0], matrix[1], scoring._params_ids(doc))
+    fast = scoring._numeric_rows(doc, model.signature, body)
+    if fast is not None:
+        return fast
     names, columns = scoring._table_from_json(doc, model.signature)
     return scoring._convert(names, columns, model.signature, scoring._json_column, None, scoring._params_ids(doc))
 

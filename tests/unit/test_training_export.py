@@ -393,7 +393,7 @@ def test_a_numeric_linear_model_is_exported_rewritten_and_scores_as_converted(mo
     monkeypatch.setattr(onnx_rewrite, "REWRITES", {})
     converted = export_onnx(result.pipeline, spec, result.holdout)
     props = {p.key: p.value for p in onnx.load_from_string(rewritten).metadata_props}
-    assert props[REWRITES_KEY] == "fold_affine,feature_major,label_index"
+    assert props[REWRITES_KEY] == "fold_affine,feature_major,label_index,packed"
     assert {p.key: p.value for p in onnx.load_from_string(converted).metadata_props}[REWRITES_KEY] == ""
     ops = [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
     assert "Sub" not in ops and "Transpose" in ops
@@ -422,6 +422,55 @@ def test_served_labels_come_from_the_label_index_and_match_the_graph_s_labels(mo
     tables = [arrow_bodies.results_table(labels, proba, loaded[0].signature.class_keys, ids, 1, index),
               arrow_bodies.results_table(labels0, proba0, loaded[1].signature.class_keys, ids, 1)]
     assert tables[0].column("prediction").to_pylist() == tables[1].column("prediction").to_pylist()
+
+
+def test_the_embedded_packed_graph_serves_complete_rows_as_the_model_s_graph_does() -> None:
+    """export_onnx embeds the packed companion; scoring loads it and, for rows with no missing value, answers
+    what the model's graph answers, bit for bit (both sessions fed the same holdout rows)."""
+    spec, result, holdout = _breast_cancer()
+    data = export_onnx(result.pipeline, spec, result.holdout)
+    loaded = scoring.load_model(data, hashlib.sha256(data).hexdigest(), spec.name, 1)
+    assert loaded.packed is not None and loaded.run_packed is not None
+    rows = np.asfortranarray(result.holdout[[f.name for f in spec.features]].to_numpy(np.float64))
+    assert not np.isnan(rows).any()
+    feeds = {f.name: np.ascontiguousarray(rows[:, [i]]) for i, f in enumerate(spec.features)}
+    for n in (1, 7, len(rows)):
+        part = {name: values[:n] for name, values in feeds.items()}
+        packed = scoring.run_model(loaded, part, n, np.ascontiguousarray(rows[:n].T))
+        graph = scoring.run_model(loaded, part, n)
+        assert packed.labels.tolist() == graph.labels.tolist()
+        assert packed.probabilities is not None and graph.probabilities is not None
+        assert np.array_equal(packed.probabilities, graph.probabilities)
+
+
+def test_a_packed_graph_that_answers_differently_is_not_embedded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec, result, _ = _breast_cancer()
+    packed = onnx_rewrite.packed
+
+    def shifted(model: onnx.ModelProto) -> onnx.ModelProto | None:
+        variant = packed(model)
+        assert variant is not None
+        bias = next(i for i in variant.graph.initializer if i.name == "intercept")
+        bias.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(bias) + 1e-12, "intercept"))
+        return variant
+
+    monkeypatch.setattr(onnx_rewrite, "packed", shifted)
+    with caplog.at_level(logging.WARNING, logger="shared.onnx_export"):
+        data = export_onnx(result.pipeline, spec, result.holdout)
+    props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+    assert scoring.PACKED_KEY not in props and props[REWRITES_KEY] == "fold_affine,feature_major,label_index"
+    assert "packed graph not embedded" in caplog.text and "differ from the graph's" in caplog.text
+
+
+def test_a_model_with_a_categorical_input_gets_no_packed_graph() -> None:
+    spec = make_spec("logistic_regression", "label")
+    assert any(f.kind == "categorical" for f in spec.features)
+    result = train(data_for(spec), spec)
+    props = {p.key: p.value for p in onnx.load_from_string(export_onnx(result.pipeline, spec, result.holdout))
+             .metadata_props}
+    assert scoring.PACKED_KEY not in props and "packed" not in props[REWRITES_KEY]
 
 
 def test_a_label_index_that_points_at_the_wrong_class_is_not_kept(
