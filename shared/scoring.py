@@ -1110,13 +1110,20 @@ _INDEX_MIN_ROWS = 16
 
 def run_model(model: LoadedModel, inputs: dict[str, np.ndarray], rows: int | None = None,
               matrix: np.ndarray | None = None) -> ModelOutputs:
-    """Run the session, or its packed graph when the model has one and the request a matrix (ScoringRequest:
-    the same values, none missing). With a LABEL_INDEX output (and `rows`, if known, not tiny) the labels are
-    the signature's classes at each row's index: onnxruntime then makes no Python string per row."""
+    """Run the session, or its packed graph when the model has one and no value is missing: `matrix` is the
+    inputs' values as the packed graph takes them, when the parse has them so (ScoringRequest.matrix); else
+    the inputs are stacked here and checked for NaN (~0.2 ms per 10,000 rows of 30 inputs, against ~0.5 ms
+    saved in onnxruntime; ~7 µs for one row, against ~20). With a LABEL_INDEX output (and `rows`, if known,
+    not tiny) the labels are the signature's classes at each row's index: onnxruntime then makes no Python
+    string per row."""
     sig = model.signature
     run = model.run
-    if matrix is not None and model.run_packed is not None:
-        run, inputs = model.run_packed, {PACKED_INPUT: matrix}
+    if model.run_packed is not None:
+        if matrix is None:
+            matrix = np.stack([inputs[name].reshape(-1) for name in sig.feature_names])  # float64: packed_session
+            matrix = None if np.isnan(matrix).any() else matrix
+        if matrix is not None:
+            run, inputs = model.run_packed, {PACKED_INPUT: matrix}
     if sig.label_values is not None and (rows is None or rows >= _INDEX_MIN_ROWS):
         index, probabilities = run(sig.run_outputs, inputs)
         index = index.reshape(-1)

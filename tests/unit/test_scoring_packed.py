@@ -83,16 +83,23 @@ bodies = st.sampled_from([numbers, numbers | st.none()]).flatmap(lambda cells: s
     lambda n: st.lists(st.lists(cells, min_size=3, max_size=3), min_size=n, max_size=n)))
 
 
+def _csv(rows: list[list[Any]]) -> bytes:
+    lines = [",".join(NUMERIC)] + [",".join("" if v is None else repr(v) for v in row) for row in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
 @settings(max_examples=80, deadline=None)
-@given(rows=bodies, blanks=st.booleans(),
+@given(rows=bodies, form=st.sampled_from(["json", "json with blanks", "csv"]),
        accept=st.sampled_from([None, "text/csv", "application/vnd.apache.arrow.stream"]))
 def test_every_answer_is_the_model_graph_s_answer_byte_for_byte(
-    rows: list[list[Any]], blanks: bool, accept: str | None,
+    rows: list[list[Any]], form: str, accept: str | None,
 ) -> None:
-    """Small and big bodies (orjson or simdjson), with and without nulls, answered as JSON, CSV or Arrow."""
+    """Small and big bodies (orjson, simdjson, the stdlib's or pyarrow's CSV reader), with and without nulls,
+    answered as JSON, CSV or Arrow."""
     packed, plain = _artifacts()
-    body = _body(rows, list(NUMERIC), blanks=blanks)
-    assert _answer(packed, body, "application/json", accept) == _answer(plain, body, "application/json", accept)
+    body, kind = (_csv(rows), "text/csv") if form == "csv" else (_body(rows, list(NUMERIC), blanks=form != "json"),
+                                                                 "application/json")
+    assert _answer(packed, body, kind, accept) == _answer(plain, body, kind, accept)
 
 
 def _refusing_graph(model: LoadedModel) -> LoadedModel:
@@ -118,6 +125,18 @@ def test_complete_rows_run_the_packed_graph_and_rows_with_a_null_the_model_s(row
     assert request.matrix is None
     with pytest.raises(AssertionError, match="own graph"):
         scoring.run_model(_refusing_graph(loaded), request.inputs, request.rows, request.matrix)
+
+
+@pytest.mark.parametrize("rows", [1, 2_000])
+def test_complete_rows_parsed_column_by_column_are_stacked_for_the_packed_graph(rows: int) -> None:
+    """CSV (the stdlib's reader for a few rows, pyarrow's for many) gives columns, not a matrix: run_model stacks
+    them when none holds a missing value."""
+    loaded = _load(_artifacts()[0])
+    values = np.random.default_rng(rows).normal(size=(rows, 3)).round(6).tolist()
+    request = read_request(_csv(values), "text/csv", loaded.signature, MAX)
+    assert request.matrix is None
+    labels, _, _ = scoring.run_model(_refusing_graph(loaded), request.inputs, request.rows)
+    assert len(labels) == rows
 
 
 def test_columns_out_of_the_signature_s_order_make_no_matrix() -> None:
