@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import logging
 from dataclasses import replace
 from typing import Any
@@ -16,10 +17,17 @@ from typing import Any
 import numpy as np
 import onnx
 import orjson
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import DoubleTensorType
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from shared import onnx_rewrite, scoring
 from shared.scoring import PACKED_KEY, Encoded, LoadedModel, ModelCache, load_model, read_request, score
@@ -37,17 +45,33 @@ def _with_key(model: onnx.ModelProto, value: str) -> bytes:
     return copy.SerializeToString()
 
 
+def numeric_regressor() -> bytes:
+    """A ridge regression over the three numeric inputs."""
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(rng.normal(size=(200, 3)), columns=list(NUMERIC))
+    pipe = Pipeline([("pre", ColumnTransformer([("num", StandardScaler(), list(NUMERIC))])), ("model", Ridge())])
+    pipe.fit(frame, frame.a * 2 - frame.c)
+    model = convert_sklearn(pipe, initial_types=[(n, DoubleTensorType([None, 1])) for n in NUMERIC])
+    signature = {"name": "num", "task": "regression", "target": "y",
+                 "features": [{"name": n, "kind": "numeric"} for n in NUMERIC]}
+    prop = model.metadata_props.add()
+    prop.key, prop.value = "mlops.signature", json.dumps(signature)
+    return bytes(model.SerializeToString())
+
+
 @functools.cache
-def _rewritten(numeric_type: str = "double") -> onnx.ModelProto:
-    model = onnx.load_from_string(numeric_classifier(numeric_type))
+def _rewritten(kind: str = "classifier") -> onnx.ModelProto:
+    data = {"classifier": numeric_classifier("double"), "regressor": numeric_regressor(),
+            "float classifier": numeric_classifier("float")}[kind]
+    model = onnx.load_from_string(data)
     onnx_rewrite.rewrite(model)
     return model
 
 
 @functools.cache
-def _artifacts() -> tuple[bytes, bytes]:
+def _artifacts(kind: str = "classifier") -> tuple[bytes, bytes]:
     """(the rewritten model with its packed companion embedded, the same model without it)."""
-    model = _rewritten()
+    model = _rewritten(kind)
     companion = onnx_rewrite.packed(model)
     assert companion is not None
     return _with_key(model, base64.b64encode(companion.SerializeToString()).decode()), model.SerializeToString()
@@ -62,8 +86,9 @@ def _load(data: bytes) -> LoadedModel:
     return load_model(data, hashlib.sha256(data).hexdigest(), "num", 1)
 
 
-def test_an_all_double_model_loads_its_packed_graph() -> None:
-    packed, plain = _artifacts()
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_an_all_double_model_loads_its_packed_graph(kind: str) -> None:
+    packed, plain = _artifacts(kind)
     assert _cache(packed).get("num").packed is not None
     assert _cache(plain).get("num").packed is None
 
@@ -90,13 +115,14 @@ def _csv(rows: list[list[Any]]) -> bytes:
 
 @settings(max_examples=80, deadline=None)
 @given(rows=bodies, form=st.sampled_from(["json", "json with blanks", "csv"]),
-       accept=st.sampled_from([None, "text/csv", "application/vnd.apache.arrow.stream"]))
+       accept=st.sampled_from([None, "text/csv", "application/vnd.apache.arrow.stream"]),
+       kind=st.sampled_from(["classifier", "regressor"]))
 def test_every_answer_is_the_model_graph_s_answer_byte_for_byte(
-    rows: list[list[Any]], form: str, accept: str | None,
+    rows: list[list[Any]], form: str, accept: str | None, kind: str,
 ) -> None:
     """Small and big bodies (orjson, simdjson, the stdlib's or pyarrow's CSV reader), with and without nulls,
-    answered as JSON, CSV or Arrow."""
-    packed, plain = _artifacts()
+    answered as JSON, CSV or Arrow, by a classifier and a regressor."""
+    packed, plain = _artifacts(kind)
     body, kind = (_csv(rows), "text/csv") if form == "csv" else (_body(rows, list(NUMERIC), blanks=form != "json"),
                                                                  "application/json")
     assert _answer(packed, body, kind, accept) == _answer(plain, body, kind, accept)
@@ -176,5 +202,4 @@ def test_a_packed_graph_that_cannot_serve_is_ignored_and_logged(
 def test_a_float32_model_never_takes_a_packed_graph() -> None:
     companion = _artifacts()[0]
     key = next(p.value for p in onnx.load_from_string(companion).metadata_props if p.key == PACKED_KEY)
-    float_model = onnx.load_from_string(numeric_classifier("float"))
-    assert _load(_with_key(float_model, key)).packed is None
+    assert _load(_with_key(_rewritten("float classifier"), key)).packed is None
