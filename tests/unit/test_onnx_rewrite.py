@@ -61,6 +61,10 @@ def _rewritten(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     return copy, applied
 
 
+# data (for the chain), features, classes, imputer, seed, rows: the graphs and inputs the property tests draw
+GRAPHS = (st.data(), st.integers(1, 12), st.integers(1, 3), st.booleans(), st.integers(0, 2**16), st.integers(0, 40))
+
+
 @st.composite
 def _chains(draw: st.DrawFn, features: int) -> list[tuple[str, np.ndarray]]:
     chain = []
@@ -73,8 +77,7 @@ def _chains(draw: st.DrawFn, features: int) -> list[tuple[str, np.ndarray]]:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.data(), st.integers(1, 12), st.integers(1, 3), st.booleans(), st.integers(0, 2**16),
-       st.integers(0, 40))
+@given(*GRAPHS)
 def test_the_rewritten_graph_gives_the_originals_outputs(
     data: st.DataObject, features: int, classes: int, imputer: bool, seed: int, rows: int,
 ) -> None:
@@ -187,8 +190,7 @@ def _run_packed(model: onnx.ModelProto, x: np.ndarray) -> list[Any]:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.data(), st.integers(1, 12), st.integers(1, 3), st.booleans(), st.integers(0, 2**16),
-       st.integers(0, 40))
+@given(*GRAPHS)
 def test_the_packed_graph_gives_the_rewritten_graph_s_outputs_bit_for_bit_on_complete_rows(
     data: st.DataObject, features: int, classes: int, imputer: bool, seed: int, rows: int,
 ) -> None:
