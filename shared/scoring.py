@@ -547,9 +547,10 @@ def _matrix_feeds(values: np.ndarray, order: Sequence[int], signature: Signature
 
 def packed_matrix(values: np.ndarray, order: Sequence[int], signature: Signature, complete: bool,
                   ) -> np.ndarray | None:
-    """The feature-major [F, N] view of a Fortran-ordered [N, F] rows matrix for a packed graph (run_model):
-    when no value is missing, the columns come in the signature's order and the inputs are float64."""
-    if not complete or order is not signature.in_order or signature.has_float32:
+    """The feature-major [F, N] view of a Fortran-ordered float64 [N, F] rows matrix for a packed graph
+    (run_model), when no value is missing and the columns come in the signature's order. (A model with a
+    float32 input has no packed graph: packed_session.)"""
+    if not complete or order is not signature.in_order:
         return None
     return values.T
 
