@@ -9,7 +9,6 @@ One process measures everything in-process; the servers it compares (Azurite + `
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import gc
 import hashlib
@@ -53,7 +52,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from devhost.azurite import free_port, listening, start_azurite  # noqa: E402
 from examples.datasets import breast_cancer  # noqa: E402
-from shared import paths, registry  # noqa: E402
+from shared import arrow_bodies, paths, registry  # noqa: E402
 from shared.data_checks import prepare  # noqa: E402
 from shared.errors import NotFound, Unavailable  # noqa: E402
 from shared.memory_tuning import keep_freed_memory  # noqa: E402
@@ -61,9 +60,9 @@ from shared.onnx_export import export_onnx  # noqa: E402
 from shared.scoring import (  # noqa: E402
     LABEL_INDEX,
     PACKED_INPUT,
-    PACKED_KEY,
     Encoded,
     ModelCache,
+    load_model,
     parse_request,
     predict,
     score,
@@ -300,13 +299,9 @@ def ort_feeds(df: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def packed_session(v: Variant) -> ort.InferenceSession | None:
-    """A session of the packed companion graph export_onnx embedded in the model (shared.onnx_rewrite.packed),
-    or None when the model has none."""
-    props = {p.key: p.value for p in onnx.load_from_string(v.onnx).metadata_props}
-    if PACKED_KEY not in props:
-        return None
-    return ort.InferenceSession(base64.b64decode(props[PACKED_KEY]), sess_options=session_options(),
-                                providers=["CPUExecutionProvider"])
+    """The session of the packed companion graph export_onnx embedded in the model (shared.onnx_rewrite.packed),
+    as scoring loads it, or None when the model has none."""
+    return load_model(v.onnx, v.sha256, v.spec.name, 1).packed
 
 
 def packed_feeds(df: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -395,8 +390,8 @@ def csv_parse_floor(body: bytes) -> pa.Table:
     names = body[: body.index(b"\n")].decode().split(",")
     return pa_csv.read_csv(
         pa.py_buffer(body),
-        read_options=pa_csv.ReadOptions(use_threads=True, block_size=max(256 << 10, len(body) // 4 + 1)),
-        parse_options=pa_csv.ParseOptions(quote_char=False, double_quote=False, escape_char=False),
+        read_options=pa_csv.ReadOptions(use_threads=True, block_size=arrow_bodies.csv_block_size(len(body))),
+        parse_options=arrow_bodies.UNQUOTED_CSV,
         convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64())))
 
 
