@@ -184,11 +184,7 @@ class FileRow:
     def cpu_bound_per_second(self) -> float:
         """The rows per second this run's CPU work allows at best on this machine's cores (all of them busy
         all the time, with no wait): a floor of the wall time this work can take here."""
-        return self.rows / ((self.cpu_seconds + _zero_if_nan(self.storage_cpu_seconds)) / CORES)
-
-
-def _zero_if_nan(value: float) -> float:
-    return 0.0 if math.isnan(value) else value
+        return self.rows / ((self.cpu_seconds + self.storage_cpu_seconds) / CORES)
 
 
 @dataclass
@@ -428,12 +424,6 @@ def process_cpu_seconds(pid: int) -> float:
     """CPU time (user + system) a process has used so far, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def stage_breakdown(v: Variant, counts: Counts) -> None:
@@ -1023,17 +1013,15 @@ def files_table(v: Variant) -> list[str]:
            "peak RSS MB | RSS before scoring MB | CPU s: scoring process | CPU s: Azurite |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for r in v.files.values():
-        out.append(f"| {r.label} | {r.seconds:.2f} | {r.per_second:,.0f} | {mb(r.peak_rss_mb)} | "
-                   f"{mb(r.rss_before_mb)} | {cpu_s(r.cpu_seconds)} | {cpu_s(r.storage_cpu_seconds)} |")
+        out.append(f"| {r.label} | {r.seconds:.2f} | {r.per_second:,.0f} | {measured(r.peak_rss_mb, ',.0f')} | "
+                   f"{measured(r.rss_before_mb, ',.0f')} | {measured(r.cpu_seconds, '.2f')} | "
+                   f"{measured(r.storage_cpu_seconds, '.2f')} |")
     return out
 
 
-def cpu_s(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:.2f}"
-
-
-def mb(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:,.0f}"
+def measured(value: float, spec: str) -> str:
+    """A table cell: the value formatted, or a dash where the row does not measure it (NaN)."""
+    return "—" if math.isnan(value) else format(value, spec)
 
 
 Target = tuple[str, str, bool | None]  # what, measured, met (None: for information)
