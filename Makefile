@@ -14,7 +14,17 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
-setup: $(STAMP) node_modules/.package-lock.json
+# The native number readers (native/numbers.rs -> shared/_native/; shared/native_numbers.py): rustc alone,
+# Debian's package when the machine has none. Without them the app reads the same bodies more slowly.
+NATIVE := shared/_native/libmlops_numbers.so
+
+$(NATIVE): native/numbers.rs native/build.py
+	@if command -v rustc >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends rustc; \
+	else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends rustc; fi
+	python3 native/build.py
+
+setup: $(STAMP) node_modules/.package-lock.json $(NATIVE)
 
 run: setup
 	$(PY) -m devhost --with-azurite --examples
@@ -47,10 +57,10 @@ CHECKOV := env -u BC_API_KEY CKV_PARSE_ERROR_FAIL=true CKV_SKIP_PACKAGE_UPDATE_C
 	CKV_GITHUB_CONFIG_FETCH_DATA=false .venv-checkov/bin/checkov --skip-download --compact --quiet
 
 lint: setup $(CHECKOV_STAMP)
-	$(PY) -m ruff check shared functions devhost mlops_cli function_app.py tests bench
+	$(PY) -m ruff check shared functions devhost mlops_cli function_app.py tests bench native
 	$(PY) -m mypy
 	$(CHECKOV) -d infra --framework bicep
 	$(CHECKOV) -d .github/workflows --framework github_actions
 
 clean:
-	rm -rf .venv .venv-checkov node_modules .azurite .run
+	rm -rf .venv .venv-checkov node_modules .azurite .run shared/_native

@@ -6,10 +6,11 @@ Values follow shared.scoring's rules whatever the format: a number must be finit
 dtype, a null (an empty CSV cell) is NaN for a number and the signature's marker for a category, and
 column checks (missing, unknown, repeated) give the same messages as JSON bodies.
 
-- CSV (read_csv_body): pyarrow's reader for bodies the stdlib reader would read the same way; it answers
-  None (and the stdlib reader decides, with its messages) for anything it cannot vouch for: a header that
-  is not exactly the features, quotes, a cell it cannot convert, NaN or infinity, a line over the stdlib's
-  128 KiB field limit.
+- CSV (read_csv_body): for bodies the stdlib reader would read the same way, the native reader
+  (shared.native_numbers) when every input is a float and every cell a plain number or empty, else
+  pyarrow's reader; both answer None (and the stdlib reader decides, with its messages) for anything they
+  cannot vouch for: a header that is not exactly the features, quotes, a cell they cannot convert, NaN or
+  infinity, a line over the stdlib's 128 KiB field limit.
 - Arrow IPC stream / Parquet (read_table_body): typed columns; a float input takes any integer or float
   column, an integer input integer columns (whole floats through the JSON rule), a categorical input
   string columns (numbers become their text, as in JSON); dictionary-encoded columns are decoded first.
@@ -29,7 +30,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pq
 
-from shared import arrow_numpy
+from shared import arrow_numpy, native_numbers
 from shared.errors import BadRequest
 from shared.id_text import default_id_text
 from shared.prediction_log import DefaultIds
@@ -38,9 +39,12 @@ from shared.scoring import (
     ScoringRequest,
     Signature,
     _clip,
+    _column_order,
     _json_column,
+    _matrix_feeds,
     _not_finite,
     _select,
+    packed_matrix,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +67,13 @@ def read_csv_body(body: bytes, signature: Signature) -> ScoringRequest | None:
     """A CSV body as session feeds, or None when the stdlib reader must decide (it gives the messages)."""
     text = body[len(_BOM):] if body.startswith(_BOM) else body
     names = _csv_header(text, signature)
-    if names is None or (len(text) > CSV_FIELD_LIMIT and _may_hold_a_long_line(text)):
+    if names is None:
+        return None
+    if signature.all_float:
+        fast = _native_csv(text, names, signature)
+        if fast is not None:
+            return fast
+    if len(text) > CSV_FIELD_LIMIT and _may_hold_a_long_line(text):
         return None
     types = {f.name: _CONVERT.get(f.dtype.kind, pa.string()) for f in signature.features}
     try:
@@ -80,6 +90,21 @@ def read_csv_body(body: bytes, signature: Signature) -> ScoringRequest | None:
         return None
     inputs = _csv_feeds(table, signature)
     return None if inputs is None else ScoringRequest(inputs, table.num_rows)
+
+
+def _native_csv(text: bytes, names: list[str], signature: Signature) -> ScoringRequest | None:
+    """Lines of numbers and empty cells through the native reader (its cells are at most 100 bytes, far
+    below the stdlib reader's field limit), or None."""
+    order = _column_order(names, signature)
+    header_end = text.find(b"\n")
+    matrix = None if order is None or header_end < 0 else native_numbers.csv_matrix(text, header_end + 1, len(names))
+    if order is None or matrix is None:
+        return None
+    inputs = _matrix_feeds(matrix.values, order, signature)
+    if inputs is None:
+        return None  # beyond a float32 input: the stdlib path names column and row
+    return ScoringRequest(inputs, matrix.values.shape[0], None,
+                          packed_matrix(matrix.values, order, signature, matrix.complete))
 
 
 def _csv_feeds(table: pa.Table, signature: Signature) -> dict[str, np.ndarray] | None:

@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from shared import arrow_bodies, scoring
+from shared import arrow_bodies, native_numbers, scoring
 from shared.errors import BadRequest
 from shared.memory_storage import MemoryStorage
 from shared.scoring import Encoded, LoadedModel, ModelCache, load_model, read_request, score
@@ -223,7 +223,12 @@ def test_every_body_format_gives_the_numeric_model_the_same_arrays(
     for body, content_type in ((_ipc_body(frame), ARROW), (_parquet_body(frame), PARQUET)):
         _same_arrays(_read(num, body, content_type).inputs, general)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(scoring, "ARROW_CSV_MIN_BYTES", 0)  # every CSV body through pyarrow's reader
+        patch.setattr(scoring, "ARROW_CSV_MIN_BYTES", 0)  # every CSV body through the native reader
+        body = _csv_body(frame)
+        assert native_numbers.csv_matrix(body, body.index(b"\n") + 1, len(NUMERIC)) is not None
+        assert scoring._arrow_csv(body, num.signature) is not None
+        _same_arrays(_read(num, _csv_body(frame), "text/csv").inputs, general)
+        patch.setattr(native_numbers, "LIBRARY", None)  # and through pyarrow's
         assert scoring._arrow_csv(_csv_body(frame), num.signature) is not None
         _same_arrays(_read(num, _csv_body(frame), "text/csv").inputs, general)
     _same_arrays(_read(num, _csv_body(frame), "text/csv").inputs, general)  # the stdlib reader

@@ -1,5 +1,5 @@
-"""Big numeric dataframe_split bodies: rows of numbers through simdjson (shared.json_rows), rows with nulls
-through pyarrow's CSV reader (shared.arrow_bodies.read_split_rows).
+"""Big numeric dataframe_split bodies: rows of numbers through the native reader or simdjson (shared.json_rows),
+rows with nulls through pyarrow's CSV reader (shared.arrow_bodies.read_split_rows).
 
 Each path must give exactly the general path's arrays for every body it takes, and take no body the general
 path would read differently: a number strict JSON refuses (.5, 5., +5, 05), a ragged or nested row or
@@ -17,6 +17,7 @@ import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import orjson
@@ -24,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import arrow_bodies, json_rows, scoring
+from shared import arrow_bodies, json_rows, native_numbers, scoring
 from shared.errors import BadRequest
 from shared.prediction_log import DefaultIds
 from shared.scoring import LoadedModel, read_request
@@ -40,15 +41,24 @@ def _arrow_only(body: bytes, signature: scoring.Signature) -> scoring.ScoringReq
 
 
 def _simdjson_only(body: bytes, signature: scoring.Signature) -> scoring.ScoringRequest | None:
-    parts = json_rows.split_rows(body, signature)
-    return None if parts is None else json_rows._numbers(parts, signature)
+    with mock.patch.object(native_numbers, "LIBRARY", None):
+        parts = json_rows.split_rows(body, signature)
+        return None if parts is None else json_rows._numbers(parts, signature)
+
+
+def _native_only(body: bytes, signature: scoring.Signature) -> scoring.ScoringRequest | None:
+    assert native_numbers.LIBRARY is not None
+    with mock.patch.object(json_rows, "_simdjson_matrix", lambda rows, width: None):
+        parts = json_rows.split_rows(body, signature)
+        return None if parts is None else json_rows._numbers(parts, signature)
 
 
 def _read_split(body: bytes, signature: scoring.Signature) -> scoring.ScoringRequest | None:
     return json_rows.read_split(body, signature, arrow_min_bytes=0)  # rows with nulls to pyarrow at any size
 
 
-READERS: dict[str, Reader] = {"read_split": _read_split, "arrow": _arrow_only, "simdjson": _simdjson_only}
+READERS: dict[str, Reader] = {"read_split": _read_split, "arrow": _arrow_only, "simdjson": _simdjson_only,
+                              "native": _native_only}
 
 
 @pytest.fixture(scope="module", params=["double", "float"])
@@ -101,8 +111,10 @@ def test_every_body_it_takes_gives_the_general_path_s_arrays(
         return
     nulls = any(cell is None for row in rows for cell in row)
     assert (answers["simdjson"] is None) == nulls, body[:200]  # simdjson reads numbers only
+    long_ints = any(type(cell) is int and len(str(abs(cell))) > 18 for row in rows for cell in row)
+    assert (answers["native"] is None) == (nulls or long_ints), body[:200]  # so does the native reader
     for name, fast in answers.items():
-        if name == "simdjson" and nulls:
+        if name in ("simdjson", "native") and answers[name] is None:
             continue
         assert fast is not None, (name, body[:200])
         assert fast.rows == general.rows and fast.ids == general.ids

@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import replace
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import onnx
@@ -29,7 +30,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from shared import onnx_rewrite, scoring
+from shared import native_numbers, onnx_rewrite, scoring
 from shared.scoring import PACKED_KEY, Encoded, LoadedModel, ModelCache, load_model, read_request, score
 from tests.unit.test_scoring_columnar import NUMERIC, numeric_classifier
 from tests.unit.test_scoring_json_rows import _body
@@ -155,14 +156,22 @@ def test_complete_rows_run_the_packed_graph_and_rows_with_a_null_the_model_s(row
 
 @pytest.mark.parametrize("rows", [1, 2_000])
 def test_complete_rows_parsed_column_by_column_are_stacked_for_the_packed_graph(rows: int) -> None:
-    """CSV (the stdlib's reader for a few rows, pyarrow's for many) gives columns, not a matrix: run_model stacks
-    them when none holds a missing value."""
+    """CSV through the stdlib's reader (a few rows) or pyarrow's (many, without the native reader) gives
+    columns, not a matrix: run_model stacks them when none holds a missing value."""
     loaded = _load(_artifacts()[0])
     values = np.random.default_rng(rows).normal(size=(rows, 3)).round(6).tolist()
-    request = read_request(_csv(values), "text/csv", loaded.signature, MAX)
+    with mock.patch.object(native_numbers, "LIBRARY", None):
+        request = read_request(_csv(values), "text/csv", loaded.signature, MAX)
     assert request.matrix is None
     labels, _, _ = scoring.run_model(_refusing_graph(loaded), request.inputs, request.rows)
     assert len(labels) == rows
+
+
+def test_the_native_csv_reader_hands_over_the_matrix_itself() -> None:
+    loaded = _load(_artifacts()[0])
+    values = np.random.default_rng(0).normal(size=(2_000, 3)).round(6)
+    request = read_request(_csv(values.tolist()), "text/csv", loaded.signature, MAX)
+    assert request.matrix is not None and np.array_equal(request.matrix, values.T)
 
 
 def test_columns_out_of_the_signature_s_order_make_no_matrix() -> None:

@@ -1,0 +1,366 @@
+//! Dense numeric request bodies into a column-major float64 matrix, for shared/native_numbers.py.
+//!
+//! Two readers: CSV data lines (`1.5,2,,3\n`: an empty cell is a missing value, NaN) and the rows array of
+//! a JSON dataframe_split body (`[[1.5,2],[3,4]]`, JSON blanks allowed between tokens). Each accepts only a
+//! strict subset that the app's other readers (pyarrow's CSV reader, simdjson, the stdlib) read the same
+//! way: numbers in JSON's grammar, finite in float64, at most 100 bytes, integers of at most 18 digits;
+//! rows of exactly `ncols` cells; exactly `nrows` rows. Anything else answers UNSUPPORTED and the caller's
+//! general path decides, with its messages. Numbers are correctly rounded (Clinger's exact case, else the
+//! standard library's parser), as pyarrow's and simdjson's are, so every path gives the same bits.
+//!
+//! A part is first read with simple_number alone (no exponent, at most 15 significant digits: a loop with
+//! no call in it, ~25% faster here); a number outside that case reads the part again with any_number.
+//! Big inputs are cut at a row boundary and their halves read on two threads (ctypes releases the GIL).
+//! No crates: `rustc` alone builds it (native/build.py).
+
+use std::thread;
+
+const UNSUPPORTED: i64 = -1;
+const MAX_TOKEN: usize = 100;
+const MAX_INT_DIGITS: usize = 18;
+/// Below this many bytes a second thread costs more than it saves.
+const SPLIT_MIN_BYTES: usize = 256 * 1024;
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+    1e19, 1e20, 1e21, 1e22,
+];
+
+/// Why a part was not read.
+enum Refused {
+    /// Not in the accepted subset: the caller's general path decides.
+    Unsupported,
+    /// A number simple_number does not read: read the part again with any_number.
+    NotSimple,
+}
+
+/// Where one part's rows go: rows row0..row0 + rows of a column-major [ncols][nrows] matrix.
+struct Columns {
+    ptr: *mut f64,
+    nrows: usize,
+    ncols: usize,
+    row0: usize,
+    rows: usize,
+}
+
+// Parts write disjoint rows of one buffer, so each may run on its own thread.
+unsafe impl Send for Columns {}
+
+impl Columns {
+    /// This part's cells, as one slice of the whole buffer (each part writes only its own rows).
+    fn cells(&self) -> &mut [f64] {
+        assert!(self.row0 + self.rows <= self.nrows);
+        // SAFETY: the buffer holds ncols * nrows doubles (the entry points' contract); the parts of one
+        // call write disjoint cells, and every access through the slice is bounds-checked.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.ncols * self.nrows) }
+    }
+}
+
+/// simple_number when SIMPLE, else any_number (a const parameter, so that each loop inlines its own).
+#[inline(always)]
+fn number<const SIMPLE: bool>(b: &[u8], start: usize) -> Result<(f64, usize), Refused> {
+    if SIMPLE { simple_number(b, start) } else { any_number(b, start) }
+}
+
+/// A number without exponent and with at most 15 significant digits, in one pass over its digits;
+/// NotSimple for anything else (which may still be a number: any_number decides).
+#[inline(always)]
+fn simple_number(b: &[u8], start: usize) -> Result<(f64, usize), Refused> {
+    let end = b.len();
+    let mut i = start;
+    let negative = i < end && b[i] == b'-';
+    i += usize::from(negative);
+    let int_start = i;
+    let mut mantissa: u64 = 0;
+    let mut significant = 0u32; // digits from the first non-zero one
+    while i < end && b[i].wrapping_sub(b'0') < 10 {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b[i] - b'0'));
+        significant += u32::from(mantissa != 0);
+        i += 1;
+    }
+    let int_digits = i - int_start;
+    let mut frac_digits = 0usize;
+    let mut point = false;
+    if i < end && b[i] == b'.' {
+        point = true;
+        i += 1;
+        let frac_start = i;
+        while i < end && b[i].wrapping_sub(b'0') < 10 {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b[i] - b'0'));
+            significant += u32::from(mantissa != 0);
+            i += 1;
+        }
+        frac_digits = i - frac_start;
+    }
+    let simple = int_digits > 0 && (int_digits == 1 || b[int_start] != b'0') && (frac_digits > 0 || !point)
+        && frac_digits <= 22 && significant <= 15 && !(i < end && (b[i] == b'e' || b[i] == b'E'));
+    if !simple {
+        return Err(Refused::NotSimple);
+    }
+    // Clinger: mantissa < 10^15 and 10^frac_digits are exact doubles, so one IEEE division rounds correctly.
+    let v = mantissa as f64 / POW10[frac_digits];
+    Ok((if negative { -v } else { v }, i))
+}
+
+/// The number in JSON's grammar that starts at b[start], and where it ends; Unsupported when b[start..]
+/// starts no such number, or it is too long, an integer of too many digits, or not finite in float64.
+#[inline(never)]
+fn any_number(b: &[u8], start: usize) -> Result<(f64, usize), Refused> {
+    let digits_from = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    };
+    let mut i = start;
+    if i < b.len() && b[i] == b'-' {
+        i += 1;
+    }
+    let int_start = i;
+    i = digits_from(i);
+    let int_digits = i - int_start;
+    if int_digits == 0 || (int_digits > 1 && b[int_start] == b'0') {
+        return Err(Refused::Unsupported); // JSON refuses "", "-", "01"
+    }
+    let mut plain_int = true;
+    if i < b.len() && b[i] == b'.' {
+        plain_int = false;
+        let frac_start = i + 1;
+        i = digits_from(frac_start);
+        if i == frac_start {
+            return Err(Refused::Unsupported); // "1."
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        plain_int = false;
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        let exp_start = i;
+        i = digits_from(i);
+        if i == exp_start {
+            return Err(Refused::Unsupported); // "1e"
+        }
+    }
+    if i - start > MAX_TOKEN || (plain_int && int_digits > MAX_INT_DIGITS) {
+        return Err(Refused::Unsupported); // what other readers take differently, or not at all
+    }
+    // JSON's number grammar is a subset of the standard library's, whose parse rounds correctly.
+    let text = std::str::from_utf8(&b[start..i]).map_err(|_| Refused::Unsupported)?;
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() => Ok((value, i)),
+        _ => Err(Refused::Unsupported),
+    }
+}
+
+/// A part's answer from the reading with simple_number, or from the one with any_number when a number
+/// needs it.
+fn read_part<T>(simple: Result<T, Refused>, any: impl FnOnce() -> Result<T, Refused>) -> Option<T> {
+    match simple {
+        Ok(found) => Some(found),
+        Err(Refused::NotSimple) => any().ok(),
+        Err(Refused::Unsupported) => None,
+    }
+}
+
+/// Reads both halves (cut at `cut`, the first holding `first_rows` rows) on two threads, or the whole on
+/// this one when there is no cut; the sum of the halves' answers.
+fn read_halves(
+    text: &[u8], out: Columns, cut: Option<(usize, usize, usize)>,
+    read: fn(&[u8], &Columns) -> Option<u64>,
+) -> Option<u64> {
+    match cut {
+        Some((head_end, tail_start, first_rows)) if first_rows > 0 && first_rows < out.rows => {
+            let first = Columns { rows: first_rows, ..out };
+            let second = Columns { row0: out.row0 + first_rows, rows: out.rows - first_rows, ..out };
+            let (head, tail) = (&text[..head_end], &text[tail_start..]);
+            thread::scope(|s| {
+                let other = s.spawn(move || read(tail, &second));
+                let mine = read(head, &first);
+                Some(mine? + other.join().ok()??)
+            })
+        }
+        _ => read(text, &out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+/// Rows of `text` (lines of exactly ncols cells, the last line with or without its newline) into `out`;
+/// the count of empty cells.
+fn csv_part<const SIMPLE: bool>(text: &[u8], out: &Columns) -> Result<u64, Refused> {
+    let (nrows, ncols) = (out.nrows, out.ncols);
+    let cells = out.cells();
+    let len = text.len();
+    let mut i = 0usize;
+    let mut missing = 0u64;
+    let last_row = out.row0 + out.rows;
+    for row in out.row0..last_row {
+        for col in 0..ncols {
+            let value;
+            if i >= len || matches!(text[i], b',' | b'\n' | b'\r') {
+                if ncols == 1 {
+                    return Err(Refused::Unsupported); // an empty line, which CSV readers skip
+                }
+                value = f64::NAN;
+                missing += 1;
+            } else {
+                let (number, end) = number::<SIMPLE>(text, i)?;
+                value = number;
+                i = end;
+            }
+            cells[col * nrows + row] = value;
+            if col + 1 < ncols {
+                if i >= len || text[i] != b',' {
+                    return Err(Refused::Unsupported);
+                }
+                i += 1;
+            }
+        }
+        if i < len && text[i] == b'\r' {
+            i += 1;
+            if i >= len || text[i] != b'\n' {
+                return Err(Refused::Unsupported);
+            }
+        }
+        if i < len {
+            if text[i] != b'\n' {
+                return Err(Refused::Unsupported);
+            }
+            i += 1;
+        } else if row + 1 < last_row {
+            return Err(Refused::Unsupported); // fewer lines than rows
+        }
+    }
+    if i == len { Ok(missing) } else { Err(Refused::Unsupported) }
+}
+
+fn csv_rows(text: &[u8], out: &Columns) -> Option<u64> {
+    read_part(csv_part::<true>(text, out), || csv_part::<false>(text, out))
+}
+
+/// Parses CSV data lines (the header already read) into the column-major [ncols][nrows] float64 buffer
+/// `out` and stores the number of empty cells (NaN) in *missing. Returns nrows, or UNSUPPORTED.
+///
+/// # Safety
+/// `text` points to `len` readable bytes, `out` to ncols * nrows writable doubles, `missing` to a u64.
+#[no_mangle]
+pub unsafe extern "C" fn mlops_csv_f64(
+    text: *const u8, len: usize, ncols: usize, nrows: usize, out: *mut f64, missing: *mut u64, threads: u32,
+) -> i64 {
+    if text.is_null() || out.is_null() || missing.is_null() || ncols == 0 || nrows == 0
+        || ncols.checked_mul(nrows).is_none() {
+        return UNSUPPORTED;
+    }
+    // SAFETY: the caller's contract above.
+    let text = unsafe { std::slice::from_raw_parts(text, len) };
+    let cut = if threads > 1 && len >= SPLIT_MIN_BYTES { csv_cut(text) } else { None };
+    match read_halves(text, Columns { ptr: out, nrows, ncols, row0: 0, rows: nrows }, cut, csv_rows) {
+        Some(count) => {
+            // SAFETY: the caller's contract above.
+            unsafe { *missing = count };
+            nrows as i64
+        }
+        None => UNSUPPORTED,
+    }
+}
+
+/// Cut after the first newline past the middle: (end of the first half, start of the second, its lines).
+fn csv_cut(text: &[u8]) -> Option<(usize, usize, usize)> {
+    let middle = text.len() / 2;
+    let cut = middle + text[middle..].iter().position(|&b| b == b'\n')? + 1;
+    Some((cut, cut, text[..cut].iter().filter(|&&b| b == b'\n').count()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON rows
+
+#[inline(always)]
+fn skip_blanks(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Rows `[n,...],[n,...]` (the outer array's inside, blanks allowed between tokens) into `out`.
+fn json_part<const SIMPLE: bool>(b: &[u8], out: &Columns) -> Result<u64, Refused> {
+    let (nrows, ncols) = (out.nrows, out.ncols);
+    let cells = out.cells();
+    let mut i = 0usize;
+    let last_row = out.row0 + out.rows;
+    for row in out.row0..last_row {
+        i = skip_blanks(b, i);
+        if i >= b.len() || b[i] != b'[' {
+            return Err(Refused::Unsupported);
+        }
+        i += 1;
+        for col in 0..ncols {
+            i = skip_blanks(b, i);
+            let (value, end) = number::<SIMPLE>(b, i)?;
+            cells[col * nrows + row] = value;
+            i = skip_blanks(b, end);
+            let expected = if col + 1 < ncols { b',' } else { b']' };
+            if i >= b.len() || b[i] != expected {
+                return Err(Refused::Unsupported);
+            }
+            i += 1;
+        }
+        i = skip_blanks(b, i);
+        if row + 1 < last_row {
+            if i >= b.len() || b[i] != b',' {
+                return Err(Refused::Unsupported);
+            }
+            i += 1;
+        }
+    }
+    if i == b.len() { Ok(0) } else { Err(Refused::Unsupported) }
+}
+
+fn json_rows(text: &[u8], out: &Columns) -> Option<u64> {
+    read_part(json_part::<true>(text, out), || json_part::<false>(text, out))
+}
+
+/// Parses a JSON array of nrows arrays of ncols numbers into the column-major [ncols][nrows] float64
+/// buffer `out`. Returns nrows, or UNSUPPORTED.
+///
+/// # Safety
+/// `text` points to `len` readable bytes, `out` to ncols * nrows writable doubles.
+#[no_mangle]
+pub unsafe extern "C" fn mlops_json_rows_f64(
+    text: *const u8, len: usize, ncols: usize, nrows: usize, out: *mut f64, threads: u32,
+) -> i64 {
+    if text.is_null() || out.is_null() || ncols == 0 || nrows == 0 || ncols.checked_mul(nrows).is_none() {
+        return UNSUPPORTED;
+    }
+    // SAFETY: the caller's contract above.
+    let b = unsafe { std::slice::from_raw_parts(text, len) };
+    let start = skip_blanks(b, 0);
+    let mut end = b.len();
+    while end > start && matches!(b[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
+        end -= 1;
+    }
+    if end < start + 2 || b[start] != b'[' || b[end - 1] != b']' {
+        return UNSUPPORTED;
+    }
+    let inner = &b[start + 1..end - 1];
+    let cut = if threads > 1 && len >= SPLIT_MIN_BYTES { json_cut(inner) } else { None };
+    match read_halves(inner, Columns { ptr: out, nrows, ncols, row0: 0, rows: nrows }, cut, json_rows) {
+        Some(_) => nrows as i64,
+        None => UNSUPPORTED,
+    }
+}
+
+/// Cut at the first `]` past the middle that a comma follows: (end of the first half, start of the
+/// second, rows in the first: its "[" count; each half is then read in full, so a wrong count refuses).
+fn json_cut(inner: &[u8]) -> Option<(usize, usize, usize)> {
+    let mut i = inner.len() / 2;
+    loop {
+        i += inner[i..].iter().position(|&b| b == b']')? + 1;
+        let comma = skip_blanks(inner, i);
+        if comma < inner.len() && inner[comma] == b',' {
+            return Some((i, comma + 1, inner[..i].iter().filter(|&&b| b == b'[').count()));
+        }
+    }
+}

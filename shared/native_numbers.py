@@ -1,0 +1,89 @@
+"""The native readers of dense numeric bodies (native/numbers.rs, built by native/build.py), via ctypes.
+
+CSV data lines and the rows array of a JSON dataframe_split body, straight into one Fortran-ordered float64
+[N, F] matrix, on two threads for big bodies, with the GIL released (ctypes). 2-3x faster here than
+pyarrow's CSV reader or simdjson plus the rectangle check and the reorder they need (bench/README.md).
+
+Each reader takes only bodies every other path reads the same way (see native/numbers.rs) and answers None
+for anything else, as it does when the library is not built: the caller's own path then decides, with its
+messages. tests/unit/test_native_numbers.py checks both on random bodies.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used, so that native/build.py reads LIBRARY_PATH without numpy
+
+_SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
+LIBRARY_PATH = Path(__file__).with_name("_native") / f"libmlops_numbers{_SUFFIX}"
+# MLOPS_NATIVE_NUMBERS=0 leaves the library unloaded (the benchmark's A/B, or to rule it out).
+_ENABLED = os.environ.get("MLOPS_NATIVE_NUMBERS", "1") != "0"
+_THREADS = min(2, os.cpu_count() or 1)
+
+
+class Matrix(NamedTuple):
+    """Rows as a Fortran-ordered float64 [N, F] matrix (a missing value is NaN) and whether none is missing."""
+
+    values: np.ndarray
+    complete: bool
+
+
+def _load() -> ctypes.CDLL | None:
+    if not _ENABLED or not LIBRARY_PATH.exists():
+        return None
+    try:
+        lib = ctypes.CDLL(str(LIBRARY_PATH))
+    except OSError:  # built for another platform
+        return None
+    size, pointer = ctypes.c_size_t, ctypes.c_void_p
+    lib.mlops_csv_f64.argtypes = [pointer, size, size, size, pointer, ctypes.POINTER(ctypes.c_uint64),
+                                  ctypes.c_uint32]
+    lib.mlops_csv_f64.restype = ctypes.c_int64
+    lib.mlops_json_rows_f64.argtypes = [pointer, size, size, size, pointer, ctypes.c_uint32]
+    lib.mlops_json_rows_f64.restype = ctypes.c_int64
+    return lib
+
+
+LIBRARY = _load()
+
+
+def _address(data: bytes, offset: int) -> int:
+    """Where data[offset] lives (no copy: a c_char_p over bytes points into the object, which the caller holds)."""
+    start = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    assert start is not None
+    return start + offset
+
+
+def csv_matrix(text: bytes, start: int, width: int) -> Matrix | None:
+    """The CSV lines of text[start:] (the header read; '\\n' or '\\r\\n' line ends, an empty cell missing), or
+    None."""
+    import numpy as np
+
+    lib = LIBRARY
+    rows = text.count(b"\n", start) + (0 if text.endswith(b"\n") else 1)
+    if lib is None or width < 1 or rows < 1 or start >= len(text):
+        return None
+    out = np.empty((width, rows))  # C-ordered [F, N]: the Fortran [N, F] matrix's memory
+    missing = ctypes.c_uint64()
+    found = lib.mlops_csv_f64(_address(text, start), len(text) - start, width, rows, out.ctypes.data,
+                              ctypes.byref(missing), _THREADS)
+    return Matrix(out.T, missing.value == 0) if found == rows else None
+
+
+def json_rows_matrix(rows_json: bytes, width: int) -> np.ndarray | None:
+    """The JSON array of arrays of numbers rows_json (no null) as a Fortran-ordered [N, width] matrix, or None."""
+    import numpy as np
+
+    lib = LIBRARY
+    rows = rows_json.count(b"[") - 1
+    if lib is None or width < 1 or rows < 1:
+        return None
+    out = np.empty((width, rows))
+    found = lib.mlops_json_rows_f64(_address(rows_json, 0), len(rows_json), width, rows, out.ctypes.data,
+                                    _THREADS)
+    return out.T if found == rows else None

@@ -1,0 +1,215 @@
+"""The native readers (native/numbers.rs through shared.native_numbers) against the readers they stand in for.
+
+Whatever a reader takes must read exactly as Python's float() (correctly rounded, as pyarrow and simdjson
+are) reads each cell, and as pyarrow (CSV) or orjson (JSON) read the whole; anything else must answer None,
+never a wrong matrix or a crash (a panic aborts this process): random cells in and out of the accepted
+grammar, random row shapes, big bodies cut in halves for two threads, random byte mutations.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from shared import native_numbers
+
+# Cells every reader of the app reads alike: JSON's number grammar, finite, integers up to 18 digits.
+plain = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(width=32, allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(-(10**18) + 1, 10**18 - 1).map(str),
+    st.decimals(min_value=-10**6, max_value=10**6, places=6, allow_nan=False, allow_infinity=False).map(
+        lambda d: format(d, "f")),
+    st.sampled_from(["0", "-0", "0.0", "-0.0", "1e5", "1E+05", "2.5e-3", "5e-324", "1e-400", "1.7976931348623157e308",
+                     "9007199254740993", "0.1000000000000000055511151231257827", "123456789012345678",
+                     "0." + "0" * 21 + "1", "4.9406564584124654e-324", "2.2250738585072011e-308"]),
+)
+# Cells some reader takes differently, or not at all: each must send the body back (None). (Blanks around a
+# number are JSON's, refused in CSV only.)
+REFUSED = [
+    ".5", "5.", "+5", "05", "-05", "1e", "1e+", "--1", "-", "1.5.2", "0x10", "1_0", "nan", "NaN", "inf",
+    "-Infinity", "1e400", "-1e309", "1234567890123456789", "99999999999999999999", "1" + "0" * 120, "true", "é",
+    "1;5", "\"1\"", "1e5e5", "1.e5",
+]
+refused = st.sampled_from([*REFUSED, " 1", "1 "])
+
+
+def _reference_csv(lines: Sequence[Sequence[str]]) -> np.ndarray:
+    return np.array([[float(c) if c else math.nan for c in line] for line in lines], dtype=np.float64)
+
+
+def _same(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape
+    both_nan = np.isnan(got) & np.isnan(want)
+    assert (both_nan | (got == want)).all(), (got, want)
+
+
+def _pyarrow_csv(text: bytes, width: int) -> np.ndarray:
+    names = [str(i) for i in range(width)]
+    table = pa_csv.read_csv(io.BytesIO(text), read_options=pa_csv.ReadOptions(column_names=names),
+                            convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64()),
+                                                                  null_values=[""]))
+    return np.column_stack([table.column(i).to_numpy(zero_copy_only=False) for i in range(width)])
+
+
+def test_the_library_is_built_and_loaded() -> None:
+    assert native_numbers.LIBRARY is not None, (
+        f"{native_numbers.LIBRARY_PATH} is missing: `make` builds it (python native/build.py, needs rustc)")
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+
+@st.composite
+def csv_grids(draw: st.DrawFn, cell: st.SearchStrategy[str]) -> list[list[str]]:
+    width = draw(st.integers(1, 6))
+    rows = draw(st.integers(1, 12))
+    empty = st.just("") if width > 1 else st.nothing()  # a 1-column empty cell is an empty line
+    return [[draw(st.one_of(cell, empty)) for _ in range(width)] for _ in range(rows)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=csv_grids(plain), crlf=st.booleans(), last_newline=st.booleans())
+def test_csv_of_plain_numbers_reads_as_float_and_pyarrow_read_it(
+    lines: list[list[str]], crlf: bool, last_newline: bool
+) -> None:
+    end = "\r\n" if crlf else "\n"
+    text = ("h" + end + end.join(",".join(line) for line in lines) + (end if last_newline else "")).encode()
+    got = native_numbers.csv_matrix(text, text.index(b"\n") + 1, len(lines[0]))
+    assert got is not None, text[:300]
+    want = _reference_csv(lines)
+    _same(got.values, want)
+    assert got.values.flags.f_contiguous and got.complete == (not np.isnan(want).any())
+    _same(got.values, _pyarrow_csv(text[text.index(b"\n") + 1:], len(lines[0])))
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=csv_grids(plain), bad=refused, where=st.data())
+def test_csv_with_any_other_cell_is_sent_back(lines: list[list[str]], bad: str, where: st.DataObject) -> None:
+    row = where.draw(st.integers(0, len(lines) - 1))
+    col = where.draw(st.integers(0, len(lines[0]) - 1))
+    lines[row][col] = bad
+    text = ("\n".join(",".join(line) for line in lines) + "\n").encode()
+    assert native_numbers.csv_matrix(text, 0, len(lines[0])) is None, text[:300]
+
+
+@pytest.mark.parametrize("text, width", [
+    (b"1,2\n3\n", 2), (b"1,2\n3,4,5\n", 2), (b"1,2\n\n3,4\n", 2), (b"1\n\n2\n", 1), (b"1,2\n3,4\n\n", 2),
+    (b"1,2\r3,4\n", 2), (b"1,2\r\r\n", 2), (b"1,2,\n", 2), (b",\n", 3), (b"1,2\n3,4", 3),
+])
+def test_csv_of_another_shape_is_sent_back(text: bytes, width: int) -> None:
+    assert native_numbers.csv_matrix(text, 0, width) is None
+
+
+def _big_csv(rows: int, width: int, seed: int) -> tuple[list[list[str]], bytes]:
+    rng = np.random.default_rng(seed)
+    lines = [[repr(float(v)) for v in row] for row in rng.normal(0, 1e3, (rows, width)).round(rng.integers(0, 8))]
+    return lines, ("\n".join(",".join(line) for line in lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_big_csv_body_read_in_two_halves_is_the_whole(seed: int) -> None:
+    lines, text = _big_csv(9_000, 7, seed)
+    assert len(text) >= 256 * 1024  # native/numbers.rs SPLIT_MIN_BYTES: two threads
+    got = native_numbers.csv_matrix(text, 0, 7)
+    assert got is not None and got.complete
+    _same(got.values, _reference_csv(lines))
+
+
+@pytest.mark.parametrize("row", [0, 4_499, 4_500, 8_999])
+def test_a_bad_cell_in_either_half_of_a_big_csv_body_sends_it_back(row: int) -> None:
+    lines, _ = _big_csv(9_000, 7, 0)
+    lines[row][3] = "1e400"
+    text = ("\n".join(",".join(line) for line in lines) + "\n").encode()
+    assert native_numbers.csv_matrix(text, 0, 7) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON rows
+
+
+@st.composite
+def json_grids(draw: st.DrawFn, cell: st.SearchStrategy[str]) -> list[list[str]]:
+    width = draw(st.integers(1, 6))
+    return draw(st.lists(st.lists(cell, min_size=width, max_size=width), min_size=1, max_size=12))
+
+
+def _json_rows(lines: list[list[str]], blank: str) -> bytes:
+    return ("[" + f",{blank}".join("[" + f",{blank}".join(line) + "]" for line in lines) + "]").encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=json_grids(plain), blank=st.sampled_from(["", " ", "\n\t", "\r\n "]))
+def test_json_rows_of_plain_numbers_read_as_orjson_reads_them(lines: list[list[str]], blank: str) -> None:
+    rows = _json_rows(lines, blank)
+    got = native_numbers.json_rows_matrix(rows, len(lines[0]))
+    assert got is not None, rows[:300]
+    _same(got, np.array(orjson.loads(rows), dtype=np.float64))
+    _same(got, _reference_csv(lines))
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=json_grids(plain), bad=st.sampled_from([*REFUSED, "null", "[1]", "{}", ""]), where=st.data())
+def test_json_rows_with_any_other_cell_are_sent_back(lines: list[list[str]], bad: str, where: st.DataObject) -> None:
+    lines[where.draw(st.integers(0, len(lines) - 1))][where.draw(st.integers(0, len(lines[0]) - 1))] = bad
+    rows = _json_rows(lines, "")
+    assert native_numbers.json_rows_matrix(rows, len(lines[0])) is None, rows[:300]
+
+
+@pytest.mark.parametrize("rows, width", [
+    (b"[[1,2],[3]]", 2), (b"[[1,2],[3,4,5]]", 2), (b"[[1,2]],[[3,4]]", 2), (b"[[1,2],]", 2), (b"[[1,2][3,4]]", 2),
+    (b"[[1,2],[3,4]]x", 2), (b"[[1,[2]],[3,4]]", 2), (b"[1,2]", 2), (b"[[1,2],[3,4]", 2), (b"[]", 2), (b"[[]]", 1),
+])
+def test_json_rows_of_another_shape_are_sent_back(rows: bytes, width: int) -> None:
+    assert native_numbers.json_rows_matrix(rows, width) is None
+
+
+@pytest.mark.parametrize("blank", ["", " \n"])
+def test_big_json_rows_read_in_two_halves_are_the_whole(blank: str) -> None:
+    lines, _ = _big_csv(9_000, 7, 1)
+    rows = _json_rows(lines, blank)
+    got = native_numbers.json_rows_matrix(rows, 7)
+    assert got is not None
+    _same(got, np.array(orjson.loads(rows)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Random bytes: a wrong matrix or a crash would show here
+
+
+@settings(max_examples=500, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 4), kind=st.sampled_from(["csv", "json"]))
+@example(seed=0, flips=1, kind="csv")
+def test_mutated_bodies_read_as_the_reference_or_are_sent_back(seed: int, flips: int, kind: str) -> None:
+    rng = np.random.default_rng(seed)
+    lines = [[repr(float(v)) for v in row] for row in rng.normal(0, 10, (5, 3)).round(2)]
+    csv = ("\n".join(",".join(line) for line in lines) + "\n").encode()
+    body = bytearray(_json_rows(lines, "") if kind == "json" else csv)
+    alphabet = b"0123456789-+.eE,[]\n\r \t\"nul"
+    for _ in range(flips):
+        at = int(rng.integers(0, len(body)))
+        action = int(rng.integers(0, 3))
+        if action == 0:
+            body[at] = alphabet[int(rng.integers(0, len(alphabet)))]
+        elif action == 1:
+            del body[at]
+        else:
+            body.insert(at, alphabet[int(rng.integers(0, len(alphabet)))])
+    data = bytes(body)
+    if kind == "json":
+        got = native_numbers.json_rows_matrix(data, 3)
+        if got is not None:
+            _same(got, np.array(orjson.loads(data), dtype=np.float64))
+        return
+    found = native_numbers.csv_matrix(data, 0, 3)
+    if found is not None:
+        _same(found.values, _pyarrow_csv(data, 3))
