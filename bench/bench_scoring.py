@@ -52,7 +52,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from devhost.azurite import free_port, listening, start_azurite  # noqa: E402
 from examples.datasets import breast_cancer  # noqa: E402
-from shared import arrow_bodies, paths, registry  # noqa: E402
+from shared import arrow_bodies, json_rows, native_numbers, paths, registry  # noqa: E402
 from shared.data_checks import prepare  # noqa: E402
 from shared.errors import NotFound, Unavailable  # noqa: E402
 from shared.memory_tuning import keep_freed_memory  # noqa: E402
@@ -343,7 +343,15 @@ def bench_in_process(v: Variant, counts: Counts) -> None:
                     "parse_json": "(floor) simdjson: parse the JSON body, its rows as one float64 buffer; "
                                   "nothing else",
                     "parse_csv": "(floor) pyarrow read_csv of the CSV body, float64 columns, both cores; "
-                                 "nothing else"}
+                                 "nothing else",
+                    "native_json": "(floor) the native reader (shared.native_numbers): the JSON body's rows "
+                                   "into the column-major float64 matrix, both cores; nothing else",
+                    "native_csv": "(floor) the native reader: the CSV body's lines into the matrix, both cores; "
+                                  "nothing else",
+                    "handler_python": "our handler with the native readers off (MLOPS_NATIVE_NUMBERS=0): "
+                                      "json body, simdjson",
+                    "handler_csv_python": "our handler with the native readers off: text/csv body (pyarrow), "
+                                          "Accept: text/csv"}
 
     def series(fn: Callable[[Any], Any], items: Sequence[Any], warmup: int) -> Series:
         return lambda n, r: time_calls(fn, items, n, warmup if r == 0 else 2, start=r * n)
@@ -369,6 +377,10 @@ def bench_in_process(v: Variant, counts: Counts) -> None:
             "handler_arrow": series(arrow_handler, [v.batch_arrow], 2),
             "parse_json": series(json_parse_floor(), [v.batch_body], 2),
             "parse_csv": series(csv_parse_floor, [v.batch_csv], 2),
+            "native_json": series(native_json_floor(v), [v.batch_body], 2),
+            "native_csv": series(native_csv_floor(v), [v.batch_csv], 2),
+            "handler_python": series(without_native(handler), [v.batch_body], 2),
+            "handler_csv_python": series(without_native(csv_handler), [v.batch_csv], 2),
             "sklearn": series(v.pipeline.predict_proba, [v.batch], 2),
         }, counts.batch, ROUNDS)
     for key, label in labels.items():
@@ -393,6 +405,44 @@ def json_parse_floor() -> Callable[[bytes], np.ndarray]:
             del rows  # the parser is reused only once no proxy of its document is left
 
     return parse
+
+
+def native_json_floor(v: Variant) -> Callable[[bytes], np.ndarray | None]:
+    """What the native reader alone costs for a JSON body's rows (found as shared.json_rows finds them)."""
+    width = len(v.spec.feature_names)
+    signature = make_cache(v).get(v.spec.name).signature
+
+    def parse(body: bytes) -> np.ndarray | None:
+        parts = json_rows.split_rows(body, signature)
+        assert parts is not None
+        return native_numbers.json_rows_matrix(parts.rows, width)
+
+    assert parse(v.batch_body) is not None, "the native reader is not built (make) or refused the body"
+    return parse
+
+
+def native_csv_floor(v: Variant) -> Callable[[bytes], native_numbers.Matrix | None]:
+    """What the native reader alone costs for a CSV body, as shared.arrow_bodies calls it."""
+    width = len(v.spec.feature_names)
+
+    def parse(body: bytes) -> native_numbers.Matrix | None:
+        return native_numbers.csv_matrix(body, body.index(b"\n") + 1, width)
+
+    assert parse(v.batch_csv) is not None, "the native reader is not built (make) or refused the body"
+    return parse
+
+
+def without_native(handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """The handler as it runs when the native readers are not built (the same run's A/B)."""
+
+    def call(body: bytes) -> bytes:
+        library, native_numbers.LIBRARY = native_numbers.LIBRARY, None
+        try:
+            return handler(body)
+        finally:
+            native_numbers.LIBRARY = library
+
+    return call
 
 
 def csv_parse_floor(body: bytes) -> pa.Table:
@@ -998,9 +1048,10 @@ def batch_table(v: Variant) -> list[str]:
     base = v.batched["ort"].per_second
     out = [f"| # | path ({BATCH_ROWS:,} rows per call) | p50 ms/call | rows/s | × floor time |",
            "|---|---|---:|---:|---:|"]
-    for key, num in (("ort", "1"), ("parse_json", "1a"), ("parse_csv", "1b"), ("ort_packed", "1c"), ("handler", "2"),
-                     ("handler_csv", "2b"), ("handler_arrow", "2c"), ("sklearn", "3"), ("http_json", "4a"),
-                     ("http_csv", "4b"), ("http_arrow", "4c")):
+    for key, num in (("ort", "1"), ("parse_json", "1a"), ("parse_csv", "1b"), ("ort_packed", "1c"),
+                     ("native_json", "1d"), ("native_csv", "1e"), ("handler", "2"), ("handler_csv", "2b"),
+                     ("handler_arrow", "2c"), ("handler_python", "2d"), ("handler_csv_python", "2e"),
+                     ("sklearn", "3"), ("http_json", "4a"), ("http_csv", "4b"), ("http_arrow", "4c")):
         if key in v.batched:
             r = v.batched[key]
             out.append(f"| {num} | {r.label} | {r.p50_us / 1e3:.2f} | {r.per_second:,.0f} | "
@@ -1053,8 +1104,10 @@ def handler_targets(s: dict[str, Row], b: dict[str, Row]) -> list[Target]:
         (f"handler {BATCH_ROWS:,}-row JSON dataframe_split ≥ 1 M rows/s", f"{b['handler'].per_second:,.0f} rows/s",
          b["handler"].per_second >= 1e6),
         (f"handler {BATCH_ROWS:,}-row JSON within 4× bare ORT (time)", f"{json_x:.2f}×", json_x <= 4),
-        ("(info) floor of that: the JSON parse alone (1a) + bare ORT",
-         f"{(b['ort'].p50_us + b['parse_json'].p50_us) / b['ort'].p50_us:.2f}×", None),
+        ("(info) floor of that: the native reader alone (1d) + bare ORT",
+         f"{(b['ort'].p50_us + b['native_json'].p50_us) / b['ort'].p50_us:.2f}×", None),
+        ("(info) the same with the native readers off (2d)",
+         f"{b['ort'].per_second / b['handler_python'].per_second:.2f}×", None),
     ]
     if "ort_packed" in b:
         rows.append(("(info) the handler against bare ORT on the packed graph (1c)",
@@ -1062,8 +1115,10 @@ def handler_targets(s: dict[str, Row], b: dict[str, Row]) -> list[Target]:
     for key, what in (("handler_csv", "CSV"), ("handler_arrow", "Arrow IPC")):
         rows.append((f"handler {BATCH_ROWS:,}-row {what} body ≥ 3 M rows/s", f"{b[key].per_second:,.0f} rows/s",
                      b[key].per_second >= 3e6))
-    rows.append(("(info) floor of the CSV body: pyarrow's parse alone (1b)",
-                 f"{b['parse_csv'].per_second:,.0f} rows/s", None))
+    rows += [("(info) floor of the CSV body: the native reader alone (1e)",
+              f"{b['native_csv'].per_second:,.0f} rows/s", None),
+             ("(info) the CSV body with the native readers off (2e)",
+              f"{b['handler_csv_python'].per_second:,.0f} rows/s", None)]
     return rows
 
 

@@ -68,7 +68,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from shared import arrow_bodies, paths, prediction_log, prediction_segments
+from shared import arrow_bodies, native_numbers, paths, prediction_log, prediction_segments
 from shared import names as name_rules
 from shared.errors import BadRequest, Conflict, NotFound, PipelineError, StorageUnreachable
 from shared.scoring import LoadedModel, ModelArtifactError, ModelCache, Signature, _check_ids, run_model
@@ -463,6 +463,11 @@ class _CsvLayout:
     wanted: list[str]
     types: dict[str, pa.DataType]
 
+    @property
+    def numeric(self) -> bool:
+        """Every column is a float feature: the native reader may read the rows (_Block.parse)."""
+        return len(self.wanted) == len(self.names) and all(self.types[n] == pa.float64() for n in self.names)
+
     def read_options(self, block_size: int) -> pa_csv.ReadOptions:
         return pa_csv.ReadOptions(column_names=self.names, block_size=block_size, use_threads=False)
 
@@ -483,6 +488,10 @@ class _Block:
 
     def parse(self) -> pa.RecordBatch:
         """The block's rows. Raises Rejected when pyarrow cannot read them."""
+        if self.layout.numeric:
+            found = native_numbers.csv_matrix(self.data, self.start, len(self.layout.names), self.end)
+            if found is not None:  # else pyarrow reads the block, and names the problem
+                return _numeric_batch(found, self.layout)
         size = self.end - self.start
         try:
             table = pa_csv.read_csv(pa.py_buffer(self.data).slice(self.start, size),
@@ -495,6 +504,14 @@ class _Block:
 
 
 _CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)
+
+
+def _numeric_batch(matrix: native_numbers.Matrix, layout: _CsvLayout) -> pa.RecordBatch:
+    """The native reader's matrix as the batch pyarrow's reader makes of the same lines: float64 columns (views
+    of the matrix's) in the wanted order, an empty cell a null (the reader's only NaN: it takes finite numbers)."""
+    columns = [matrix.values[:, layout.names.index(name)] for name in layout.wanted]
+    arrays = [pa.array(c, mask=None if matrix.complete else np.isnan(c)) for c in columns]
+    return pa.RecordBatch.from_arrays(arrays, names=layout.wanted)
 
 
 def _csv_blocks(stream: BlobStream, signature: Signature,

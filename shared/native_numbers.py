@@ -52,25 +52,26 @@ def _load() -> ctypes.CDLL | None:
 LIBRARY = _load()
 
 
-def _address(data: bytes, offset: int) -> int:
-    """Where data[offset] lives (no copy: a c_char_p over bytes points into the object, which the caller holds)."""
-    start = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
-    assert start is not None
-    return start + offset
+def _address(data: bytes | bytearray) -> int:
+    """Where data's bytes live (no copy; the caller holds data for the call)."""
+    import numpy as np
+
+    return int(np.frombuffer(data, dtype=np.uint8).ctypes.data) if data else 0
 
 
-def csv_matrix(text: bytes, start: int, width: int) -> Matrix | None:
-    """The CSV lines of text[start:] (the header read; '\\n' or '\\r\\n' line ends, an empty cell missing), or
-    None."""
+def csv_matrix(text: bytes | bytearray, start: int, width: int, end: int | None = None) -> Matrix | None:
+    """The CSV lines of text[start:end] (after the header; '\\n' or '\\r\\n' line ends, an empty cell
+    missing), or None."""
     import numpy as np
 
     lib = LIBRARY
-    rows = text.count(b"\n", start) + (0 if text.endswith(b"\n") else 1)
-    if lib is None or width < 1 or rows < 1 or start >= len(text):
+    end = len(text) if end is None else end
+    if lib is None or width < 1 or not 0 <= start < end <= len(text):
         return None
+    rows = text.count(b"\n", start, end) + (0 if text[end - 1] == 10 else 1)
     out = np.empty((width, rows))  # C-ordered [F, N]: the Fortran [N, F] matrix's memory
     missing = ctypes.c_uint64()
-    found = lib.mlops_csv_f64(_address(text, start), len(text) - start, width, rows, out.ctypes.data,
+    found = lib.mlops_csv_f64(_address(text) + start, end - start, width, rows, out.ctypes.data,
                               ctypes.byref(missing), _THREADS)
     return Matrix(out.T, missing.value == 0) if found == rows else None
 
@@ -84,6 +85,6 @@ def json_rows_matrix(rows_json: bytes, width: int) -> np.ndarray | None:
     if lib is None or width < 1 or rows < 1:
         return None
     out = np.empty((width, rows))
-    found = lib.mlops_json_rows_f64(_address(rows_json, 0), len(rows_json), width, rows, out.ctypes.data,
+    found = lib.mlops_json_rows_f64(_address(rows_json), len(rows_json), width, rows, out.ctypes.data,
                                     _THREADS)
     return out.T if found == rows else None

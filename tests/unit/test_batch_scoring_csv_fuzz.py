@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from typing import Any
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -13,10 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import batch_scoring
+from shared import batch_scoring, native_numbers
 from shared.memory_storage import MemoryStorage
 from shared.scoring import ModelCache, Signature
 from tests.unit import onnx_fixtures as fx
+from tests.unit.test_scoring_columnar import NUMERIC, numeric_classifier
 
 NUMBER = st.one_of(st.just(""), st.floats(-1e6, 1e6, allow_nan=False).map(repr), st.integers(-999, 999).map(str))
 CATEGORY = st.text(alphabet=["L", "M", "x", " ", ",", '"', "\n", "\r", "é"], max_size=5)
@@ -82,3 +84,37 @@ def test_blocks_of_whole_lines_read_as_the_whole_file(signature: Signature, rows
         assert whole == cut or (whole != "refused" and whole.num_rows == 0 and cut == "no rows"), (whole, cut)
     else:
         assert cut.to_pylist() == whole.to_pylist()
+
+
+@pytest.fixture(scope="module")
+def numeric() -> Signature:
+    model = numeric_classifier("double")
+    return ModelCache(lambda m, a: (1, "e"), lambda m, v: (model, fx.sha256(model)), 60.0).get("num").signature
+
+
+@settings(max_examples=150)
+@given(rows=st.lists(st.tuples(NUMBER, NUMBER, NUMBER), min_size=1, max_size=40), order=st.permutations(NUMERIC),
+       line_end=st.sampled_from(["\n", "\r\n"]), blank_every=st.integers(0, 7), final_line_end=st.booleans(),
+       chunk_bytes=st.integers(8, 160))
+def test_blocks_of_numbers_read_by_the_native_reader_as_pyarrow_reads_the_whole_file(
+    numeric: Signature, rows: Any, order: list[str], line_end: str, blank_every: int, final_line_end: bool,
+    chunk_bytes: int,
+) -> None:
+    lines = [",".join(order)] + [",".join(row) + (line_end if blank_every and i % blank_every == 0 else "")
+                                 for i, row in enumerate(rows)]
+    text = line_end.join(lines) + (line_end if final_line_end else "")
+    data = text.encode()
+    layout = batch_scoring._csv_layout(lines[0].encode(), numeric)
+    assert layout.numeric
+    whole = pa_csv.read_csv(io.BytesIO(data), convert_options=layout.convert_options())
+    read = native_numbers.csv_matrix
+    natively: list[bool] = []
+    with mock.patch.object(native_numbers, "csv_matrix",
+                           lambda *args: natively.append(read(*args) is not None) or read(*args)):
+        cut = _cut(data, numeric, chunk_bytes)
+    assert any(natively) or blank_every or not natively  # blank lines (only) send blocks to pyarrow
+    with mock.patch.object(native_numbers, "LIBRARY", None):
+        by_pyarrow = _cut(data, numeric, chunk_bytes)
+    assert not isinstance(cut, str) and not isinstance(by_pyarrow, str)
+    assert cut.to_pylist() == whole.select(layout.wanted).to_pylist() == by_pyarrow.to_pylist()
+    assert cut.schema == by_pyarrow.schema
