@@ -131,7 +131,8 @@ def _numbers(parts: SplitRows, signature: Signature) -> ScoringRequest | None:
     """Feeds of rows holding only numbers, or None (a null, a string, a boolean, invalid JSON, a bad shape)."""
     width = len(parts.names)
     # column-major, as the general path's rows matrix: each feature's values are one contiguous feed
-    values = None if b"null" in parts.rows else native_numbers.json_rows_matrix(parts.rows, width)
+    # an "n" is a null's (no number holds one): simdjson refuses it fast, the native reader only at the cell
+    values = None if b"n" in parts.rows else native_numbers.json_rows_matrix(parts.rows, width)
     if values is None:
         values = _simdjson_matrix(parts.rows, width)
     if values is None:

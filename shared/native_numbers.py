@@ -46,6 +46,8 @@ def _load() -> ctypes.CDLL | None:
     lib.mlops_csv_f64.restype = ctypes.c_int64
     lib.mlops_json_rows_f64.argtypes = [pointer, size, size, size, pointer, ctypes.c_uint32]
     lib.mlops_json_rows_f64.restype = ctypes.c_int64
+    lib.mlops_count_byte.argtypes = [pointer, size, ctypes.c_uint8]
+    lib.mlops_count_byte.restype = ctypes.c_uint64
     return lib
 
 
@@ -68,11 +70,11 @@ def csv_matrix(text: bytes | bytearray, start: int, width: int, end: int | None 
     end = len(text) if end is None else end
     if lib is None or width < 1 or not 0 <= start < end <= len(text):
         return None
-    rows = text.count(b"\n", start, end) + (0 if text[end - 1] == 10 else 1)
+    at = _address(text) + start
+    rows = lib.mlops_count_byte(at, end - start, 10) + (0 if text[end - 1] == 10 else 1)  # 10: "\n"
     out = np.empty((width, rows))  # C-ordered [F, N]: the Fortran [N, F] matrix's memory
     missing = ctypes.c_uint64()
-    found = lib.mlops_csv_f64(_address(text) + start, end - start, width, rows, out.ctypes.data,
-                              ctypes.byref(missing), _THREADS)
+    found = lib.mlops_csv_f64(at, end - start, width, rows, out.ctypes.data, ctypes.byref(missing), _THREADS)
     return Matrix(out.T, missing.value == 0) if found == rows else None
 
 
@@ -81,10 +83,12 @@ def json_rows_matrix(rows_json: bytes, width: int) -> np.ndarray | None:
     import numpy as np
 
     lib = LIBRARY
-    rows = rows_json.count(b"[") - 1
-    if lib is None or width < 1 or rows < 1:
+    if lib is None or width < 1 or not rows_json:
+        return None
+    at = _address(rows_json)
+    rows = lib.mlops_count_byte(at, len(rows_json), 91) - 1  # 91: "[", one per row and the outer one
+    if rows < 1:
         return None
     out = np.empty((width, rows))
-    found = lib.mlops_json_rows_f64(_address(rows_json), len(rows_json), width, rows, out.ctypes.data,
-                                    _THREADS)
+    found = lib.mlops_json_rows_f64(at, len(rows_json), width, rows, out.ctypes.data, _THREADS)
     return out.T if found == rows else None
