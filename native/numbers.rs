@@ -386,3 +386,82 @@ fn count_byte(text: &[u8], byte: u8) -> usize {
     // Per 255-byte block, in u8 lanes the compiler vectorises; the block's sum cannot wrap around.
     text.chunks(255).map(|block| block.iter().map(|&b| u8::from(b == byte)).sum::<u8>() as usize).sum()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+
+/// Lays out per-class JSON answers: from k JSON arrays of n numbers each (`[t,t,...]` as orjson writes a
+/// numpy column: tokens without blanks, commas only between them) and k JSON keys, writes
+/// `[{"<key 0>":t,...,"<key k-1>":t},...]` (n objects) into `out`. Returns the bytes written, or
+/// UNSUPPORTED when a column does not hold exactly n tokens or `out` is too small.
+///
+/// # Safety
+/// `columns`, `column_lens`, `keys` and `key_lens` point to k entries each; each entry to as many readable
+/// bytes as its length says; `out` to `capacity` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mlops_per_class_json(
+    columns: *const *const u8, column_lens: *const usize, keys: *const *const u8, key_lens: *const usize,
+    k: usize, n: usize, out: *mut u8, capacity: usize,
+) -> i64 {
+    if columns.is_null() || column_lens.is_null() || keys.is_null() || key_lens.is_null() || out.is_null()
+        || k == 0 || n == 0 {
+        return UNSUPPORTED;
+    }
+    // SAFETY: the caller's contract above.
+    let (columns, keys, out) = unsafe {
+        let column_lens = std::slice::from_raw_parts(column_lens, k);
+        let key_lens = std::slice::from_raw_parts(key_lens, k);
+        let columns: Vec<&[u8]> = std::slice::from_raw_parts(columns, k).iter().zip(column_lens)
+            .map(|(&p, &len)| std::slice::from_raw_parts(p, len)).collect();
+        let keys: Vec<&[u8]> = std::slice::from_raw_parts(keys, k).iter().zip(key_lens)
+            .map(|(&p, &len)| std::slice::from_raw_parts(p, len)).collect();
+        (columns, keys, std::slice::from_raw_parts_mut(out, capacity))
+    };
+    match per_class_json(&columns, &keys, n, out) {
+        Some(written) => written as i64,
+        None => UNSUPPORTED,
+    }
+}
+
+fn per_class_json(columns: &[&[u8]], keys: &[&[u8]], n: usize, out: &mut [u8]) -> Option<usize> {
+    // each column's cursor, just past its "["
+    let mut cursors: Vec<usize> = Vec::with_capacity(columns.len());
+    for column in columns {
+        if column.len() < 2 || column[0] != b'[' || column[column.len() - 1] != b']' {
+            return None;
+        }
+        cursors.push(1);
+    }
+    let mut w = 0usize;
+    let mut put = |bytes: &[u8], w: &mut usize| -> Option<()> {
+        out.get_mut(*w..*w + bytes.len())?.copy_from_slice(bytes);
+        *w += bytes.len();
+        Some(())
+    };
+    put(b"[", &mut w)?;
+    for row in 0..n {
+        put(if row == 0 { b"{" } else { b",{" }, &mut w)?;
+        for (c, column) in columns.iter().enumerate() {
+            let start = cursors[c];
+            let body = &column[..column.len() - 1]; // without the closing "]"
+            let end = start + body.get(start..)?.iter().position(|&b| b == b',').unwrap_or(body.len() - start);
+            if end == start {
+                return None; // an empty token, or fewer than n
+            }
+            if c > 0 {
+                put(b",", &mut w)?;
+            }
+            put(keys[c], &mut w)?;
+            put(b":", &mut w)?;
+            put(&column[start..end], &mut w)?;
+            cursors[c] = end + 1;
+        }
+        put(b"}", &mut w)?;
+    }
+    // every column used up: exactly n tokens each
+    if columns.iter().zip(&cursors).any(|(column, &cursor)| cursor != column.len()) {
+        return None;
+    }
+    put(b"]", &mut w)?;
+    Some(w)
+}

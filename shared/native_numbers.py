@@ -48,6 +48,9 @@ def _load() -> ctypes.CDLL | None:
     lib.mlops_json_rows_f64.restype = ctypes.c_int64
     lib.mlops_count_byte.argtypes = [pointer, size, ctypes.c_uint8]
     lib.mlops_count_byte.restype = ctypes.c_uint64
+    pointers, sizes = ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t)
+    lib.mlops_per_class_json.argtypes = [pointers, sizes, pointers, sizes, size, size, pointer, size]
+    lib.mlops_per_class_json.restype = ctypes.c_int64
     return lib
 
 
@@ -92,3 +95,18 @@ def json_rows_matrix(rows_json: bytes, width: int) -> np.ndarray | None:
     out = np.empty((width, rows))
     found = lib.mlops_json_rows_f64(at, len(rows_json), width, rows, out.ctypes.data, _THREADS)
     return out.T if found == rows else None
+
+
+def per_class_json(columns: list[bytes], keys: list[bytes], rows: int) -> bytes | None:
+    """[{"<key 0>":t,...},...] from one JSON array of `rows` numbers per class (orjson's text of a numpy column)
+    and the classes' keys as JSON strings; None when a column holds another count, or without the library."""
+    lib = LIBRARY
+    width = len(columns)
+    if lib is None or not width or width != len(keys) or rows < 1:
+        return None
+    size = sum(map(len, columns)) + rows * (sum(map(len, keys)) + 2 * width + 2) + 2
+    out = ctypes.create_string_buffer(size)
+    written = lib.mlops_per_class_json(
+        (ctypes.c_char_p * width)(*columns), (ctypes.c_size_t * width)(*map(len, columns)),
+        (ctypes.c_char_p * width)(*keys), (ctypes.c_size_t * width)(*map(len, keys)), width, rows, out, size)
+    return ctypes.string_at(out, written) if written >= 0 else None

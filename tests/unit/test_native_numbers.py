@@ -213,3 +213,21 @@ def test_mutated_bodies_read_as_the_reference_or_are_sent_back(seed: int, flips:
     found = native_numbers.csv_matrix(data, 0, 3)
     if found is not None:
         _same(found.values, _pyarrow_csv(data, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-class answers (the layout's bytes against the plain answer: tests/unit/test_scoring_json_rows.py)
+
+
+@pytest.mark.parametrize("columns, rows", [
+    ([b"[1,2]", b"[3]"], 2), ([b"[1,2]", b"[3,4,5]"], 2), ([b"[1,2]"], 3), ([b"[1,,2]"], 3), ([b"[]"], 1),
+    ([b"[1,2"], 2), ([b"1,2]"], 2), ([b""], 1), ([b"[1,2]", b"[3,4]"], 1),
+])
+def test_per_class_columns_of_another_count_are_sent_back(columns: list[bytes], rows: int) -> None:
+    assert native_numbers.per_class_json(columns, [b'"k"'] * len(columns), rows) is None
+
+
+def test_per_class_json_lays_out_one_object_per_row() -> None:
+    got = native_numbers.per_class_json([b"[0.5,null,1e-05]", b"[0.5,1.0,0.99999]"], [b'"a,b"', b'"\\"]"'], 3)
+    assert got is not None
+    assert orjson.loads(got) == [{"a,b": 0.5, '"]': 0.5}, {"a,b": None, '"]': 1.0}, {"a,b": 1e-05, '"]': 0.99999}]

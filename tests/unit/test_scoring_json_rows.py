@@ -261,8 +261,11 @@ def test_a_bulk_answer_serialises_to_the_same_bytes(
     model = types.SimpleNamespace(name="m", version=4, signature=types.SimpleNamespace(class_keys=tuple(keys)))
     plain = scoring._json_result(model, labels, values, ids)  # type: ignore[arg-type]
     bulk = scoring._bulk_json_result(model, labels, values, ids)  # type: ignore[arg-type]
+    with mock.patch.object(native_numbers, "LIBRARY", None):  # the row template instead of the native layout
+        templated = scoring._bulk_json_result(model, labels, values, ids)  # type: ignore[arg-type]
     option = orjson.OPT_SERIALIZE_NUMPY
     assert orjson.dumps(bulk, option=option) == orjson.dumps(plain, option=option)
+    assert orjson.dumps(templated, option=option) == orjson.dumps(plain, option=option)
 
 
 def test_a_big_json_answer_is_written_in_bulk_and_reads_as_before() -> None:
