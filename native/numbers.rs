@@ -1,4 +1,5 @@
-//! Dense numeric request bodies into a column-major float64 matrix, for shared/native_numbers.py.
+//! Dense numeric request bodies into a column-major float64 matrix, and big JSON answers laid out, for
+//! shared/native_numbers.py (through ctypes: plain C functions, no Python API).
 //!
 //! Two readers: CSV data lines (`1.5,2,,3\n`: an empty cell is a missing value, NaN) and the rows array of
 //! a JSON dataframe_split body (`[[1.5,2],[3,4]]`, JSON blanks allowed between tokens). Each accepts only a
@@ -11,6 +12,8 @@
 //! A part is first read with simple_number alone (no exponent, at most 15 significant digits: a loop with
 //! no call in it, ~25% faster here); a number outside that case reads the part again with any_number.
 //! Big inputs are cut at a row boundary and their halves read on two threads (ctypes releases the GIL).
+//! Besides: a byte count (the readers' callers size the matrix with it) and mlops_per_class_json, which
+//! lays out a classifier's per-class probabilities from orjson's text of each class's column.
 //! No crates: `rustc` alone builds it (native/build.py).
 
 use std::thread;
@@ -46,12 +49,15 @@ struct Columns {
 unsafe impl Send for Columns {}
 
 impl Columns {
-    /// This part's cells, as one slice of the whole buffer (each part writes only its own rows).
-    fn cells(&self) -> &mut [f64] {
-        assert!(self.row0 + self.rows <= self.nrows);
-        // SAFETY: the buffer holds ncols * nrows doubles (the entry points' contract); the parts of one
-        // call write disjoint cells, and every access through the slice is bounds-checked.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.ncols * self.nrows) }
+    /// Stores a cell of this part's rows (row counts from the buffer's first row). Through a raw pointer:
+    /// parts running side by side must not each hold a `&mut` slice of the one buffer.
+    #[inline(always)]
+    fn set(&self, col: usize, row: usize, value: f64) {
+        let end = self.row0 + self.rows;
+        assert!(col < self.ncols && row >= self.row0 && row < end && end <= self.nrows);
+        // SAFETY: in bounds of the ncols * nrows buffer (the entry points' contract, checked above), and no
+        // other part writes this row.
+        unsafe { self.ptr.add(col * self.nrows + row).write(value) }
     }
 }
 
@@ -175,9 +181,17 @@ fn read_halves(
             let second = Columns { row0: out.row0 + first_rows, rows: out.rows - first_rows, ..out };
             let (head, tail) = (&text[..head_end], &text[tail_start..]);
             thread::scope(|s| {
-                let other = s.spawn(move || read(tail, &second));
-                let mine = read(head, &first);
-                Some(mine? + other.join().ok()??)
+                // no thread to be had (a host at its limit): this one reads both halves
+                match thread::Builder::new().spawn_scoped(s, move || read(tail, &second)) {
+                    Ok(other) => {
+                        let mine = read(head, &first);
+                        Some(mine? + other.join().ok()??)
+                    }
+                    Err(_) => {
+                        let second = Columns { row0: out.row0 + first_rows, rows: out.rows - first_rows, ..out };
+                        Some(read(head, &first)? + read(tail, &second)?)
+                    }
+                }
             })
         }
         _ => read(text, &out),
@@ -190,8 +204,7 @@ fn read_halves(
 /// Rows of `text` (lines of exactly ncols cells, the last line with or without its newline) into `out`;
 /// the count of empty cells.
 fn csv_part<const SIMPLE: bool>(text: &[u8], out: &Columns) -> Result<u64, Refused> {
-    let (nrows, ncols) = (out.nrows, out.ncols);
-    let cells = out.cells();
+    let ncols = out.ncols;
     let len = text.len();
     let mut i = 0usize;
     let mut missing = 0u64;
@@ -210,7 +223,7 @@ fn csv_part<const SIMPLE: bool>(text: &[u8], out: &Columns) -> Result<u64, Refus
                 value = number;
                 i = end;
             }
-            cells[col * nrows + row] = value;
+            out.set(col, row, value);
             if col + 1 < ncols {
                 if i >= len || text[i] != b',' {
                     return Err(Refused::Unsupported);
@@ -286,8 +299,7 @@ fn skip_blanks(b: &[u8], mut i: usize) -> usize {
 
 /// Rows `[n,...],[n,...]` (the outer array's inside, blanks allowed between tokens) into `out`.
 fn json_part<const SIMPLE: bool>(b: &[u8], out: &Columns) -> Result<u64, Refused> {
-    let (nrows, ncols) = (out.nrows, out.ncols);
-    let cells = out.cells();
+    let ncols = out.ncols;
     let mut i = 0usize;
     let last_row = out.row0 + out.rows;
     for row in out.row0..last_row {
@@ -299,7 +311,7 @@ fn json_part<const SIMPLE: bool>(b: &[u8], out: &Columns) -> Result<u64, Refused
         for col in 0..ncols {
             i = skip_blanks(b, i);
             let (value, end) = number::<SIMPLE>(b, i)?;
-            cells[col * nrows + row] = value;
+            out.set(col, row, value);
             i = skip_blanks(b, end);
             let expected = if col + 1 < ncols { b',' } else { b']' };
             if i >= b.len() || b[i] != expected {
