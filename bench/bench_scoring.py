@@ -14,6 +14,7 @@ import gc
 import hashlib
 import http.client
 import io
+import itertools
 import json
 import math
 import os
@@ -52,7 +53,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from devhost.azurite import free_port, listening, start_azurite  # noqa: E402
 from examples.datasets import breast_cancer  # noqa: E402
-from shared import arrow_bodies, json_rows, native_numbers, paths, registry  # noqa: E402
+from shared import arrow_bodies, batch_scoring, json_rows, native_numbers, paths, registry  # noqa: E402
 from shared.data_checks import prepare  # noqa: E402
 from shared.errors import NotFound, Unavailable  # noqa: E402
 from shared.memory_tuning import keep_freed_memory  # noqa: E402
@@ -461,6 +462,19 @@ def file_parse_floor(v: Variant, data: bytes) -> None:
     best, cpu = min(timed_cpu(lambda: csv_parse_floor(data)) for _ in range(3))
     v.files["parse"] = FileRow("(floor) pyarrow read_csv of the file from memory, both cores; nothing else",
                                best, FILE_ROWS, math.nan, math.nan, cpu)
+    width = len(v.spec.feature_names)
+    cuts = [data.index(b"\n") + 1]  # the header's end, then line ends every ~CHUNK_BYTES, as batch_scoring cuts
+    while cuts[-1] < len(data):
+        cuts.append(min(len(data), data.find(b"\n", cuts[-1] + batch_scoring.CHUNK_BYTES) + 1 or len(data)))
+
+    def native() -> None:
+        for start, end in itertools.pairwise(cuts):
+            assert native_numbers.csv_matrix(data, start, width, end) is not None
+
+    best, cpu = min(timed_cpu(native) for _ in range(3))
+    v.files["parse_native"] = FileRow(
+        f"(floor) the native reader over the file from memory, in the batch path's {batch_scoring.CHUNK_BYTES >> 20} "
+        "MB blocks one after another (each on both cores); nothing else", best, FILE_ROWS, math.nan, math.nan, cpu)
 
 
 def timed_cpu(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -954,15 +968,18 @@ def bench_file_in_process(v: Variant, tmp: Path, data: bytes) -> None:
         storage = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": azurite.connection_string}))
         model_file = tmp / "model.onnx"
         model_file.write_bytes(v.onnx)
-        for key, rate, label in (("file", 1.0, "score_file in a fresh interpreter: results + every row logged"),
-                                 ("file_unlogged", 0.0, "score_file in a fresh interpreter: results only "
-                                                        "(log sample rate 0)")):
+        for key, rate, native, label in (
+                ("file", 1.0, "1", "score_file in a fresh interpreter: results + every row logged"),
+                ("file_unlogged", 0.0, "1", "score_file in a fresh interpreter: results only (log sample rate 0)"),
+                ("file_python", 0.0, "0", "the same without the native library (MLOPS_NATIVE_NUMBERS=0): pyarrow "
+                                          "parses the blocks")):
             path = f"{v.spec.name}/bench-{key}.csv"
             storage.write(paths.SCORING_REQUESTS, path, data)
             azurite_cpu = process_cpu_seconds(azurite.process.pid)
             done = subprocess.run([sys.executable, "-c", FILE_CHILD, str(ROOT), azurite.connection_string,
                                    v.spec.name, path, str(model_file), str(rate)],
-                                  capture_output=True, text=True, timeout=1800, cwd=ROOT)
+                                  capture_output=True, text=True, timeout=1800, cwd=ROOT,
+                                  env={**os.environ, "MLOPS_NATIVE_NUMBERS": native})
             if done.returncode != 0:
                 raise BenchError(f"batch scoring child failed:\n{done.stderr[-3000:]}")
             got = json.loads(done.stdout.strip().splitlines()[-1])
@@ -1131,9 +1148,7 @@ def file_targets(f: dict[str, FileRow]) -> list[Target]:
             r = f[key]
             rows.append((f"{FILE_ROWS:,}-row CSV file, {what}: ≥ 1 M rows/s", f"{r.per_second:,.0f} rows/s",
                          r.per_second >= 1e6))
-    if "parse" in f:
-        rows.append((f"(info) floor of the {FILE_ROWS:,}-row file: pyarrow's parse alone, from memory",
-                     f"{f['parse'].per_second:,.0f} rows/s", None))
+    rows += file_floors(f)
     rows += file_cpu_bounds(f)
     if "file" in f:
         rows.append((f"{FILE_ROWS:,}-row CSV file in process: peak memory < 500 MB", f"{f['file'].peak_rss_mb:,.0f} MB",
@@ -1142,6 +1157,19 @@ def file_targets(f: dict[str, FileRow]) -> list[Target]:
         r = f["devhost"]
         rows.append(("(info) devhost: peak RSS during the drop (RSS before it)",
                      f"{r.peak_rss_mb:,.0f} MB ({r.rss_before_mb:,.0f} MB)", None))
+    return rows
+
+
+def file_floors(f: dict[str, FileRow]) -> list[Target]:
+    """The parses alone, and the in-process run without the native library."""
+    rows: list[Target] = []
+    for key, who in (("parse", "pyarrow's parse"), ("parse_native", "the native reader's parse")):
+        if key in f:
+            rows.append((f"(info) floor of the {FILE_ROWS:,}-row file: {who} alone, from memory",
+                         f"{f[key].per_second:,.0f} rows/s ({f[key].cpu_seconds:.2f} CPU s)", None))
+    if "file_python" in f:
+        rows.append(("(info) in process, results, without the native library",
+                     f"{f['file_python'].per_second:,.0f} rows/s", None))
     return rows
 
 
@@ -1156,11 +1184,11 @@ def file_cpu_bounds(f: dict[str, FileRow]) -> list[Target]:
                          f"spread over all {CORES} cores with no wait",
                          f"{r.cpu_bound_per_second:,.0f} rows/s ({r.cpu_seconds:.2f} + "
                          f"{r.storage_cpu_seconds:.2f} CPU s)", None))
-    if "parse" in f and "file_unlogged" in f and not math.isnan(f["file_unlogged"].storage_cpu_seconds):
-        unavoidable = f["parse"].cpu_seconds + f["file_unlogged"].storage_cpu_seconds
-        rows.append((f"(info) floor on this machine: pyarrow's parse (CPU) and Azurite's serving of the file and "
-                     f"its results (CPU), over {CORES} cores, nothing else",
-                     f"{FILE_ROWS / (unavoidable / CORES):,.0f} rows/s ({f['parse'].cpu_seconds:.2f} + "
+    if "parse_native" in f and "file_unlogged" in f and not math.isnan(f["file_unlogged"].storage_cpu_seconds):
+        unavoidable = f["parse_native"].cpu_seconds + f["file_unlogged"].storage_cpu_seconds
+        rows.append((f"(info) floor on this machine: the native reader's parse (CPU) and Azurite's serving of the "
+                     f"file and its results (CPU), over {CORES} cores, nothing else",
+                     f"{FILE_ROWS / (unavoidable / CORES):,.0f} rows/s ({f['parse_native'].cpu_seconds:.2f} + "
                      f"{f['file_unlogged'].storage_cpu_seconds:.2f} CPU s)", None))
     return rows
 
