@@ -5,7 +5,8 @@ is read in ranges (Storage.open_read) and scored chunk by chunk in one pass, so 
 inputs at a time and a few blocks of results (uploaded while the file is scored: Storage.write_chunks
 commits them once the last chunk is in), never the file or its results whole, nor as Python objects.
 A CSV file is read RANGE_BYTES at a time on a helper thread and cut into blocks of about CHUNK_BYTES of
-whole lines, which WORKERS threads parse (pyarrow), turn into feeds and score (onnxruntime)
+whole lines, which WORKERS threads parse (the native reader when every column is a float feature, else
+pyarrow), turn into feeds and score (onnxruntime)
 side by side, all three releasing the GIL; the caller's thread finishes the chunks in file order (row
 numbers, prediction ids, the results file). A block cut at line ends reads exactly as the whole file would
 while its quotes open and close whole fields in pairs (a line end between pairs is a row end): from the
