@@ -41,10 +41,9 @@ from shared.scoring import (
     _clip,
     _column_order,
     _json_column,
-    _matrix_feeds,
     _not_finite,
     _select,
-    packed_matrix,
+    matrix_request,
 )
 
 if TYPE_CHECKING:
@@ -100,11 +99,7 @@ def _native_csv(text: bytes, names: list[str], signature: Signature) -> ScoringR
     matrix = None if order is None or header_end < 0 else native_numbers.csv_matrix(text, header_end + 1, len(names))
     if order is None or matrix is None:
         return None
-    inputs = _matrix_feeds(matrix.values, order, signature)
-    if inputs is None:
-        return None  # beyond a float32 input: the stdlib path names column and row
-    return ScoringRequest(inputs, matrix.values.shape[0], None,
-                          packed_matrix(matrix.values, order, signature, matrix.complete))
+    return matrix_request(matrix.values, order, signature, matrix.complete, None)
 
 
 def _csv_feeds(table: pa.Table, signature: Signature) -> dict[str, np.ndarray] | None:

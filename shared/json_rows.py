@@ -24,7 +24,7 @@ import orjson
 import simdjson
 
 from shared import native_numbers
-from shared.scoring import INPUT_KEYS, ScoringRequest, Signature, _column_order, _matrix_feeds, packed_matrix
+from shared.scoring import INPUT_KEYS, ScoringRequest, Signature, _column_order, matrix_request
 
 _DATA_KEY = b'"data"'
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
@@ -137,11 +137,7 @@ def _numbers(parts: SplitRows, signature: Signature) -> ScoringRequest | None:
         values = _simdjson_matrix(parts.rows, width)
     if values is None:
         return None
-    count = values.shape[0]
-    inputs = _matrix_feeds(values, parts.order, signature)
-    if inputs is None:
-        return None
-    return ScoringRequest(inputs, count, parts.ids, packed_matrix(values, parts.order, signature, complete=True))
+    return matrix_request(values, parts.order, signature, True, parts.ids)
 
 
 def _simdjson_matrix(rows: bytes, width: int) -> np.ndarray | None:

@@ -455,10 +455,7 @@ def _numeric_rows(doc: Any, signature: Signature, body: bytes) -> ScoringRequest
     if matrix is None:
         return None
     values, complete = matrix
-    feeds = _matrix_feeds(values, order, signature)
-    if feeds is None:
-        return None
-    return ScoringRequest(feeds, len(rows), _params_ids(doc), packed_matrix(values, order, signature, complete))
+    return matrix_request(values, order, signature, complete, _params_ids(doc))
 
 
 def _plain_rows(key: str, value: Any, signature: Signature) -> tuple[Any, Any]:
@@ -526,6 +523,16 @@ def _small_float_matrix(rows: list[list[Any]]) -> tuple[np.ndarray, bool] | None
     except OverflowError:  # an int beyond float64
         return None
     return (np.array(rows, dtype=np.float64, order="F"), complete) if finite else None
+
+
+def matrix_request(values: np.ndarray, order: Sequence[int], signature: Signature, complete: bool, ids: Any,
+                   ) -> ScoringRequest | None:
+    """The request of a Fortran-ordered float64 rows matrix (columns in `order`; complete: no NaN in it), or
+    None when a value is beyond a float32 input (the general path names column and row)."""
+    feeds = _matrix_feeds(values, order, signature)
+    if feeds is None:
+        return None
+    return ScoringRequest(feeds, values.shape[0], ids, packed_matrix(values, order, signature, complete))
 
 
 def _matrix_feeds(values: np.ndarray, order: Sequence[int], signature: Signature) -> dict[str, np.ndarray] | None:
