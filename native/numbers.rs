@@ -37,6 +37,7 @@ enum Refused {
 }
 
 /// Where one part's rows go: rows row0..row0 + rows of a column-major [ncols][nrows] matrix.
+#[derive(Clone, Copy)]
 struct Columns {
     ptr: *mut f64,
     nrows: usize,
@@ -187,10 +188,7 @@ fn read_halves(
                         let mine = read(head, &first);
                         Some(mine? + other.join().ok()??)
                     }
-                    Err(_) => {
-                        let second = Columns { row0: out.row0 + first_rows, rows: out.rows - first_rows, ..out };
-                        Some(read(head, &first)? + read(tail, &second)?)
-                    }
+                    Err(_) => Some(read(head, &first)? + read(tail, &second)?),
                 }
             })
         }
