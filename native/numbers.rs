@@ -12,8 +12,8 @@
 //! A part is first read with simple_number alone (no exponent, at most 15 significant digits: a loop with
 //! no call in it, ~25% faster here); a number outside that case reads the part again with any_number.
 //! Big inputs are cut at a row boundary and their halves read on two threads (ctypes releases the GIL).
-//! Besides: a byte count (the readers' callers size the matrix with it) and mlops_per_class_json, which
-//! lays out a classifier's per-class probabilities from orjson's text of each class's column.
+//! Besides: a byte count (the readers' callers size the matrix with it) and mlops_lay_out, which lays out
+//! big answers (a classifier's per-class JSON objects, CSV results lines) from orjson's text of each column.
 //! No crates: `rustc` alone builds it (native/build.py).
 
 use std::thread;
@@ -400,78 +400,316 @@ fn count_byte(text: &[u8], byte: u8) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Answers
 
-/// Lays out per-class JSON answers: from k JSON arrays of n numbers each (`[t,t,...]` as orjson writes a
-/// numpy column: tokens without blanks, commas only between them) and k JSON keys, writes
-/// `[{"<key 0>":t,...,"<key k-1>":t},...]` (n objects) into `out`. Returns the bytes written, or
-/// UNSUPPORTED when a column does not hold exactly n tokens or `out` is too small.
+/// orjson's spelling of a number (`1.0`, `1.5e-6`, `1500000000000000.0`) as pyarrow's CSV writer spells
+/// the same double: the same shortest digits, in plain notation when the decimal exponent is in -6..=9 and
+/// without a trailing `.0`, else as `d.ddde±x`. Returns the bytes written, or None when `token` is not a
+/// number or `out` is too small.
+fn csv_number(token: &[u8], out: &mut Out) -> Option<()> {
+    let negative = token.first() == Some(&b'-');
+    let body = &token[usize::from(negative)..];
+    let (mantissa, exponent) = match body.iter().position(|&b| b == b'e' || b == b'E') {
+        Some(e) => (&body[..e], std::str::from_utf8(&body[e + 1..]).ok()?.parse::<i32>().ok()?),
+        None => (body, 0),
+    };
+    let point = mantissa.iter().position(|&b| b == b'.').unwrap_or(mantissa.len());
+    let mut digits = [0u8; 40];
+    let mut count = 0usize;
+    let mut point_at = i32::try_from(point).ok()?; // digits before the point, leading zeros dropped below
+    for (i, &b) in mantissa.iter().enumerate() {
+        if i == point {
+            continue;
+        }
+        if !b.is_ascii_digit() || count == digits.len() {
+            return None;
+        }
+        if count == 0 && b == b'0' {
+            point_at -= 1; // a leading zero, before the point or after it
+            continue;
+        }
+        digits[count] = b;
+        count += 1;
+    }
+    if mantissa.is_empty() || point == 0 {
+        return None;
+    }
+    while count > 0 && digits[count - 1] == b'0' {
+        count -= 1;
+    }
+    if negative {
+        out.put(b"-")?;
+    }
+    if count == 0 {
+        return out.put(b"0");
+    }
+    let digits = &digits[..count];
+    let e = point_at + exponent - 1; // the value is d.ddd x 10^e
+    if (-6..=9).contains(&e) {
+        if e < 0 {
+            out.put(b"0.")?;
+            for _ in 0..(-e - 1) {
+                out.put(b"0")?;
+            }
+            out.put(digits)
+        } else {
+            let whole = (e + 1) as usize;
+            out.put(&digits[..whole.min(count)])?;
+            for _ in count..whole {
+                out.put(b"0")?;
+            }
+            if count > whole {
+                out.put(b".")?;
+                out.put(&digits[whole..])?;
+            }
+            Some(())
+        }
+    } else {
+        out.put(&digits[..1])?;
+        if count > 1 {
+            out.put(b".")?;
+            out.put(&digits[1..])?;
+        }
+        out.put(if e < 0 { b"e-" } else { b"e+" })?;
+        let (mut magnitude, mut text, mut at) = (e.unsigned_abs(), [0u8; 10], 10);
+        loop {
+            at -= 1;
+            text[at] = b'0' + (magnitude % 10) as u8;
+            magnitude /= 10;
+            if magnitude == 0 {
+                break;
+            }
+        }
+        out.put(&text[at..])
+    }
+}
+
+/// Bytes written one slice after another into a fixed buffer; None once it is full.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    written: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// High bits of the bytes of `word` equal to `byte`; exact up to the first one (a borrow can only mark
+/// bytes after it), which is all token_end reads.
+#[inline(always)]
+fn equal_bytes(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & (ONES << 7)
+}
+
+/// The token of a JSON array starting at hay[from], read eight bytes at a time: (its end: the next comma
+/// or `to`; with SPELLING, the position of its first '.', or its end, and whether it holds an 'e').
+#[inline(always)]
+fn token_end<const SPELLING: bool>(hay: &[u8], from: usize, to: usize) -> (usize, usize, bool) {
+    let (mut i, mut point, mut exponent) = (from, usize::MAX, false);
+    while i + 8 <= to {
+        let Ok(bytes) = <[u8; 8]>::try_from(&hay[i..i + 8]) else { break };
+        let word = u64::from_le_bytes(bytes);
+        let comma = equal_bytes(word, b',');
+        if !SPELLING {
+            if comma != 0 {
+                return (i + (comma.trailing_zeros() / 8) as usize, 0, false);
+            }
+            i += 8;
+            continue;
+        }
+        // the bytes before the comma (all eight without one)
+        let before = if comma == 0 { u64::MAX } else { (comma & comma.wrapping_neg()) - 1 };
+        let points = equal_bytes(word, b'.') & before;
+        if point == usize::MAX && points != 0 {
+            point = i + (points.trailing_zeros() / 8) as usize;
+        }
+        exponent |= equal_bytes(word, b'e') & before != 0;
+        if comma != 0 {
+            let end = i + (comma.trailing_zeros() / 8) as usize;
+            return (end, point.min(end), exponent);
+        }
+        i += 8;
+    }
+    while i < to && hay[i] != b',' {
+        if hay[i] == b'.' && point == usize::MAX {
+            point = i;
+        }
+        exponent |= hay[i] == b'e';
+        i += 1;
+    }
+    (i, point.min(i), exponent)
+}
+
+/// Bytes up to which Out::put_from copies a fixed block rather than calling memcpy for each short piece.
+const SHORT: usize = 32;
+
+impl Out<'_> {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.written + bytes.len();
+        self.buf.get_mut(self.written..end)?.copy_from_slice(bytes);
+        self.written = end;
+        Some(())
+    }
+
+    /// src[start..end]; a short one as the fixed SHORT bytes from start (two vector moves) when both src
+    /// and the buffer have that much room, the bytes past end being overwritten by what follows.
+    #[inline(always)]
+    fn put_from(&mut self, src: &[u8], start: usize, end: usize) -> Option<()> {
+        let w = self.written;
+        if end - start <= SHORT && start + SHORT <= src.len() && w + SHORT <= self.buf.len() {
+            let block: &[u8; SHORT] = src[start..start + SHORT].try_into().ok()?;
+            self.buf[w..w + SHORT].copy_from_slice(block);
+            self.written = w + end - start;
+            Some(())
+        } else {
+            self.put(src.get(start..end)?)
+        }
+    }
+}
+
+/// Lays out n rows of text from k token columns: row r is
+/// `pieces[0] t(0,r) pieces[1] ... t(k-1,r) pieces[k]`, rows joined by `between`. Column c's tokens come
+/// from a JSON array (`[t,t,...]` as orjson writes a numpy column or a list of plain strings: no blanks,
+/// commas only between tokens), except for the column `lookup` when `index` is not null: its row r is
+/// keys[index[r]]. With `csv`, tokens are spelled as pyarrow's CSV writer spells them: `null` as nothing (a
+/// missing value) and a number's trailing `.0` (orjson's integral doubles: `1.0`, `-0.0`) dropped.
+/// Returns the bytes written, or UNSUPPORTED when a column does not hold exactly n tokens, an index is
+/// out of the keys, or `out` is too small.
 ///
 /// # Safety
-/// `columns`, `column_lens`, `keys` and `key_lens` point to k entries each; each entry to as many readable
-/// bytes as its length says; `out` to `capacity` writable bytes.
+/// `columns`/`column_lens` point to k entries, `pieces`/`piece_lens` to k + 1, `keys`/`key_lens` to nkeys,
+/// `index` (unless null) to n; each pointer to as many readable bytes as its length says; `out` to
+/// `capacity` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn mlops_per_class_json(
-    columns: *const *const u8, column_lens: *const usize, keys: *const *const u8, key_lens: *const usize,
-    k: usize, n: usize, out: *mut u8, capacity: usize,
+pub unsafe extern "C" fn mlops_lay_out(
+    columns: *const *const u8, column_lens: *const usize, k: usize, pieces: *const *const u8,
+    piece_lens: *const usize, between: *const u8, between_len: usize, n: usize, lookup: usize,
+    index: *const i64, keys: *const *const u8, key_lens: *const usize, nkeys: usize, csv: u8,
+    out: *mut u8, capacity: usize,
 ) -> i64 {
-    if columns.is_null() || column_lens.is_null() || keys.is_null() || key_lens.is_null() || out.is_null()
-        || k == 0 || n == 0 {
+    if columns.is_null() || column_lens.is_null() || pieces.is_null() || piece_lens.is_null() || out.is_null()
+        || k == 0 || n == 0 || (between.is_null() && between_len > 0)
+        || (!index.is_null() && (lookup >= k || keys.is_null() || key_lens.is_null())) {
         return UNSUPPORTED;
     }
     // SAFETY: the caller's contract above.
-    let (columns, keys, out) = unsafe {
-        let column_lens = std::slice::from_raw_parts(column_lens, k);
-        let key_lens = std::slice::from_raw_parts(key_lens, k);
-        let columns: Vec<&[u8]> = std::slice::from_raw_parts(columns, k).iter().zip(column_lens)
-            .map(|(&p, &len)| std::slice::from_raw_parts(p, len)).collect();
-        let keys: Vec<&[u8]> = std::slice::from_raw_parts(keys, k).iter().zip(key_lens)
-            .map(|(&p, &len)| std::slice::from_raw_parts(p, len)).collect();
-        (columns, keys, std::slice::from_raw_parts_mut(out, capacity))
+    let (columns, pieces, between, out) = unsafe {
+        (slices(columns, column_lens, k), slices(pieces, piece_lens, k + 1),
+         if between_len > 0 { std::slice::from_raw_parts(between, between_len) } else { &[][..] },
+         std::slice::from_raw_parts_mut(out, capacity))
     };
-    match per_class_json(&columns, &keys, n, out) {
+    // SAFETY: the caller's contract above.
+    let lookup = if index.is_null() {
+        None
+    } else {
+        Some(unsafe { (lookup, std::slice::from_raw_parts(index, n), slices(keys, key_lens, nkeys)) })
+    };
+    let layout = Layout { columns: &columns, pieces: &pieces, between, lookup, csv: csv != 0 };
+    match layout.write(n, out) {
         Some(written) => written as i64,
         None => UNSUPPORTED,
     }
 }
 
-fn per_class_json(columns: &[&[u8]], keys: &[&[u8]], n: usize, out: &mut [u8]) -> Option<usize> {
-    // each column's cursor, just past its "["
-    let mut cursors: Vec<usize> = Vec::with_capacity(columns.len());
-    for column in columns {
-        if column.len() < 2 || column[0] != b'[' || column[column.len() - 1] != b']' {
-            return None;
-        }
-        cursors.push(1);
+/// count (pointer, length) pairs as byte slices.
+///
+/// # Safety
+/// As mlops_lay_out's.
+unsafe fn slices<'a>(pointers: *const *const u8, lens: *const usize, count: usize) -> Vec<&'a [u8]> {
+    if count == 0 {
+        return Vec::new();
     }
-    let mut w = 0usize;
-    let mut put = |bytes: &[u8], w: &mut usize| -> Option<()> {
-        out.get_mut(*w..*w + bytes.len())?.copy_from_slice(bytes);
-        *w += bytes.len();
-        Some(())
-    };
-    put(b"[", &mut w)?;
-    for row in 0..n {
-        put(if row == 0 { b"{" } else { b",{" }, &mut w)?;
-        for (c, column) in columns.iter().enumerate() {
-            let start = cursors[c];
-            let body = &column[..column.len() - 1]; // without the closing "]"
-            let end = start + body.get(start..)?.iter().position(|&b| b == b',').unwrap_or(body.len() - start);
-            if end == start {
-                return None; // an empty token, or fewer than n
+    // SAFETY: the caller's.
+    unsafe {
+        std::slice::from_raw_parts(pointers, count).iter().zip(std::slice::from_raw_parts(lens, count))
+            .map(|(&p, &len)| if len == 0 { &[][..] } else { std::slice::from_raw_parts(p, len) }).collect()
+    }
+}
+
+struct Layout<'a> {
+    columns: &'a [&'a [u8]],
+    pieces: &'a [&'a [u8]],
+    between: &'a [u8],
+    lookup: Option<(usize, &'a [i64], Vec<&'a [u8]>)>,
+    csv: bool,
+}
+
+/// Short strings (pieces, keys) stored with SHORT bytes of room after each, so that Out::put_from copies
+/// them as a fixed SHORT-byte block.
+struct Padded {
+    bytes: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Padded {
+    fn new(strings: &[&[u8]]) -> Padded {
+        let mut bytes = Vec::new();
+        let spans = strings.iter().map(|s| {
+            let start = bytes.len();
+            bytes.extend_from_slice(s);
+            bytes.resize(bytes.len() + SHORT, 0);
+            (start, start + s.len())
+        }).collect();
+        Padded { bytes, spans }
+    }
+
+    #[inline(always)]
+    fn put(&self, i: usize, out: &mut Out) -> Option<()> {
+        let (start, end) = *self.spans.get(i)?;
+        out.put_from(&self.bytes, start, end)
+    }
+}
+
+impl Layout<'_> {
+    fn write(&self, n: usize, out: &mut [u8]) -> Option<usize> {
+        let k = self.columns.len();
+        let (looked_up, index, keys) = match &self.lookup {
+            Some((c, index, keys)) => (Some(*c), *index, Padded::new(keys)),
+            None => (None, &[][..], Padded::new(&[])),
+        };
+        // each column's cursor, just past its "["
+        let mut cursors: Vec<usize> = Vec::with_capacity(k);
+        for (c, column) in self.columns.iter().enumerate() {
+            let is_array = column.len() >= 2 && column[0] == b'[' && column[column.len() - 1] == b']';
+            if !is_array && looked_up != Some(c) {
+                return None;
             }
-            if c > 0 {
-                put(b",", &mut w)?;
-            }
-            put(keys[c], &mut w)?;
-            put(b":", &mut w)?;
-            put(&column[start..end], &mut w)?;
-            cursors[c] = end + 1;
+            cursors.push(1);
         }
-        put(b"}", &mut w)?;
+        let pieces = Padded::new(self.pieces);
+        let between = Padded::new(&[self.between]);
+        let mut out = Out { buf: out, written: 0 };
+        for row in 0..n {
+            if row > 0 {
+                between.put(0, &mut out)?;
+            }
+            for (c, column) in self.columns.iter().enumerate() {
+                pieces.put(c, &mut out)?;
+                if looked_up == Some(c) {
+                    keys.put(usize::try_from(index[row]).ok()?, &mut out)?;
+                    continue;
+                }
+                let start = cursors[c];
+                let stop = column.len() - 1; // the closing "]" ends the last token
+                let (end, point, exponent) =
+                    if self.csv { token_end::<true>(column, start, stop) } else { token_end::<false>(column, start, stop) };
+                if end == start {
+                    return None; // an empty token, or fewer than n
+                }
+                // orjson's spelling is pyarrow's for strings, integers and plain decimals of at most 10
+                // integer digits (orjson writes exponents below 1e-5, pyarrow below 1e-6) not ending in ".0"
+                let same = !self.csv || column[start] == b'"' || (!exponent && column[start] != b'n'
+                    && (point == end || (point - start <= 10 && !column[start..end].ends_with(b".0"))));
+                if same {
+                    out.put_from(column, start, end)?;
+                } else if &column[start..end] != b"null" {
+                    csv_number(&column[start..end], &mut out)?;
+                }
+                cursors[c] = end + 1;
+            }
+            pieces.put(k, &mut out)?;
+        }
+        // every column used up: exactly n tokens each
+        let used_up = self.columns.iter().zip(&cursors).enumerate()
+            .all(|(c, (column, &cursor))| looked_up == Some(c) || cursor == column.len());
+        used_up.then_some(out.written)
     }
-    // every column used up: exactly n tokens each
-    if columns.iter().zip(&cursors).any(|(column, &cursor)| cursor != column.len()) {
-        return None;
-    }
-    put(b"]", &mut w)?;
-    Some(w)
 }

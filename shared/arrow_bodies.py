@@ -43,6 +43,8 @@ from shared.scoring import (
     _json_column,
     _not_finite,
     _select,
+    column_json,
+    ids_json,
     matrix_request,
 )
 
@@ -334,6 +336,63 @@ def results_table(
             columns[f"probability_{key}"] = arrow_numpy.float_array(wide[:, k])
     columns["model_version"] = arrow_numpy.int64_array(np.full(len(labels), version, dtype=np.int64))
     return pa.table(columns)
+
+
+def results_csv(
+    predictions: np.ndarray, probabilities: np.ndarray | None, class_keys: Sequence[str], ids: Sequence[str],
+    version: int, label_index: np.ndarray | None = None, *, header: bool = True,
+) -> bytes:
+    """results_table's rows as CSV, byte for byte as pyarrow's writer writes them (strings quoted, the
+    shortest round-trip numbers, a missing value empty; the header row first when header).
+
+    Laid out by the native library from one orjson text per column (~5x faster than pyarrow's writer here,
+    bench/README.md); pyarrow writes them when the library is not built or a column is not one it takes."""
+    lines = _native_results_csv(predictions, probabilities, class_keys, ids, version, label_index)
+    if lines is None:
+        table = results_table(predictions, probabilities, class_keys, ids, version, label_index)
+        sink = io.BytesIO()
+        pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=header))
+        return sink.getvalue()
+    return results_csv_header(class_keys, probabilities is not None) + lines if header else lines
+
+
+def results_csv_header(class_keys: Sequence[str], probabilities: bool) -> bytes:
+    """The header line of results_csv, as pyarrow's writer quotes it."""
+    names = ["prediction_id", "prediction", *(f"probability_{key}" for key in class_keys if probabilities),
+             "model_version"]
+    return b",".join(map(_csv_string, names)) + b"\n"
+
+
+def _csv_string(text: str) -> bytes:
+    return b'"' + text.replace('"', '""').encode() + b'"'
+
+
+def _native_results_csv(
+    predictions: np.ndarray, probabilities: np.ndarray | None, class_keys: Sequence[str], ids: Sequence[str],
+    version: int, label_index: np.ndarray | None,
+) -> bytes | None:
+    labels = predictions.reshape(-1)
+    rows = len(labels)
+    if native_numbers.LIBRARY is None or not rows:
+        return None
+    lookup = None
+    if labels.dtype == object and label_index is not None:
+        lookup = native_numbers.Lookup(1, label_index, [_csv_string(key) for key in class_keys])
+        label_text = b""
+    elif labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and not np.isinf(labels).any()):
+        label_text = column_json(labels)
+    else:
+        return None  # booleans, string labels with no index into the classes, infinity (JSON has none)
+    id_text = ids_json(ids)
+    if b"\\" in id_text:
+        return None  # an escape: JSON's and CSV's spellings differ (checked ids never hold one)
+    columns = [id_text, label_text]
+    if probabilities is not None:
+        if np.isinf(probabilities).any():
+            return None
+        columns += [column_json(probabilities[:, k]) for k in range(probabilities.shape[1])]
+    pieces = [b"", *[b","] * (len(columns) - 1), b",%d\n" % version]
+    return native_numbers.lay_out(columns, pieces, b"", rows, lookup=lookup, csv=True)
 
 
 def _label_column(labels: np.ndarray) -> pa.Array:

@@ -287,10 +287,9 @@ class _ChunkScorer:
         except BadRequest as exc:  # rows in its message count from the chunk's first row
             message = _ROW.sub(lambda m: f"row {int(m.group(1)) + start}", exc.message)
             raise Rejected("values", message) from None
-        table = arrow_bodies.results_table(scored.labels, scored.probabilities, self._loaded.signature.class_keys,
-                                           ids, self._loaded.version, scored.label_index)
-        self._results.add(table)
-        self._log.write(self._chunks, table.column(ID_COLUMN).combine_chunks(), scored)
+        self._results.add(scored.labels, scored.probabilities, self._loaded.signature.class_keys, ids,
+                          self._loaded.version, scored.label_index)
+        self._log.write(self._chunks, arrow_bodies.id_column(ids), scored)
         self.rows += scored.batch.num_rows
         self._chunks += 1
 
@@ -689,7 +688,7 @@ class _ResultsUpload(io.RawIOBase):
     def __init__(self, storage: Storage, target: str, extension: str, media: str) -> None:
         super().__init__()
         self._extension = extension
-        self._writer: pa_csv.CSVWriter | pq.ParquetWriter | None = None
+        self._writer: pq.ParquetWriter | None = None
         self._buffer = bytearray()
         self._written = 0
         self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=UPLOAD_QUEUE)
@@ -714,10 +713,16 @@ class _ResultsUpload(io.RawIOBase):
     def tell(self) -> int:
         return self._written
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, predictions: np.ndarray, probabilities: np.ndarray | None, class_keys: Sequence[str],
+            ids: Sequence[str], version: int, label_index: np.ndarray | None) -> None:
+        """One chunk's results rows (arrow_bodies.results_table's columns)."""
+        if self._extension == "csv":  # laid out natively, as pyarrow's CSV writer writes them
+            self.write(arrow_bodies.results_csv(predictions, probabilities, class_keys, ids, version, label_index,
+                                                header=not self._written))
+            return
+        table = arrow_bodies.results_table(predictions, probabilities, class_keys, ids, version, label_index)
         if self._writer is None:
-            opener = pa_csv.CSVWriter if self._extension == "csv" else pq.ParquetWriter
-            self._writer = opener(self, table.schema)
+            self._writer = pq.ParquetWriter(self, table.schema)
         self._writer.write_table(table)
 
     def finish(self) -> None:

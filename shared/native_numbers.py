@@ -49,8 +49,9 @@ def _load() -> ctypes.CDLL | None:
     lib.mlops_count_byte.argtypes = [pointer, size, ctypes.c_uint8]
     lib.mlops_count_byte.restype = ctypes.c_uint64
     pointers, sizes = ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t)
-    lib.mlops_per_class_json.argtypes = [pointers, sizes, pointers, sizes, size, size, pointer, size]
-    lib.mlops_per_class_json.restype = ctypes.c_int64
+    lib.mlops_lay_out.argtypes = [pointers, sizes, size, pointers, sizes, ctypes.c_char_p, size, size, size,
+                                  pointer, pointers, sizes, size, ctypes.c_uint8, pointer, size]
+    lib.mlops_lay_out.restype = ctypes.c_int64
     return lib
 
 
@@ -100,13 +101,55 @@ def json_rows_matrix(rows_json: bytes, width: int) -> np.ndarray | None:
 def per_class_json(columns: list[bytes], keys: list[bytes], rows: int) -> bytes | None:
     """[{"<key 0>":t,...},...] from one JSON array of `rows` numbers per class (orjson's text of a numpy column)
     and the classes' keys as JSON strings; None when a column holds another count, or without the library."""
+    if not keys or len(keys) != len(columns):
+        return None
+    pieces = [b"{" + keys[0] + b":", *(b"," + key + b":" for key in keys[1:]), b"}"]
+    return lay_out(columns, pieces, b",", rows, head=b"[", tail=b"]")
+
+
+class Lookup(NamedTuple):
+    """A column of lay_out written from keys: row r is keys[positions[r]] (positions: int64 [rows])."""
+
+    column: int
+    positions: np.ndarray
+    keys: list[bytes]
+
+
+def lay_out(columns: list[bytes], pieces: list[bytes], between: bytes, rows: int, *, lookup: Lookup | None = None,
+            csv: bool = False, head: bytes = b"", tail: bytes = b"") -> bytes | None:
+    """head, then `rows` rows joined by `between`, then tail; row r is pieces[0] t(0,r) pieces[1] ... pieces[k],
+    where t(c,r) is the r-th token of columns[c], a JSON array as orjson writes a numpy column or a list of
+    plain strings (tokens without commas), or keys[index[r]] for the lookup column (whose columns entry is
+    unused). csv spells tokens as pyarrow's CSV writer does: null as nothing, a number's trailing ".0" dropped
+    (orjson writes 1.0 where pyarrow writes 1). None when a column holds another count of tokens, an
+    index is outside the keys, or without the library."""
+    import numpy as np
+
     lib = LIBRARY
     width = len(columns)
-    if lib is None or not width or width != len(keys) or rows < 1:
+    if lib is None or not width or len(pieces) != width + 1 or rows < 1:
         return None
-    size = sum(map(len, columns)) + rows * (sum(map(len, keys)) + 2 * width + 2) + 2
+    keys: list[bytes] = []
+    index = None
+    if lookup is not None:
+        keys = lookup.keys
+        index = np.ascontiguousarray(lookup.positions, dtype=np.int64)
+        if index.shape != (rows,) or not keys:
+            return None
+    longest_key = max(map(len, keys), default=0)
+    size = (len(head) + len(tail) + sum(map(len, columns)) + rows * (sum(map(len, pieces)) + len(between)
+                                                                    + longest_key))
     out = ctypes.create_string_buffer(size)
-    written = lib.mlops_per_class_json(
-        (ctypes.c_char_p * width)(*columns), (ctypes.c_size_t * width)(*map(len, columns)),
-        (ctypes.c_char_p * width)(*keys), (ctypes.c_size_t * width)(*map(len, keys)), width, rows, out, size)
-    return ctypes.string_at(out, written) if written >= 0 else None
+    ctypes.memmove(out, head, len(head))
+    written = lib.mlops_lay_out(
+        (ctypes.c_char_p * width)(*columns), (ctypes.c_size_t * width)(*map(len, columns)), width,
+        (ctypes.c_char_p * (width + 1))(*pieces), (ctypes.c_size_t * (width + 1))(*map(len, pieces)),
+        between, len(between), rows, 0 if lookup is None else lookup.column,
+        None if index is None else index.ctypes.data, (ctypes.c_char_p * len(keys))(*keys),
+        (ctypes.c_size_t * len(keys))(*map(len, keys)), len(keys), int(csv),
+        ctypes.addressof(out) + len(head), size - len(head) - len(tail))
+    if written < 0:
+        return None
+    end = len(head) + written
+    ctypes.memmove(ctypes.addressof(out) + end, tail, len(tail))
+    return ctypes.string_at(out, end + len(tail))

@@ -231,3 +231,68 @@ def test_per_class_json_lays_out_one_object_per_row() -> None:
     got = native_numbers.per_class_json([b"[0.5,null,1e-05]", b"[0.5,1.0,0.99999]"], [b'"a,b"', b'"\\"]"'], 3)
     assert got is not None
     assert orjson.loads(got) == [{"a,b": 0.5, '"]': 0.5}, {"a,b": None, '"]': 1.0}, {"a,b": 1e-05, '"]': 0.99999}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Laid-out rows: the general layout, and CSV results against pyarrow's writer byte for byte
+
+
+def test_lay_out_writes_pieces_tokens_and_looked_up_keys() -> None:
+    lookup = native_numbers.Lookup(1, np.array([1, 0, 1]), [b'"b"', b'"a,"'])
+    got = native_numbers.lay_out([b'["x","y","z"]', b"", b"[1.0,null,2.5e-7]"], [b"<", b"|", b"|", b">"], b";", 3,
+                                 lookup=lookup, head=b"{", tail=b"}")
+    assert got == b'{<"x"|"a,"|1.0>;<"y"|"b"|null>;<"z"|"a,"|2.5e-7>}'
+    csv = native_numbers.lay_out([b"[1.0,null,2.5e-7,-0.0,15000000000.0]"], [b"", b"\n"], b"", 5, csv=True)
+    assert csv == b"1\n\n2.5e-7\n-0\n1.5e+10\n"
+
+
+@pytest.mark.parametrize("positions", [[0, 2], [0, -1]])
+def test_lay_out_refuses_a_key_position_outside_the_keys(positions: list[int]) -> None:
+    lookup = native_numbers.Lookup(0, np.array(positions), [b"a", b"b"])
+    assert native_numbers.lay_out([b""], [b"", b"\n"], b"", 2, lookup=lookup) is None
+
+
+# every double pyarrow may meet: extremes, subnormals, integral values in and out of plain notation
+doubles = st.one_of(st.floats(), st.floats(width=32), st.integers(-(2**60), 2**60).map(float),
+                    st.builds(lambda m, e: m * 10.0**e, st.floats(-10, 10), st.integers(-12, 22)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 40), classes=st.integers(0, 3), labels=st.sampled_from(
+    ["keys", "float", "int"]), default_ids=st.booleans())
+def test_results_csv_is_pyarrows_csv_byte_for_byte(data: st.DataObject, rows: int, classes: int, labels: str,
+                                                   default_ids: bool) -> None:
+    from shared import arrow_bodies
+    from shared.prediction_log import DefaultIds
+
+    keys = data.draw(st.lists(st.text(min_size=1, max_size=4), min_size=max(classes, 1), max_size=max(classes, 1),
+                              unique=True))
+    index = None
+    if labels == "keys":
+        index = np.array(data.draw(st.lists(st.integers(0, len(keys) - 1), min_size=rows, max_size=rows)))
+        predictions = np.array([keys[i] for i in index], dtype=object)
+    elif labels == "float":
+        predictions = np.array(data.draw(st.lists(doubles, min_size=rows, max_size=rows)))
+    else:
+        predictions = np.array(data.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=rows, max_size=rows)))
+    probabilities = None
+    if classes:
+        cells = data.draw(st.lists(doubles, min_size=rows * classes, max_size=rows * classes))
+        probabilities = np.array(cells).reshape(rows, classes)
+        if data.draw(st.booleans()):
+            with np.errstate(over="ignore"):  # too big for float32: infinity, which pyarrow's writer writes
+                probabilities = probabilities.astype(np.float32)
+    ids = DefaultIds("rid-1", rows, data.draw(st.integers(0, 10**6))) if default_ids else [
+        f"id.{i}:{rows}" for i in range(rows)]
+    class_keys = tuple(keys)
+    table = arrow_bodies.results_table(predictions, probabilities, class_keys, ids, 7, index)
+    sink = io.BytesIO()
+    pa_csv.write_csv(table, sink)
+    assert arrow_bodies.results_csv(predictions, probabilities, class_keys, ids, 7, index) == sink.getvalue()
+    finite = [v for v in (predictions, probabilities) if v is not None and v.dtype.kind == "f"]
+    if not any(np.isinf(v).any() for v in finite):  # infinity (no JSON spelling) goes to pyarrow's writer
+        assert arrow_bodies._native_results_csv(predictions, probabilities, class_keys, ids, 7, index) is not None
+    header = arrow_bodies.results_csv_header(class_keys, probabilities is not None)
+    assert sink.getvalue().startswith(header)
+    assert arrow_bodies.results_csv(predictions, probabilities, class_keys, ids, 7, index, header=False) == (
+        sink.getvalue()[len(header):])
