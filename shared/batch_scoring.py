@@ -289,7 +289,7 @@ class _ChunkScorer:
             raise Rejected("values", message) from None
         self._results.add(scored.labels, scored.probabilities, self._loaded.signature.class_keys, ids,
                           self._loaded.version, scored.label_index)
-        self._log.write(self._chunks, arrow_bodies.id_column(ids), scored)
+        self._log.write(self._chunks, ids, scored)
         self.rows += scored.batch.num_rows
         self._chunks += 1
 
@@ -352,11 +352,11 @@ class _LogWriter:
         finally:
             self._thread.shutdown(wait=True, cancel_futures=True)
 
-    def write(self, chunk: int, ids: pa.Array, scored: _Scored) -> None:
+    def write(self, chunk: int, ids: Sequence[str], scored: _Scored) -> None:
         """Log one chunk's rows (ids as the results file has them)."""
         if self._thread is None:
             return
-        self._segment.append(_Logged(chunk, ids, scored))
+        self._segment.append(_Logged(chunk, arrow_bodies.id_column(ids), scored))
         if sum(len(logged.ids) for logged in self._segment) >= LOG_SEGMENT_ROWS:
             self._submit()
 
@@ -689,7 +689,8 @@ class _ResultsUpload(io.RawIOBase):
         super().__init__()
         self._extension = extension
         self._writer: pq.ParquetWriter | None = None
-        self._buffer = bytearray()
+        self._buffer: list[bytes] = []  # what is written, until UPLOAD_BLOCK bytes are staged as one block
+        self._buffered = 0
         self._written = 0
         self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=UPLOAD_QUEUE)
         self._abandoned = threading.Event()
@@ -703,11 +704,13 @@ class _ResultsUpload(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        self._buffer += data
+        self._buffer.append(bytes(data))  # a copy: pyarrow may reuse the buffer it passes
+        self._buffered += len(data)
         self._written += len(data)
-        if len(self._buffer) >= UPLOAD_BLOCK:
-            self._put(bytes(self._buffer))
+        if self._buffered >= UPLOAD_BLOCK:
+            self._put(b"".join(self._buffer))
             self._buffer.clear()
+            self._buffered = 0
         return len(data)
 
     def tell(self) -> int:
@@ -729,7 +732,7 @@ class _ResultsUpload(io.RawIOBase):
         """Encode the rest and commit the blob. Raises what the upload raised."""
         if self._writer is not None:
             self._writer.close()
-        self._put(bytes(self._buffer))
+        self._put(b"".join(self._buffer))
         self._put(None)
         self._thread.join()
         if self._failure is not None:
