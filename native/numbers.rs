@@ -568,7 +568,8 @@ impl Out<'_> {
 /// Lays out n rows of text from k token columns: row r is
 /// `pieces[0] t(0,r) pieces[1] ... t(k-1,r) pieces[k]`, rows joined by `between`. Column c's tokens come
 /// from a JSON array (`[t,t,...]` as orjson writes a numpy column or a list of plain strings: no blanks,
-/// commas only between tokens), except for the column `lookup` when `index` is not null: its row r is
+/// commas only between tokens), except for the column `counted` (unless it is k or more): its row r is the
+/// decimal number count0 + r; and for the column `lookup` when `index` is not null: its row r is
 /// keys[index[r]]. With `csv`, tokens are spelled as pyarrow's CSV writer spells them: `null` as nothing (a
 /// missing value) and a number's trailing `.0` (orjson's integral doubles: `1.0`, `-0.0`) dropped.
 /// Returns the bytes written, or UNSUPPORTED when a column does not hold exactly n tokens, an index is
@@ -581,7 +582,8 @@ impl Out<'_> {
 #[no_mangle]
 pub unsafe extern "C" fn mlops_lay_out(
     columns: *const *const u8, column_lens: *const usize, k: usize, pieces: *const *const u8,
-    piece_lens: *const usize, between: *const u8, between_len: usize, n: usize, lookup: usize,
+    piece_lens: *const usize, between: *const u8, between_len: usize, n: usize, counted: usize, count0: u64,
+    lookup: usize,
     index: *const i64, keys: *const *const u8, key_lens: *const usize, nkeys: usize, csv: u8,
     out: *mut u8, capacity: usize,
 ) -> i64 {
@@ -602,7 +604,8 @@ pub unsafe extern "C" fn mlops_lay_out(
     } else {
         Some(unsafe { (lookup, std::slice::from_raw_parts(index, n), slices(keys, key_lens, nkeys)) })
     };
-    let layout = Layout { columns: &columns, pieces: &pieces, between, lookup, csv: csv != 0 };
+    let counter = (counted < k).then_some((counted, count0));
+    let layout = Layout { columns: &columns, pieces: &pieces, between, counter, lookup, csv: csv != 0 };
     match layout.write(n, out) {
         Some(written) => written as i64,
         None => UNSUPPORTED,
@@ -628,6 +631,7 @@ struct Layout<'a> {
     columns: &'a [&'a [u8]],
     pieces: &'a [&'a [u8]],
     between: &'a [u8],
+    counter: Option<(usize, u64)>,
     lookup: Option<(usize, &'a [i64], Vec<&'a [u8]>)>,
     csv: bool,
 }
@@ -665,11 +669,15 @@ impl Layout<'_> {
             Some((c, index, keys)) => (Some(*c), *index, Padded::new(keys)),
             None => (None, &[][..], Padded::new(&[])),
         };
+        let (counted, count0) = match self.counter {
+            Some((c, count0)) => (Some(c), count0),
+            None => (None, 0),
+        };
         // each column's cursor, just past its "["
         let mut cursors: Vec<usize> = Vec::with_capacity(k);
         for (c, column) in self.columns.iter().enumerate() {
             let is_array = column.len() >= 2 && column[0] == b'[' && column[column.len() - 1] == b']';
-            if !is_array && looked_up != Some(c) {
+            if !is_array && looked_up != Some(c) && counted != Some(c) {
                 return None;
             }
             cursors.push(1);
@@ -685,6 +693,19 @@ impl Layout<'_> {
                 pieces.put(c, &mut out)?;
                 if looked_up == Some(c) {
                     keys.put(usize::try_from(index[row]).ok()?, &mut out)?;
+                    continue;
+                }
+                if counted == Some(c) {
+                    let (mut number, mut text, mut at) = (count0.checked_add(row as u64)?, [0u8; 20], 20);
+                    loop {
+                        at -= 1;
+                        text[at] = b'0' + (number % 10) as u8;
+                        number /= 10;
+                        if number == 0 {
+                            break;
+                        }
+                    }
+                    out.put_from(&text, at, 20)?;
                     continue;
                 }
                 let start = cursors[c];
@@ -709,7 +730,7 @@ impl Layout<'_> {
         }
         // every column used up: exactly n tokens each
         let used_up = self.columns.iter().zip(&cursors).enumerate()
-            .all(|(c, (column, &cursor))| looked_up == Some(c) || cursor == column.len());
+            .all(|(c, (column, &cursor))| looked_up == Some(c) || counted == Some(c) || cursor == column.len());
         used_up.then_some(out.written)
     }
 }

@@ -15,8 +15,9 @@ column checks (missing, unknown, repeated) give the same messages as JSON bodies
   column, an integer input integer columns (whole floats through the JSON rule), a categorical input
   string columns (numbers become their text, as in JSON); dictionary-encoded columns are decoded first.
 - Big numeric JSON rows holding nulls (read_split_rows, from shared.json_rows): pyarrow's CSV reader.
-- Responses (encode_results): the MLflow-shaped JSON answer as a table, one row per scored row:
-  prediction_id, prediction, probability_<class> (classifiers) and model_version.
+- Responses: the MLflow-shaped JSON answer as a table (results_table), one row per scored row: prediction_id,
+  prediction, probability_<class> (classifiers) and model_version; as an Arrow IPC stream (arrow_stream) or CSV
+  (results_csv: laid out natively, byte for byte as pyarrow's writer would write the table).
 """
 from __future__ import annotations
 
@@ -372,27 +373,41 @@ def _native_results_csv(
     version: int, label_index: np.ndarray | None,
 ) -> bytes | None:
     labels = predictions.reshape(-1)
-    rows = len(labels)
-    if native_numbers.LIBRARY is None or not rows:
+    if native_numbers.LIBRARY is None or not len(labels):
         return None
-    lookup = None
-    if labels.dtype == object and label_index is not None:
-        lookup = native_numbers.Lookup(1, label_index, [_csv_string(key) for key in class_keys])
-        label_text = b""
-    elif labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and not np.isinf(labels).any()):
-        label_text = column_json(labels)
-    else:
-        return None  # booleans, string labels with no index into the classes, infinity (JSON has none)
-    id_text = ids_json(ids)
-    if b"\\" in id_text:
-        return None  # an escape: JSON's and CSV's spellings differ (checked ids never hold one)
+    id_column, label_column = _csv_id_column(ids), _csv_label_column(labels, class_keys, label_index)
+    if id_column is None or label_column is None:
+        return None
+    (id_text, pieces, counter), (label_text, lookup) = id_column, label_column
     columns = [id_text, label_text]
     if probabilities is not None:
         if np.isinf(probabilities).any():
-            return None
+            return None  # JSON has no infinity: pyarrow writes it
         columns += [column_json(probabilities[:, k]) for k in range(probabilities.shape[1])]
-    pieces = [b"", *[b","] * (len(columns) - 1), b",%d\n" % version]
-    return native_numbers.lay_out(columns, pieces, b"", rows, lookup=lookup, csv=True)
+        pieces += [b","] * probabilities.shape[1]
+    pieces.append(b",%d\n" % version)
+    return native_numbers.lay_out(columns, pieces, b"", len(labels), lookup=lookup, counter=counter, csv=True)
+
+
+def _csv_id_column(ids: Sequence[str]) -> tuple[bytes, list[bytes], native_numbers.Counter | None] | None:
+    """The ids' column of the layout (text, the pieces before and after it, a counter), or None."""
+    if isinstance(ids, DefaultIds):  # '"<request id>-' <row number> '"', the number written by the layout
+        return b"", [b'"' + ids.request_id.encode("ascii") + b"-", b'",'], native_numbers.Counter(0, ids.start)
+    text = ids_json(ids)
+    if b"\\" in text:
+        return None  # an escape: JSON's and CSV's spellings differ (checked ids never hold one)
+    return text, [b"", b","], None
+
+
+def _csv_label_column(
+    labels: np.ndarray, class_keys: Sequence[str], label_index: np.ndarray | None,
+) -> tuple[bytes, native_numbers.Lookup | None] | None:
+    """The predictions' column of the layout (text, or the classes looked up), or None."""
+    if labels.dtype == object and label_index is not None:
+        return b"", native_numbers.Lookup(1, label_index, [_csv_string(key) for key in class_keys])
+    if labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and not np.isinf(labels).any()):
+        return column_json(labels), None
+    return None  # booleans, string labels with no index into the classes, infinity
 
 
 def _label_column(labels: np.ndarray) -> pa.Array:
@@ -411,12 +426,9 @@ def id_column(ids: Sequence[str]) -> pa.Array:
     return arrow_numpy.string_array(ids if isinstance(ids, list) else list(ids))
 
 
-def encode_table(table: pa.Table, kind: str) -> bytes:
-    """A results table as CSV (header row) or an Arrow IPC stream."""
+def arrow_stream(table: pa.Table) -> bytes:
+    """A results table as an Arrow IPC stream."""
     sink = io.BytesIO()
-    if kind == "csv":
-        pa_csv.write_csv(table, sink)
-    else:
-        with pa_ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
+    with pa_ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
     return sink.getvalue()

@@ -50,7 +50,8 @@ def _load() -> ctypes.CDLL | None:
     lib.mlops_count_byte.restype = ctypes.c_uint64
     pointers, sizes = ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t)
     lib.mlops_lay_out.argtypes = [pointers, sizes, size, pointers, sizes, ctypes.c_char_p, size, size, size,
-                                  pointer, pointers, sizes, size, ctypes.c_uint8, pointer, size]
+                                  ctypes.c_uint64, size, pointer, pointers, sizes, size, ctypes.c_uint8, pointer,
+                                  size]
     lib.mlops_lay_out.restype = ctypes.c_int64
     return lib
 
@@ -115,14 +116,21 @@ class Lookup(NamedTuple):
     keys: list[bytes]
 
 
+class Counter(NamedTuple):
+    """A column of lay_out written as numbers: row r is the decimal number first + r."""
+
+    column: int
+    first: int
+
+
 def lay_out(columns: list[bytes], pieces: list[bytes], between: bytes, rows: int, *, lookup: Lookup | None = None,
-            csv: bool = False, head: bytes = b"", tail: bytes = b"") -> bytes | None:
+            counter: Counter | None = None, csv: bool = False, head: bytes = b"", tail: bytes = b"") -> bytes | None:
     """head, then `rows` rows joined by `between`, then tail; row r is pieces[0] t(0,r) pieces[1] ... pieces[k],
     where t(c,r) is the r-th token of columns[c], a JSON array as orjson writes a numpy column or a list of
-    plain strings (tokens without commas), or keys[index[r]] for the lookup column (whose columns entry is
-    unused). csv spells tokens as pyarrow's CSV writer does: null as nothing, a number's trailing ".0" dropped
-    (orjson writes 1.0 where pyarrow writes 1). None when a column holds another count of tokens, an
-    index is outside the keys, or without the library."""
+    plain strings (tokens without commas), or keys[positions[r]] for the lookup column, or first + r for the
+    counter column (their columns entries are unused). csv spells numbers as pyarrow's CSV writer does (null as
+    nothing, 1 for orjson's 1.0, 1.5e+10 for its 15000000000.0, 0.0000015 for its 1.5e-6). None when a column
+    holds another count of tokens, a position is outside the keys, or without the library."""
     import numpy as np
 
     lib = LIBRARY
@@ -136,15 +144,18 @@ def lay_out(columns: list[bytes], pieces: list[bytes], between: bytes, rows: int
         index = np.ascontiguousarray(lookup.positions, dtype=np.int64)
         if index.shape != (rows,) or not keys:
             return None
+    if counter is not None and not (0 <= counter.column < width and 0 <= counter.first < 2**63 - rows):
+        return None
     longest_key = max(map(len, keys), default=0)
     size = (len(head) + len(tail) + sum(map(len, columns)) + rows * (sum(map(len, pieces)) + len(between)
-                                                                    + longest_key))
+                                                                    + longest_key + 20))
     out = ctypes.create_string_buffer(size)
     ctypes.memmove(out, head, len(head))
     written = lib.mlops_lay_out(
         (ctypes.c_char_p * width)(*columns), (ctypes.c_size_t * width)(*map(len, columns)), width,
         (ctypes.c_char_p * (width + 1))(*pieces), (ctypes.c_size_t * (width + 1))(*map(len, pieces)),
-        between, len(between), rows, 0 if lookup is None else lookup.column,
+        between, len(between), rows, width if counter is None else counter.column,
+        0 if counter is None else counter.first, 0 if lookup is None else lookup.column,
         None if index is None else index.ctypes.data, (ctypes.c_char_p * len(keys))(*keys),
         (ctypes.c_size_t * len(keys))(*map(len, keys)), len(keys), int(csv),
         ctypes.addressof(out) + len(head), size - len(head) - len(tail))

@@ -1089,6 +1089,13 @@ def ids_json(ids: Sequence[str]) -> bytes:
     (request ids are plain ASCII, request_id_of: nothing to escape)."""
     assert _dumps is not None
     if isinstance(ids, DefaultIds):
+        from shared import native_numbers  # loaded with the first big answer, never at import
+
+        prefix = b'"' + ids.request_id.encode("ascii") + b"-"
+        laid_out = native_numbers.lay_out([b""], [prefix, b'"'], b",", ids.rows, head=b"[", tail=b"]",
+                                          counter=native_numbers.Counter(0, ids.start))
+        if laid_out is not None:
+            return laid_out
         _, text = default_id_text(ids.request_id, ids.start, ids.rows, before=b'"', after=b'",')
         return b"[" + text.tobytes()[:-1] + b"]"
     return _dumps(ids if isinstance(ids, list) else list(ids))
@@ -1601,4 +1608,4 @@ def _answer(
         text = arrow_bodies.results_csv(labels, probabilities, sig.class_keys, ids, loaded.version, index)
         return Encoded(text, _ENCODED_MEDIA[kind]), columns
     table = arrow_bodies.results_table(labels, probabilities, sig.class_keys, ids, loaded.version, index)
-    return Encoded(arrow_bodies.encode_table(table, kind), _ENCODED_MEDIA[kind]), columns
+    return Encoded(arrow_bodies.arrow_stream(table), _ENCODED_MEDIA[kind]), columns

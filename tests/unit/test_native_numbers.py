@@ -246,6 +246,20 @@ def test_lay_out_writes_pieces_tokens_and_looked_up_keys() -> None:
     assert csv == b"1\n\n2.5e-7\n-0\n1.5e+10\n"
 
 
+@given(start=st.integers(0, 10**15), rows=st.integers(1, 300))
+def test_counted_ids_are_the_default_ids_text(start: int, rows: int) -> None:
+    from shared.id_text import default_id_text
+    from shared.prediction_log import DefaultIds
+    from shared.scoring import ids_json
+
+    laid_out = native_numbers.lay_out([b""], [b'"r-', b'"'], b",", rows, counter=native_numbers.Counter(0, start),
+                                      head=b"[", tail=b"]")
+    _, text = default_id_text("r", start, rows, before=b'"', after=b'",')
+    assert laid_out == b"[" + text.tobytes()[:-1] + b"]"
+    assert ids_json(DefaultIds("r", rows, start)) == laid_out
+    assert orjson.loads(laid_out) == [f"r-{start + i}" for i in range(rows)]
+
+
 @pytest.mark.parametrize("positions", [[0, 2], [0, -1]])
 def test_lay_out_refuses_a_key_position_outside_the_keys(positions: list[int]) -> None:
     lookup = native_numbers.Lookup(0, np.array(positions), [b"a", b"b"])
