@@ -344,9 +344,12 @@ def _packed(model: onnx.ModelProto, sample_df: pd.DataFrame, spec: TrainingSpec)
         feeds = onnx_inputs(graph, sample_df.head(64), spec)
         names = [i.name for i in graph.get_inputs()]
         rows = np.nan_to_num(np.hstack([feeds[n] for n in names]))  # [N, F] float64, no missing value
-        outputs = [o.name for o in graph.get_outputs()]
+        companion = make_session(data)
+        outputs = [o.name for o in companion.get_outputs()]  # the graph's, perhaps without the looked-up label
+        if not {*outputs} <= {o.name for o in graph.get_outputs()}:
+            raise ValueError(f"outputs {outputs} are not the graph's")
         expected = graph.run(outputs, {n: np.ascontiguousarray(rows[:, [i]]) for i, n in enumerate(names)})
-        got = make_session(data).run(outputs, {PACKED_INPUT: np.ascontiguousarray(rows.T)})
+        got = companion.run(outputs, {PACKED_INPUT: np.ascontiguousarray(rows.T)})
         differ = [name for name, a, b in zip(outputs, expected, got, strict=True) if not np.array_equal(a, b)]
         if differ:
             raise ValueError(f"outputs {differ} differ from the graph's")

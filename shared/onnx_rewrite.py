@@ -3,7 +3,7 @@
 A numeric pipeline like breast-cancer's (imputer, scaler, logistic regression) converts to
 Concat(30 [N, 1] inputs) -> Where(IsNaN(x), fill, x) -> Sub(mean) -> Div(scale) -> MatMul(coef) -> Add(intercept).
 For 10,000 rows onnxruntime spent ~380 µs in the Concat (30 strided column copies), ~500 µs in the Where
-(broadcasting a [1, 30] fill over 30-wide rows) and ~380 µs in the scaler, of ~2.3 ms. Two rewrites:
+(broadcasting a [1, 30] fill over 30-wide rows) and ~380 µs in the scaler, of ~2.3 ms. The rewrites:
 
 - fold_affine: per-feature Sub/Add/Mul/Div by constants just before a MatMul by a constant matrix is an affine map
   x * a + c; it folds into the matrix and the bias after it: MatMul(x, diag(a) W), Add(c W + b).
@@ -12,11 +12,15 @@ For 10,000 rows onnxruntime spent ~380 µs in the Concat (30 strided column copi
   one Transpose of that small result restores [N, K] under the old name.
 - label_index: a classifier's class index (ArgMax before the label lookup) as a third output, so scoring can
   take labels from the signature's classes instead of onnxruntime's per-row Python strings.
+- binary_logistic: a binary logistic regression's two mirrored scores (-s, s), Sigmoid and L1 Normalizer over
+  both and ArgMax, computed from s alone: Sigmoid(s), 1 - that, and s > 0 (sklearn's predict_proba and
+  predict); for 10,000 rows of breast-cancer ~0.65 -> ~0.22 ms in onnxruntime.
 
 And one companion graph (packed), which export_onnx embeds in the model's metadata for scoring: the
 feature_major graph taking every input at once as one feature-major [F, N] matrix, for rows with no missing
-value. A one-row call with 30 [N, 1] inputs spends most of its ~32 µs in onnxruntime on the inputs themselves
-(~10 µs with one input); 10,000 rows without the Concat and the fill run in ~0.66 ms instead of ~1.2.
+value, and with the label index but not the labels looked up from it. A one-row call with 30 [N, 1] inputs
+spends most of its ~32 µs in onnxruntime on the inputs themselves (~10 µs with one input); 10,000 rows without
+the Concat, the fill and the string lookup run in ~0.22 ms instead of ~1.2 (0.66 with it, before binary_logistic).
 
 Each computes what the graph computed up to rounding (~1e-15 relative in float64, the precision export_onnx gives
 numeric inputs; float32 graphs are left alone); export_onnx checks the rewritten graph against the original and
@@ -27,6 +31,7 @@ as it is. Only onnx (build-time) is needed; scoring just loads the result.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -268,6 +273,117 @@ def label_index(model: onnx.ModelProto) -> bool:
     return True
 
 
+def binary_logistic(model: onnx.ModelProto) -> bool:
+    """A binary logistic regression's mirrored scores, as skl2onnx writes them after feature_major: MatMul of
+    weights [[-w], [w]] (transposed) and intercept [-b, b], then ArgMax for the label and Sigmoid with an L1
+    Normalizer over both columns for the probabilities, computed from the one score s = x w + b: p = Sigmoid(s)
+    and 1 - p (what sklearn's predict_proba computes) and the label index s > 0 (ArgMax's tie rule: the first
+    class). Half the arithmetic over [N, 2] and three fewer nodes: ~0.65 -> ~0.22 ms for 10,000 rows here.
+    The probabilities change by rounding only (the Normalizer's sum of the two is 1 up to it). True if done."""
+    g = _Graph(model.graph)
+    for matmul in [n for n in g.graph.node if n.op_type == "MatMul"]:
+        found = _mirrored_scores(g, matmul)
+        if found is not None:
+            _one_score(g, found)
+            g.drop_unused_consts()
+            return True
+    return False
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    found = next((a for a in node.attribute if a.name == name), None)
+    return default if found is None else helper.get_attribute_value(found)
+
+
+class _Mirrored(NamedTuple):
+    """The nodes binary_logistic replaces, and the score's weights [F] and intercept."""
+
+    nodes: tuple[onnx.NodeProto, ...]
+    argmax: onnx.NodeProto
+    div: onnx.NodeProto
+    w: np.ndarray
+    b: float
+
+
+def _mirrored_scores(g: _Graph, matmul: onnx.NodeProto) -> _Mirrored | None:
+    """MatMul(W^T [2, F], x) -> Transpose -> Add(., b) with W^T[0] = -W^T[1] and b[0] = -b[1], read by exactly an
+    ArgMax (axis 1, first index) and a Sigmoid whose output is L1-normalised per row (_l1_normalised)."""
+    w = g.const(matmul.input[0])
+    if w is None or w.dtype != np.float64 or w.shape[:1] != (2,) or w.ndim != 2 or not np.array_equal(w[0], -w[1]):
+        return None
+    transpose = g.only_consumer(matmul.output[0])
+    if transpose is None or transpose.op_type != "Transpose" or list(_attribute(transpose, "perm", [])) != [1, 0]:
+        return None
+    add = g.only_consumer(transpose.output[0])
+    b = None if add is None or add.op_type != "Add" or add.input[0] != transpose.output[0] else g.const(add.input[1])
+    if add is None or b is None or not _mirrored_intercept(b):
+        return None
+    users = g.consumers(add.output[0])
+    argmax = next((n for n in users if n.op_type == "ArgMax"), None)
+    sigmoid = next((n for n in users if n.op_type == "Sigmoid"), None)
+    if add.output[0] in g.outputs or len(users) != 2 or argmax is None or sigmoid is None:
+        return None
+    if (_attribute(argmax, "axis", 0) not in (1, -1) or _attribute(argmax, "keepdims", 1) != 1
+            or _attribute(argmax, "select_last_index", 0) != 0):
+        return None
+    normalised = _l1_normalised(g, sigmoid.output[0])
+    if normalised is None:
+        return None
+    return _Mirrored((matmul, transpose, add, argmax, sigmoid, *normalised), argmax, normalised[-1], w[1],
+                     float(b.flat[1]))
+
+
+def _mirrored_intercept(b: np.ndarray) -> bool:
+    """True for [-b, b] in float64 with a b that survives as the one score's Add of a [1, 1] constant:
+    onnxruntime's optimiser drops that Add when the constant is 0 in float32."""
+    if b.dtype != np.float64 or b.shape not in ((2,), (1, 2)) or b.flat[0] != -b.flat[1]:
+        return False
+    return bool(b.flat[1] == 0 or np.float32(b.flat[1]) != 0)
+
+
+def _l1_normalised(g: _Graph, x: str) -> tuple[onnx.NodeProto, onnx.NodeProto, onnx.NodeProto] | None:
+    """(Abs, ReduceSum, Div) of Div(x, ReduceSum(Abs(x), axes [1], keepdims)) when nothing else reads x or them."""
+    users = g.consumers(x)
+    absolute = next((n for n in users if n.op_type == "Abs"), None)
+    div = next((n for n in users if n.op_type == "Div"), None)
+    if x in g.outputs or len(users) != 2 or absolute is None or div is None or div.input[0] != x:
+        return None
+    total = g.only_consumer(absolute.output[0])
+    if total is None or total.op_type != "ReduceSum" or _attribute(total, "keepdims", 1) != 1:
+        return None
+    axes = g.consts.get(total.input[1]) if len(total.input) > 1 else np.array(_attribute(total, "axes", []))
+    if axes is None or axes.tolist() not in ([1], [-1]) or div.input[1] != total.output[0] \
+            or g.only_consumer(total.output[0]) is not div:
+        return None
+    return absolute, total, div
+
+
+def _one_score(g: _Graph, found: _Mirrored) -> None:
+    x = found.nodes[0].input[1]
+    w = g.add_const(g.unique("bl_weights"), found.w.reshape(1, -1).copy())
+    b = g.add_const(g.unique("bl_intercept"), np.array([[found.b]]))
+    one, zero = g.add_const(g.unique("bl_one"), np.ones((1, 1))), g.add_const(g.unique("bl_zero"), np.zeros((1, 1)))
+    column = g.add_const(g.unique("bl_column"), np.array([-1, 1], dtype=np.int64))
+    product, score, positive, negative, both, above, index = (
+        g.unique(f"bl_{name}") for name in ("product", "score", "positive", "negative", "both", "above", "index"))
+    nodes = [
+        helper.make_node("MatMul", [w, x], [product], name=g.unique("bl_matmul")),
+        helper.make_node("Add", [product, b], [score], name=g.unique("bl_add")),  # [1, N]
+        helper.make_node("Sigmoid", [score], [positive], name=g.unique("bl_sigmoid")),
+        helper.make_node("Sub", [one, positive], [negative], name=g.unique("bl_sub")),
+        helper.make_node("Concat", [negative, positive], [both], axis=0, name=g.unique("bl_concat")),
+        helper.make_node("Transpose", [both], [found.div.output[0]], perm=[1, 0], name=g.unique("bl_transpose")),
+        helper.make_node("Greater", [score, zero], [above], name=g.unique("bl_greater")),
+        helper.make_node("Cast", [above], [index], to=onnx.TensorProto.INT64, name=g.unique("bl_cast")),
+        helper.make_node("Reshape", [index, column], [found.argmax.output[0]], name=g.unique("bl_reshape")),
+    ]
+    at = min(list(g.graph.node).index(n) for n in found.nodes)
+    for node in found.nodes:
+        g.graph.node.remove(node)
+    for offset, node in enumerate(nodes):
+        g.graph.node.insert(at + offset, node)
+
+
 def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
     """Rename a tensor made and read by nodes (not a graph input, output or initializer)."""
     for node in graph.node:
@@ -281,7 +397,9 @@ def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
 def packed(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """A copy of a feature_major graph for rows with no missing value, taking every input at once: one [F, N]
     float64 input PACKED_INPUT, whose row i is the graph's i-th input, in place of the Concat and Reshape that
-    stack the [N, 1] inputs, and without the IsNaN/Where fill, which leaves such rows as they are. The rest
+    stack the [N, 1] inputs, and without the IsNaN/Where fill, which leaves such rows as they are. With a
+    LABEL_INDEX output, the label looked up from it is left out too (scoring asks the companion for the index
+    only: onnxruntime ran the string lookup whatever the fetches, ~150 µs of ~370 for 10,000 rows). The rest
     of the graph is untouched, so its outputs are the graph's, bit for bit. None unless the graph's inputs
     are exactly the ones feature_major stacked, in their order."""
     out = onnx.ModelProto()
@@ -299,11 +417,33 @@ def packed(model: onnx.ModelProto) -> onnx.ModelProto | None:
     if fill:
         _rename(out.graph, fill[-1].output[0], x)
     _rename(out.graph, x, PACKED_INPUT)
+    _drop_looked_up_label(g)
     features = len(out.graph.input)
     del out.graph.input[:]
     out.graph.input.append(helper.make_tensor_value_info(PACKED_INPUT, onnx.TensorProto.DOUBLE, [features, None]))
     g.drop_unused_consts()
     return out
+
+
+def _drop_looked_up_label(g: _Graph) -> None:
+    """Without the first output when it is the label looked up by label_index's index (an ArrayFeatureExtractor
+    of constant classes, perhaps reshaped) and nothing else reads what the lookup makes."""
+    names = [o.name for o in g.graph.output]
+    if LABEL_INDEX not in names[1:]:
+        return
+    label = names[0]
+    nodes = [g.producer(label)]
+    if nodes[0] is not None and nodes[0].op_type == "Reshape":
+        nodes.append(g.producer(nodes[0].input[0]))
+    lookup = nodes[-1]
+    if lookup is None or lookup.op_type != "ArrayFeatureExtractor" or list(lookup.input[1:]) != [LABEL_INDEX] \
+            or lookup.input[0] not in g.consts or (len(nodes) == 2 and g.only_consumer(lookup.output[0]) is None):
+        return
+    for node in nodes:
+        if node is not None:
+            g.graph.node.remove(node)
+    g.graph.output.remove(g.graph.output[0])
+    g.drop_unused_consts()
 
 
 def _stacking(g: _Graph) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
@@ -337,6 +477,7 @@ def _fill(g: _Graph, x: str) -> tuple[onnx.NodeProto, ...] | None:
 
 REWRITES: dict[str, Callable[[onnx.ModelProto], bool]] = {
     "fold_affine": fold_affine, "feature_major": feature_major, "label_index": label_index,
+    "binary_logistic": binary_logistic,
 }
 
 

@@ -180,6 +180,76 @@ def test_a_label_that_is_not_looked_up_gets_no_index() -> None:
     assert "label_index" not in _rewritten(model)[1]
 
 
+def _binary(w: np.ndarray, b: float, mirrored: bool = True) -> onnx.ModelProto:
+    """skl2onnx's binary logistic regression: scores [-(x w + b), x w + b], ArgMax for the looked-up label,
+    Sigmoid then an L1 Normalizer (Abs, ReduceSum, Div) for the probabilities."""
+    names = [f"f{i}" for i in range(len(w))]
+    other = -w if mirrored else -w * 1.5
+    inits = [numpy_helper.from_array(np.stack([other, w], axis=1), "W"),
+             numpy_helper.from_array(np.array([[-b, b]]), "b"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis"),
+             numpy_helper.from_array(np.array([-1], dtype=np.int64), "shape"),
+             helper.make_tensor("classes", TensorProto.STRING, [2], [b"no", b"yes"])]
+    nodes = [helper.make_node("Concat", names, ["x"], axis=1), helper.make_node("MatMul", ["x", "W"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["raw"]), helper.make_node("ArgMax", ["raw"], ["idx"], axis=1),
+             helper.make_node("Sigmoid", ["raw"], ["sig"]), helper.make_node("Abs", ["sig"], ["ab"]),
+             helper.make_node("ReduceSum", ["ab", "axis"], ["norm"], keepdims=1),
+             helper.make_node("Div", ["sig", "norm"], ["probabilities"]),
+             helper.make_node("ArrayFeatureExtractor", ["classes", "idx"], ["picked"], domain="ai.onnx.ml"),
+             helper.make_node("Reshape", ["picked", "shape"], ["label"])]
+    graph = helper.make_graph(
+        nodes, "binary", [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [None, 1]) for n in names],
+        [helper.make_tensor_value_info("label", TensorProto.STRING, [None]),
+         helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, [None, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 2**16), st.integers(1, 60), st.floats(-3, 3).filter(
+    lambda b: b == 0 or abs(b) > 1e-40))
+def test_a_binary_logistic_regression_computes_one_score(features: int, seed: int, rows: int, b: float) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=features)
+    model = _binary(w, b)
+    rewritten, applied = _rewritten(model)
+    assert applied == ["feature_major", "label_index", "binary_logistic"]
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert "ArgMax" not in ops and "Div" not in ops and ops.count("Sigmoid") == 1
+    x = rng.normal(0, 3, (rows, features))
+    x[0] = 0.0  # with b = 0 a score of exactly 0: both classes tie, ArgMax takes the first
+    (label0, proba0), (label, proba, index) = _run(model, x), _run(rewritten, x)
+    assert label.tolist() == label0.tolist()
+    assert np.array(["no", "yes"], dtype=object)[index.ravel()].tolist() == label.tolist()
+    np.testing.assert_allclose(proba, proba0, rtol=1e-12, atol=1e-15)
+    score = x @ w + b
+    expit = 1 / (1 + np.exp(-score))  # as onnxruntime approximates it
+    np.testing.assert_allclose(proba[:, 1], expit, rtol=1e-9, atol=1e-15)
+    assert np.array_equal(proba[:, 0], 1 - proba[:, 1])  # and its 1 - p
+
+
+def test_a_tie_goes_to_the_first_class_as_argmax_gives_it() -> None:
+    model = _binary(np.array([1.0, -1.0]), 0.0)
+    rewritten, applied = _rewritten(model)
+    assert "binary_logistic" in applied
+    x = np.array([[2.0, 2.0], [1.0, 0.0], [0.0, 1.0]])  # scores 0, 1, -1
+    assert _run(rewritten, x)[0].tolist() == _run(model, x)[0].tolist() == ["no", "yes", "no"]
+
+
+def test_an_intercept_that_is_zero_in_float32_but_not_in_float64_keeps_the_two_scores() -> None:
+    # onnxruntime would drop the one score's Add of it (its no-op elimination compares in float32)
+    model = _binary(np.array([1.0]), 1e-50)
+    rewritten, applied = _rewritten(model)
+    assert "binary_logistic" not in applied
+    assert _run(rewritten, np.zeros((1, 1)))[0].tolist() == _run(model, np.zeros((1, 1)))[0].tolist() == ["yes"]
+
+
+def test_scores_that_are_not_mirrored_are_left_alone() -> None:
+    applied = _rewritten(_binary(np.array([1.0, 2.0]), 0.5, mirrored=False))[1]
+    assert applied == ["feature_major", "label_index"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The packed companion: every input at once, feature-major, for rows with no missing value
 
@@ -215,3 +285,18 @@ def test_only_feature_major_s_stacking_of_every_input_gets_a_packed_graph() -> N
     reordered.graph.input.insert(0, reordered.graph.input.pop())  # the stack no longer follows the inputs' order
     assert onnx_rewrite.packed(reordered) is None
     assert onnx_rewrite.packed(rewritten) is not None
+
+
+def test_the_packed_companion_of_a_looked_up_label_gives_the_index_only() -> None:
+    rewritten, _ = _rewritten(_binary(np.array([0.5, -1.0, 2.0]), 0.25))
+    companion = onnx_rewrite.packed(rewritten)
+    assert companion is not None
+    onnx.checker.check_model(companion)
+    assert [o.name for o in companion.graph.output] == ["probabilities", onnx_rewrite.LABEL_INDEX]
+    assert "ArrayFeatureExtractor" not in {n.op_type for n in companion.graph.node}
+    assert "classes" not in {i.name for i in companion.graph.initializer}
+    x = np.random.default_rng(9).normal(0, 2, (40, 3))
+    expected = dict(zip(["label", "probabilities", onnx_rewrite.LABEL_INDEX], _run(rewritten, x), strict=True))
+    got = dict(zip(["probabilities", onnx_rewrite.LABEL_INDEX], _run_packed(companion, x), strict=True))
+    for name, value in got.items():
+        assert np.array_equal(value, expected[name])
