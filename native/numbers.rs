@@ -537,6 +537,16 @@ fn token_end<const SPELLING: bool>(hay: &[u8], from: usize, to: usize) -> (usize
     (i, point.min(i), exponent)
 }
 
+const POW10_U64: [u64; 20] = {
+    let mut powers = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        powers[i] = powers[i - 1] * 10;
+        i += 1;
+    }
+    powers
+};
+
 /// Bytes up to which Out::put_from copies a fixed block rather than calling memcpy for each short piece.
 const SHORT: usize = 32;
 
@@ -545,6 +555,24 @@ impl Out<'_> {
     fn put(&mut self, bytes: &[u8]) -> Option<()> {
         let end = self.written + bytes.len();
         self.buf.get_mut(self.written..end)?.copy_from_slice(bytes);
+        self.written = end;
+        Some(())
+    }
+
+    /// The decimal digits of n, written in place (a copy of digits staged on the stack would be read back
+    /// before its byte stores reach the cache: a stall per number).
+    #[inline(always)]
+    fn put_number(&mut self, mut n: u64) -> Option<()> {
+        let mut digits = 1;
+        while digits < 20 && n >= POW10_U64[digits] {
+            digits += 1;
+        }
+        let end = self.written + digits;
+        let place = self.buf.get_mut(self.written..end)?;
+        for slot in place.iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
         self.written = end;
         Some(())
     }
@@ -606,7 +634,7 @@ pub unsafe extern "C" fn mlops_lay_out(
     };
     let counter = (counted < k).then_some((counted, count0));
     let layout = Layout { columns: &columns, pieces: &pieces, between, counter, lookup, csv: csv != 0 };
-    match layout.write(n, out) {
+    match layout.write_all(n, out) {
         Some(written) => written as i64,
         None => UNSUPPORTED,
     }
@@ -662,9 +690,19 @@ impl Padded {
     }
 }
 
-impl Layout<'_> {
-    fn write(&self, n: usize, out: &mut [u8]) -> Option<usize> {
-        let k = self.columns.len();
+/// What Layout::write needs besides the Layout: the pieces and keys padded, the special columns.
+struct Prepared<'a> {
+    pieces: Padded,
+    between: Padded,
+    keys: Padded,
+    looked_up: Option<usize>,
+    index: &'a [i64],
+    counted: Option<usize>,
+    count0: u64,
+}
+
+impl<'a> Layout<'a> {
+    fn prepare(&self) -> Option<Prepared<'a>> {
         let (looked_up, index, keys) = match &self.lookup {
             Some((c, index, keys)) => (Some(*c), *index, Padded::new(keys)),
             None => (None, &[][..], Padded::new(&[])),
@@ -673,64 +711,79 @@ impl Layout<'_> {
             Some((c, count0)) => (Some(c), count0),
             None => (None, 0),
         };
-        // each column's cursor, just past its "["
-        let mut cursors: Vec<usize> = Vec::with_capacity(k);
         for (c, column) in self.columns.iter().enumerate() {
             let is_array = column.len() >= 2 && column[0] == b'[' && column[column.len() - 1] == b']';
             if !is_array && looked_up != Some(c) && counted != Some(c) {
                 return None;
             }
-            cursors.push(1);
         }
-        let pieces = Padded::new(self.pieces);
-        let between = Padded::new(&[self.between]);
+        Some(Prepared { pieces: Padded::new(self.pieces), between: Padded::new(&[self.between]), keys, looked_up,
+                        index, counted, count0 })
+    }
+
+    fn is_tokens(&self, p: &Prepared, c: usize) -> bool {
+        p.looked_up != Some(c) && p.counted != Some(c)
+    }
+
+    /// All n rows into `out`; the bytes written. (Two threads, each writing half the rows, were slower here
+    /// than one: the second half's buffer, its copy and the thread cost more than the half saved.)
+    fn write_all(&self, n: usize, out: &mut [u8]) -> Option<usize> {
+        let p = self.prepare()?;
+        let starts = vec![1usize; self.columns.len()]; // just past each column's "["
+        let ends: Vec<usize> = self.columns.iter().map(|column| column.len()).collect();
+        self.write(&p, 0..n, starts, &ends, out)
+    }
+
+    /// The rows `rows`, joined by `between`, into `out`, each token column read from `cursors` on and
+    /// ending exactly at `ends` (the rows hold exactly its tokens there); the bytes written.
+    fn write(&self, p: &Prepared, rows: std::ops::Range<usize>, mut cursors: Vec<usize>, ends: &[usize],
+             out: &mut [u8]) -> Option<usize> {
+        let k = self.columns.len();
+        let first_row = rows.start;
         let mut out = Out { buf: out, written: 0 };
-        for row in 0..n {
-            if row > 0 {
-                between.put(0, &mut out)?;
+        for row in rows {
+            if row > first_row {
+                p.between.put(0, &mut out)?;
             }
             for (c, column) in self.columns.iter().enumerate() {
-                pieces.put(c, &mut out)?;
-                if looked_up == Some(c) {
-                    keys.put(usize::try_from(index[row]).ok()?, &mut out)?;
+                p.pieces.put(c, &mut out)?;
+                if p.looked_up == Some(c) {
+                    p.keys.put(usize::try_from(p.index[row]).ok()?, &mut out)?;
                     continue;
                 }
-                if counted == Some(c) {
-                    let (mut number, mut text, mut at) = (count0.checked_add(row as u64)?, [0u8; 20], 20);
-                    loop {
-                        at -= 1;
-                        text[at] = b'0' + (number % 10) as u8;
-                        number /= 10;
-                        if number == 0 {
-                            break;
-                        }
-                    }
-                    out.put_from(&text, at, 20)?;
+                if p.counted == Some(c) {
+                    out.put_number(p.count0.checked_add(row as u64)?)?;
                     continue;
                 }
-                let start = cursors[c];
-                let stop = column.len() - 1; // the closing "]" ends the last token
-                let (end, point, exponent) =
-                    if self.csv { token_end::<true>(column, start, stop) } else { token_end::<false>(column, start, stop) };
-                if end == start {
-                    return None; // an empty token, or fewer than n
-                }
-                // orjson's spelling is pyarrow's for strings, integers and plain decimals of at most 10
-                // integer digits (orjson writes exponents below 1e-5, pyarrow below 1e-6) not ending in ".0"
-                let same = !self.csv || column[start] == b'"' || (!exponent && column[start] != b'n'
-                    && (point == end || (point - start <= 10 && !column[start..end].ends_with(b".0"))));
-                if same {
-                    out.put_from(column, start, end)?;
-                } else if &column[start..end] != b"null" {
-                    csv_number(&column[start..end], &mut out)?;
-                }
-                cursors[c] = end + 1;
+                cursors[c] = self.copy_token(column, cursors[c], &mut out)?;
             }
-            pieces.put(k, &mut out)?;
+            p.pieces.put(k, &mut out)?;
         }
-        // every column used up: exactly n tokens each
-        let used_up = self.columns.iter().zip(&cursors).enumerate()
-            .all(|(c, (column, &cursor))| looked_up == Some(c) || counted == Some(c) || cursor == column.len());
+        // every token column read up to its end: exactly the rows' tokens
+        let used_up = (0..k).all(|c| !self.is_tokens(p, c) || cursors[c] == ends[c]);
         used_up.then_some(out.written)
     }
+
+    /// The token of `column` at `start` (respelled for CSV when a number's spellings differ); where the next
+    /// one starts.
+    #[inline(always)]
+    fn copy_token(&self, column: &[u8], start: usize, out: &mut Out) -> Option<usize> {
+        let stop = column.len() - 1; // the closing "]" ends the last token
+        let (end, point, exponent) =
+            if self.csv { token_end::<true>(column, start, stop) } else { token_end::<false>(column, start, stop) };
+        if end == start {
+            return None; // an empty token, or fewer than n
+        }
+        // orjson's spelling is pyarrow's for strings, integers and plain decimals of at most 10
+        // integer digits (orjson writes exponents below 1e-5, pyarrow below 1e-6) not ending in ".0"
+        let same = !self.csv || column[start] == b'"' || (!exponent && column[start] != b'n'
+            && (point == end || (point - start <= 10 && !column[start..end].ends_with(b".0"))));
+        if same {
+            out.put_from(column, start, end)?;
+        } else if &column[start..end] != b"null" {
+            csv_number(&column[start..end], out)?;
+        }
+        Some(end + 1)
+    }
 }
+
