@@ -72,7 +72,16 @@ import pyarrow.parquet as pq
 from shared import arrow_bodies, native_numbers, paths, prediction_log, prediction_segments
 from shared import names as name_rules
 from shared.errors import BadRequest, Conflict, NotFound, PipelineError, StorageUnreachable
-from shared.scoring import LoadedModel, ModelArtifactError, ModelCache, Signature, _check_ids, run_model
+from shared.scoring import (
+    LoadedModel,
+    ModelArtifactError,
+    ModelCache,
+    ScoringRequest,
+    Signature,
+    _check_ids,
+    matrix_request,
+    run_model,
+)
 from shared.storage import BlobStream, Storage
 
 log = logging.getLogger(__name__)
@@ -230,9 +239,11 @@ def _model(cache: ModelCache, batch: BatchFile) -> LoadedModel:
 
 @dataclass(frozen=True)
 class _Scored:
-    """One chunk after the model ran: its inputs, the session feeds and the session's outputs."""
+    """One chunk after the model ran: its rows, its prediction id column (None without one), the session feeds
+    and the session's outputs."""
 
-    batch: pa.RecordBatch
+    rows: int
+    ids: pa.Array | None
     feeds: dict[str, np.ndarray]
     labels: np.ndarray
     probabilities: np.ndarray | None
@@ -275,22 +286,27 @@ class _ChunkScorer:
             self._finish(pending.popleft())
 
     def _score(self, chunk: pa.RecordBatch | _Block) -> _Scored:
-        batch = chunk.parse() if isinstance(chunk, _Block) else chunk
-        feeds = chunk_feeds(batch, self._loaded.signature)
-        return _Scored(batch, feeds, *run_model(self._loaded, feeds))
+        signature = self._loaded.signature
+        parsed = chunk.parse(signature) if isinstance(chunk, _Block) else chunk
+        if isinstance(parsed, ScoringRequest):  # the native reader's matrix: feeds and packed matrix, checked
+            return _Scored(parsed.rows, None, parsed.inputs,
+                           *run_model(self._loaded, parsed.inputs, parsed.rows, parsed.matrix))
+        feeds = chunk_feeds(parsed, signature)
+        ids = parsed.column(ID_COLUMN) if ID_COLUMN in parsed.schema.names else None
+        return _Scored(parsed.num_rows, ids, feeds, *run_model(self._loaded, feeds))
 
     def _finish(self, future: Future[_Scored]) -> None:
         start = self.rows
         try:
             scored = future.result()
-            ids = _chunk_ids(scored.batch, self._rid, start)
+            ids = _chunk_ids(scored, self._rid, start)
         except BadRequest as exc:  # rows in its message count from the chunk's first row
             message = _ROW.sub(lambda m: f"row {int(m.group(1)) + start}", exc.message)
             raise Rejected("values", message) from None
         self._results.add(scored.labels, scored.probabilities, self._loaded.signature.class_keys, ids,
                           self._loaded.version, scored.label_index)
         self._log.write(self._chunks, ids, scored)
-        self.rows += scored.batch.num_rows
+        self.rows += scored.rows
         self._chunks += 1
 
 
@@ -300,10 +316,10 @@ def chunk_feeds(batch: pa.RecordBatch, signature: Signature) -> dict[str, Any]:
     return arrow_bodies.table_request(batch.select(names), signature).inputs
 
 
-def _chunk_ids(batch: pa.RecordBatch, rid: str, start: int) -> Sequence[str]:
-    if ID_COLUMN not in batch.schema.names:
-        return prediction_log.DefaultIds(rid, batch.num_rows, start)
-    column = batch.column(ID_COLUMN)
+def _chunk_ids(scored: _Scored, rid: str, start: int) -> Sequence[str]:
+    column = scored.ids
+    if column is None:
+        return prediction_log.DefaultIds(rid, scored.rows, start)
     if column.null_count:
         raise BadRequest(f"column {ID_COLUMN!r} row {column.is_null().index(True).as_py()} is empty: "
                          "give every row its id, or leave the column out for ids made for you")
@@ -404,8 +420,8 @@ class _LogWriter:
         scored = logged.scored
         probabilities = scored.probabilities
         return _Logged(logged.chunk, logged.ids.filter(pa.array(keep)), _Scored(
-            scored.batch, {name: values[keep] for name, values in scored.feeds.items()}, scored.labels[keep],
-            None if probabilities is None else probabilities[keep]))
+            int(keep.sum()), None, {name: values[keep] for name, values in scored.feeds.items()},
+            scored.labels[keep], None if probabilities is None else probabilities[keep]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,12 +502,17 @@ class _Block:
     end: int
     layout: _CsvLayout
 
-    def parse(self) -> pa.RecordBatch:
-        """The block's rows. Raises Rejected when pyarrow cannot read them."""
+    def parse(self, signature: Signature) -> pa.RecordBatch | ScoringRequest:
+        """The block's rows: the request of the native reader's matrix when it reads them and the values fit the
+        inputs, else a batch of pyarrow's reader. Raises Rejected when pyarrow cannot read them."""
         if self.layout.numeric:
             found = native_numbers.csv_matrix(self.data, self.start, len(self.layout.names), self.end)
             if found is not None:  # else pyarrow reads the block, and names the problem
-                return _numeric_batch(found, self.layout)
+                order = tuple(self.layout.names.index(name) for name in signature.feature_names)
+                request = matrix_request(found.values, signature.in_order if order == signature.in_order else order,
+                                         signature, found.complete, None)
+                # None: a value beyond a float32 input, which the batch's checks name
+                return _numeric_batch(found, self.layout) if request is None else request
         size = self.end - self.start
         try:
             table = pa_csv.read_csv(pa.py_buffer(self.data).slice(self.start, size),

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from shared import batch_scoring, native_numbers
 from shared.memory_storage import MemoryStorage
-from shared.scoring import ModelCache, Signature
+from shared.scoring import ModelCache, ScoringRequest, Signature
 from tests.unit import onnx_fixtures as fx
 from tests.unit.test_scoring_columnar import NUMERIC, numeric_classifier
 
@@ -64,11 +64,19 @@ def _cut(data: bytes, signature: Signature, chunk_bytes: int) -> pa.Table | str:
     try:
         chunks = batch_scoring._chunks(storage.open_read("scoring-requests", "churn/f.csv"), "csv", signature,
                                        chunk_bytes)
-        batches = [c.parse() if isinstance(c, batch_scoring._Block) else c for c in chunks]
+        batches = [_batch(c.parse(signature)) if isinstance(c, batch_scoring._Block) else c for c in chunks]
     except batch_scoring.Rejected as problem:
         assert problem.check == "format", problem.message
         return "refused"
     return pa.Table.from_batches(batches) if batches else "no rows"
+
+
+def _batch(parsed: pa.RecordBatch | ScoringRequest) -> pa.RecordBatch:
+    """A block's rows as a batch: pyarrow's, or the native reader's feeds (the signature's order), NaN as null."""
+    if isinstance(parsed, pa.RecordBatch):
+        return parsed
+    return pa.RecordBatch.from_arrays([pa.array(v.ravel(), from_pandas=True) for v in parsed.inputs.values()],
+                                      names=list(parsed.inputs))
 
 
 @settings(max_examples=150)
