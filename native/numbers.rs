@@ -467,16 +467,7 @@ fn csv_number(token: &[u8], out: &mut Out) -> Option<()> {
             out.put(&digits[1..])?;
         }
         out.put(if e < 0 { b"e-" } else { b"e+" })?;
-        let (mut magnitude, mut text, mut at) = (e.unsigned_abs(), [0u8; 10], 10);
-        loop {
-            at -= 1;
-            text[at] = b'0' + (magnitude % 10) as u8;
-            magnitude /= 10;
-            if magnitude == 0 {
-                break;
-            }
-        }
-        out.put(&text[at..])
+        out.put_number(u64::from(e.unsigned_abs()))
     }
 }
 

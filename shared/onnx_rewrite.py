@@ -175,7 +175,7 @@ def feature_major(model: onnx.ModelProto) -> bool:
     g = _Graph(model.graph)
     inputs = {i.name: i for i in g.graph.input}
     for concat in [n for n in g.graph.node if n.op_type == "Concat"]:
-        axis = next((a.i for a in concat.attribute if a.name == "axis"), None)
+        axis = _attribute(concat, "axis", None)
         if axis not in (1, -1) or not all(_column_input(inputs.get(name)) for name in concat.input):
             continue
         found = _imputed_matmul(g, concat.output[0], len(concat.input))
@@ -291,6 +291,7 @@ def binary_logistic(model: onnx.ModelProto) -> bool:
 
 
 def _attribute(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    """The node's attribute `name` as a Python value, or default when the node does not set it."""
     found = next((a for a in node.attribute if a.name == name), None)
     return default if found is None else helper.get_attribute_value(found)
 
@@ -451,7 +452,7 @@ def _stacking(g: _Graph) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
     names = [i.name for i in g.graph.input]
     concat = next((n for n in g.graph.node if n.op_type == "Concat" and list(n.input) == names), None)
     if concat is None or not all(_column_input(i) for i in g.graph.input) \
-            or next((a.i for a in concat.attribute if a.name == "axis"), None) != 0:
+            or _attribute(concat, "axis", None) != 0:
         return None
     reshape = g.only_consumer(concat.output[0])
     if reshape is None or reshape.op_type != "Reshape" or reshape.input[0] != concat.output[0]:
