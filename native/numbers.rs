@@ -400,8 +400,7 @@ fn count_byte(text: &[u8], byte: u8) -> usize {
 
 /// orjson's spelling of a number (`1.0`, `1.5e-6`, `1500000000000000.0`) as pyarrow's CSV writer spells
 /// the same double: the same shortest digits, in plain notation when the decimal exponent is in -6..=9 and
-/// without a trailing `.0`, else as `d.ddde±x`. Returns the bytes written, or None when `token` is not a
-/// number or `out` is too small.
+/// without a trailing `.0`, else as `d.ddde±x`. None when `token` is not a number or `out` is full.
 fn csv_number(token: &[u8], out: &mut Out) -> Option<()> {
     let negative = token.first() == Some(&b'-');
     let body = &token[usize::from(negative)..];

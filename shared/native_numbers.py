@@ -108,6 +108,9 @@ def per_class_json(columns: list[bytes], keys: list[bytes], rows: int) -> bytes 
     return lay_out(columns, pieces, b",", rows, head=b"[", tail=b"]")
 
 
+_RESPELT = 4  # pyarrow spells a number at most this much longer than orjson ("1e-6" -> "0.000001")
+
+
 class Lookup(NamedTuple):
     """A column of lay_out written from keys: row r is keys[positions[r]] (positions: int64 [rows])."""
 
@@ -147,8 +150,9 @@ def lay_out(columns: list[bytes], pieces: list[bytes], between: bytes, rows: int
     if counter is not None and not (0 <= counter.column < width and 0 <= counter.first < 2**63 - rows):
         return None
     longest_key = max(map(len, keys), default=0)
-    size = (len(head) + len(tail) + sum(map(len, columns)) + rows * (sum(map(len, pieces)) + len(between)
-                                                                    + longest_key + 20))
+    respelt = _RESPELT * width if csv else 0  # what pyarrow's spelling may add to orjson's
+    size = (len(head) + len(tail) + sum(map(len, columns))
+            + rows * (sum(map(len, pieces)) + len(between) + longest_key + 20 + respelt))
     out = ctypes.create_string_buffer(size)
     ctypes.memmove(out, head, len(head))
     written = lib.mlops_lay_out(

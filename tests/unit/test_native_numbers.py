@@ -310,3 +310,17 @@ def test_results_csv_is_pyarrows_csv_byte_for_byte(data: st.DataObject, rows: in
     assert sink.getvalue().startswith(header)
     assert arrow_bodies.results_csv(predictions, probabilities, class_keys, ids, 7, index, header=False) == (
         sink.getvalue()[len(header):])
+
+
+def test_numbers_that_pyarrow_spells_longer_still_fit_the_layout() -> None:
+    """orjson's 1e-6 is pyarrow's 0.000001: a dozen classes of such probabilities outgrow their text."""
+    from shared import arrow_bodies
+    from shared.prediction_log import DefaultIds
+
+    rows, keys = 50, tuple(f"c{k}" for k in range(12))
+    probabilities, index = np.full((rows, len(keys)), 1e-6), np.zeros(rows, dtype=np.int64)
+    labels, ids = np.array([keys[0]] * rows, dtype=object), DefaultIds("r", rows)
+    laid_out = arrow_bodies._native_results_csv(labels, probabilities, keys, ids, 3, index)
+    sink = io.BytesIO()
+    pa_csv.write_csv(arrow_bodies.results_table(labels, probabilities, keys, ids, 3, index), sink)
+    assert laid_out is not None and arrow_bodies.results_csv_header(keys, True) + laid_out == sink.getvalue()
