@@ -125,15 +125,17 @@ class MemoryStorage(JsonBlobs):
     def open_read(self, container: str, path: str) -> BlobStream:
         opened = self.read(container, path)
 
-        def fetch(offset: int, length: int) -> bytes:
+        def fetch_into(offset: int, view: memoryview) -> int:
             self._before("read", self.blob_endpoint, container, path)
             with self._lock:
                 stored = self._containers.get(container, {}).get(path)
             if stored is None or stored.etag != opened.etag:  # Azure: the ranged read's If-Match fails (412)
                 raise Conflict(f"{blob_label(container, path)} was changed by someone else (precondition failed)")
-            return stored.data[offset : offset + length]
+            data = stored.data[offset : offset + len(view)]
+            view[: len(data)] = data
+            return len(data)
 
-        return BlobStream(fetch, len(opened.data), opened.etag)
+        return BlobStream(fetch_into, len(opened.data), opened.etag)
 
     def write(
         self, container: str, path: str, data: bytes, *, if_match: str | None = None,

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, cast, runtime_checkable
 from urllib.parse import unquote
 
 from azure.core import MatchConditions
@@ -59,16 +59,18 @@ class BlobStream(io.RawIOBase):
     read raises Conflict instead of mixing two versions. Wrap it in io.BufferedReader for small reads.
     """
 
-    def __init__(self, fetch: Callable[[int, int], bytes], size: int, etag: str) -> None:
+    def __init__(self, fetch_into: Callable[[int, memoryview], int], size: int, etag: str) -> None:
         super().__init__()
-        self._fetch = fetch  # (offset, length) -> bytes of the pinned version
+        # (offset, view) -> the pinned version's bytes from offset written into view, their count (len(view) but
+        # at the blob's end): straight into the reader's buffer, not through a bytes object of each range
+        self._fetch_into = fetch_into
         self.size = size
         self.etag = etag
         self._pos = 0
 
     def reopen(self) -> BlobStream:
         """The same blob version from its start again (a reader that was closed, e.g. by a pyarrow reader)."""
-        return BlobStream(self._fetch, self.size, self.etag)
+        return BlobStream(self._fetch_into, self.size, self.etag)
 
     def readable(self) -> bool:
         return True
@@ -90,10 +92,9 @@ class BlobStream(io.RawIOBase):
         length = min(len(buffer), self.size - self._pos)
         if length <= 0:
             return 0
-        data = self._fetch(self._pos, length)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        got = self._fetch_into(self._pos, memoryview(buffer).cast("B")[:length])
+        self._pos += got
+        return got
 
 
 @dataclass(frozen=True)
@@ -400,6 +401,24 @@ def _listed(container: str, root: Any) -> tuple[list[BlobInfo], str | None]:
     return out, root.findtext("NextMarker") or None
 
 
+class _ViewWriter:
+    """The file the SDK's downloader writes a range to: each chunk copied once, into the reader's buffer."""
+
+    def __init__(self, view: memoryview) -> None:
+        self.view, self.written = view, 0
+
+    def write(self, data: bytes) -> int:
+        end = self.written + len(data)
+        if end > len(self.view):
+            raise ValueError(f"the range came back longer than the {len(self.view)} bytes asked for")
+        self.view[self.written: end] = data
+        self.written = end
+        return len(data)
+
+    def seekable(self) -> bool:  # the downloader writes its chunks in order, from one connection
+        return False
+
+
 def _if_match(etag: str | None) -> dict[str, Any]:
     # the SDK's spelling of an If-Match header
     return {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
@@ -480,11 +499,14 @@ class AzureStorage(JsonBlobs):
             props = blob.get_blob_properties()
         etag = str(props.etag)
 
-        def fetch(offset: int, length: int) -> bytes:
+        def fetch_into(offset: int, view: memoryview) -> int:
+            into = _ViewWriter(view)
             with _translated(label, self.blob_endpoint):  # a newer version fails If-Match: Conflict
-                return bytes(blob.download_blob(offset=offset, length=length, **_if_match(etag)).readall())
+                # readinto only calls write (and seekable): the view writer is file enough
+                blob.download_blob(offset=offset, length=len(view), **_if_match(etag)).readinto(cast(IO[bytes], into))
+            return into.written
 
-        return BlobStream(fetch, int(props.size or 0), etag)
+        return BlobStream(fetch_into, int(props.size or 0), etag)
 
     def write(
         self, container: str, path: str, data: bytes, *, if_match: str | None = None,
