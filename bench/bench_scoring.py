@@ -964,17 +964,18 @@ class PeakRss:
 
 
 def bench_file_in_process(v: Variant, tmp: Path, data: bytes) -> None:
-    """shared.batch_scoring.score_file in a fresh interpreter over a private Azurite: every row logged, and none."""
-    azurite = start_azurite(tmp / "azurite-files", log_path=tmp / "azurite-files.log")
-    try:
-        storage = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": azurite.connection_string}))
-        model_file = tmp / "model.onnx"
-        model_file.write_bytes(v.onnx)
-        for key, rate, native, label in (
-                ("file", 1.0, "1", "score_file in a fresh interpreter: results + every row logged"),
-                ("file_unlogged", 0.0, "1", "score_file in a fresh interpreter: results only (log sample rate 0)"),
-                ("file_python", 0.0, "0", "the same without the native library (MLOPS_NATIVE_NUMBERS=0): pyarrow "
-                                          "parses the blocks")):
+    """shared.batch_scoring.score_file in a fresh interpreter, every row logged and none, each run over a private
+    Azurite of its own (a shared one was still busy with the previous run's blobs when the next began)."""
+    model_file = tmp / "model.onnx"
+    model_file.write_bytes(v.onnx)
+    for key, rate, native, label in (
+            ("file", 1.0, "1", "score_file in a fresh interpreter: results + every row logged"),
+            ("file_unlogged", 0.0, "1", "score_file in a fresh interpreter: results only (log sample rate 0)"),
+            ("file_python", 0.0, "0", "the same without the native library (MLOPS_NATIVE_NUMBERS=0): pyarrow "
+                                      "parses the blocks")):
+        azurite = start_azurite(tmp / f"azurite-{key}", log_path=tmp / f"azurite-{key}.log")
+        try:
+            storage = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": azurite.connection_string}))
             path = f"{v.spec.name}/bench-{key}.csv"
             storage.write(paths.SCORING_REQUESTS, path, data)
             azurite_cpu = process_cpu_seconds(azurite.process.pid)
@@ -989,8 +990,8 @@ def bench_file_in_process(v: Variant, tmp: Path, data: bytes) -> None:
                 raise BenchError(f"batch scoring child answered {got}")
             v.files[key] = FileRow(label, got["seconds"], got["rows"], got["peak_rss_mb"], got["rss_before_mb"],
                                    got["cpu_seconds"], process_cpu_seconds(azurite.process.pid) - azurite_cpu)
-    finally:
-        azurite.stop()
+        finally:
+            azurite.stop()
 
 
 def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
