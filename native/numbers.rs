@@ -287,10 +287,16 @@ fn csv_cut(text: &[u8]) -> Option<(usize, usize, usize)> {
 
 #[inline(always)]
 fn skip_blanks(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+    while i < b.len() && is_blank(b[i]) {
         i += 1;
     }
     i
+}
+
+/// JSON's whitespace.
+#[inline(always)]
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// Rows `[n,...],[n,...]` (the outer array's inside, blanks allowed between tokens) into `out`.
@@ -346,7 +352,7 @@ pub unsafe extern "C" fn mlops_json_rows_f64(
     let b = unsafe { std::slice::from_raw_parts(text, len) };
     let start = skip_blanks(b, 0);
     let mut end = b.len();
-    while end > start && matches!(b[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
+    while end > start && is_blank(b[end - 1]) {
         end -= 1;
     }
     if end < start + 2 || b[start] != b'[' || b[end - 1] != b']' {
@@ -586,8 +592,8 @@ impl Out<'_> {
 /// from a JSON array (`[t,t,...]` as orjson writes a numpy column or a list of plain strings: no blanks,
 /// commas only between tokens), except for the column `counted` (unless it is k or more): its row r is the
 /// decimal number count0 + r; and for the column `lookup` when `index` is not null: its row r is
-/// keys[index[r]]. With `csv`, tokens are spelled as pyarrow's CSV writer spells them: `null` as nothing (a
-/// missing value) and a number's trailing `.0` (orjson's integral doubles: `1.0`, `-0.0`) dropped.
+/// keys[index[r]]. With `csv`, numbers are spelled as pyarrow's CSV writer spells them (csv_number): `null`
+/// as nothing (a missing value), `1` for orjson's `1.0`, `0.0000015` for its `1.5e-6`.
 /// Returns the bytes written, or UNSUPPORTED when a column does not hold exactly n tokens, an index is
 /// out of the keys, or `out` is too small.
 ///
@@ -615,14 +621,17 @@ pub unsafe extern "C" fn mlops_lay_out(
          std::slice::from_raw_parts_mut(out, capacity))
     };
     // SAFETY: the caller's contract above.
-    let lookup = if index.is_null() {
-        None
+    let (lookup, keys) = if index.is_null() {
+        (None, Vec::new())
     } else {
-        Some(unsafe { (lookup, std::slice::from_raw_parts(index, n), slices(keys, key_lens, nkeys)) })
+        // SAFETY: the caller's contract above.
+        unsafe { (Some((lookup, std::slice::from_raw_parts(index, n))), slices(keys, key_lens, nkeys)) }
     };
-    let counter = (counted < k).then_some((counted, count0));
-    let layout = Layout { columns: &columns, pieces: &pieces, between, counter, lookup, csv: csv != 0 };
-    match layout.write_all(n, out) {
+    let layout = Layout {
+        columns: &columns, pieces: Padded::new(&pieces), between: Padded::new(&[between]),
+        counter: (counted < k).then_some((counted, count0)), lookup, keys: Padded::new(&keys), csv: csv != 0,
+    };
+    match layout.write(n, out) {
         Some(written) => written as i64,
         None => UNSUPPORTED,
     }
@@ -645,10 +654,13 @@ unsafe fn slices<'a>(pointers: *const *const u8, lens: *const usize, count: usiz
 
 struct Layout<'a> {
     columns: &'a [&'a [u8]],
-    pieces: &'a [&'a [u8]],
-    between: &'a [u8],
+    pieces: Padded,
+    between: Padded,
+    /// The column written as first + r, and first.
     counter: Option<(usize, u64)>,
-    lookup: Option<(usize, &'a [i64], Vec<&'a [u8]>)>,
+    /// The column written as keys[positions[r]], and positions.
+    lookup: Option<(usize, &'a [i64])>,
+    keys: Padded,
     csv: bool,
 }
 
@@ -678,77 +690,52 @@ impl Padded {
     }
 }
 
-/// What Layout::write needs besides the Layout: the pieces and keys padded, the special columns.
-struct Prepared<'a> {
-    pieces: Padded,
-    between: Padded,
-    keys: Padded,
-    looked_up: Option<usize>,
-    index: &'a [i64],
-    counted: Option<usize>,
-    count0: u64,
+/// Where a column's cells come from.
+#[derive(Clone, Copy)]
+enum Cell<'a> {
+    /// The column's JSON array of tokens.
+    Token,
+    /// keys[positions[r]].
+    Key(&'a [i64]),
+    /// The number first + r.
+    Count(u64),
 }
 
-impl<'a> Layout<'a> {
-    fn prepare(&self) -> Option<Prepared<'a>> {
-        let (looked_up, index, keys) = match &self.lookup {
-            Some((c, index, keys)) => (Some(*c), *index, Padded::new(keys)),
-            None => (None, &[][..], Padded::new(&[])),
-        };
-        let (counted, count0) = match self.counter {
-            Some((c, count0)) => (Some(c), count0),
-            None => (None, 0),
-        };
-        for (c, column) in self.columns.iter().enumerate() {
+impl Layout<'_> {
+    /// All n rows into `out`; the bytes written. (Two threads, each writing half the rows, were slower here
+    /// than one: the second half's buffer, its copy and the thread cost more than the half saved.)
+    fn write(&self, n: usize, out: &mut [u8]) -> Option<usize> {
+        let k = self.columns.len();
+        let cells: Vec<Cell> = (0..k).map(|c| match (self.lookup, self.counter) {
+            (Some((l, positions)), _) if l == c => Cell::Key(positions),
+            (_, Some((counted, first))) if counted == c => Cell::Count(first),
+            _ => Cell::Token,
+        }).collect();
+        for (column, cell) in self.columns.iter().zip(&cells) {
             let is_array = column.len() >= 2 && column[0] == b'[' && column[column.len() - 1] == b']';
-            if !is_array && looked_up != Some(c) && counted != Some(c) {
+            if matches!(cell, Cell::Token) && !is_array {
                 return None;
             }
         }
-        Some(Prepared { pieces: Padded::new(self.pieces), between: Padded::new(&[self.between]), keys, looked_up,
-                        index, counted, count0 })
-    }
-
-    fn is_tokens(&self, p: &Prepared, c: usize) -> bool {
-        p.looked_up != Some(c) && p.counted != Some(c)
-    }
-
-    /// All n rows into `out`; the bytes written. (Two threads, each writing half the rows, were slower here
-    /// than one: the second half's buffer, its copy and the thread cost more than the half saved.)
-    fn write_all(&self, n: usize, out: &mut [u8]) -> Option<usize> {
-        let p = self.prepare()?;
-        let starts = vec![1usize; self.columns.len()]; // just past each column's "["
-        let ends: Vec<usize> = self.columns.iter().map(|column| column.len()).collect();
-        self.write(&p, 0..n, starts, &ends, out)
-    }
-
-    /// The rows `rows`, joined by `between`, into `out`, each token column read from `cursors` on and
-    /// ending exactly at `ends` (the rows hold exactly its tokens there); the bytes written.
-    fn write(&self, p: &Prepared, rows: std::ops::Range<usize>, mut cursors: Vec<usize>, ends: &[usize],
-             out: &mut [u8]) -> Option<usize> {
-        let k = self.columns.len();
-        let first_row = rows.start;
+        let mut cursors = vec![1usize; k]; // just past each token column's "["
         let mut out = Out { buf: out, written: 0 };
-        for row in rows {
-            if row > first_row {
-                p.between.put(0, &mut out)?;
+        for row in 0..n {
+            if row > 0 {
+                self.between.put(0, &mut out)?;
             }
-            for (c, column) in self.columns.iter().enumerate() {
-                p.pieces.put(c, &mut out)?;
-                if p.looked_up == Some(c) {
-                    p.keys.put(usize::try_from(p.index[row]).ok()?, &mut out)?;
-                    continue;
+            for (c, (column, cell)) in self.columns.iter().zip(&cells).enumerate() {
+                self.pieces.put(c, &mut out)?;
+                match *cell {
+                    Cell::Key(positions) => self.keys.put(usize::try_from(positions[row]).ok()?, &mut out)?,
+                    Cell::Count(first) => out.put_number(first.checked_add(row as u64)?)?,
+                    Cell::Token => cursors[c] = self.copy_token(column, cursors[c], &mut out)?,
                 }
-                if p.counted == Some(c) {
-                    out.put_number(p.count0.checked_add(row as u64)?)?;
-                    continue;
-                }
-                cursors[c] = self.copy_token(column, cursors[c], &mut out)?;
             }
-            p.pieces.put(k, &mut out)?;
+            self.pieces.put(k, &mut out)?;
         }
-        // every token column read up to its end: exactly the rows' tokens
-        let used_up = (0..k).all(|c| !self.is_tokens(p, c) || cursors[c] == ends[c]);
+        // every token column read to its end: exactly n tokens each
+        let used_up = cells.iter().zip(self.columns).zip(&cursors)
+            .all(|((cell, column), &cursor)| !matches!(cell, Cell::Token) || cursor == column.len());
         used_up.then_some(out.written)
     }
 
