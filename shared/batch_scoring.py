@@ -79,6 +79,7 @@ from shared.scoring import (
     ScoringRequest,
     Signature,
     _check_ids,
+    _column_order,
     matrix_request,
     run_model,
 )
@@ -508,10 +509,11 @@ class _Block:
         if self.layout.numeric:
             found = native_numbers.csv_matrix(self.data, self.start, len(self.layout.names), self.end)
             if found is not None:  # else pyarrow reads the block, and names the problem
-                order = tuple(self.layout.names.index(name) for name in signature.feature_names)
-                request = matrix_request(found.values, signature.in_order if order == signature.in_order else order,
-                                         signature, found.complete, None)
-                # None: a value beyond a float32 input, which the batch's checks name
+                order = _column_order(self.layout.names, signature)
+                request = None if order is None else matrix_request(found.values, order, signature, found.complete,
+                                                                    None)
+                # None: an optional input left out (the batch's checks fill it), or a value beyond a float32
+                # input (they name it)
                 return _numeric_batch(found, self.layout) if request is None else request
         size = self.end - self.start
         try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 from unittest import mock
 
+import onnx
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
@@ -126,3 +128,27 @@ def test_blocks_of_numbers_read_by_the_native_reader_as_pyarrow_reads_the_whole_
     assert not isinstance(cut, str) and not isinstance(by_pyarrow, str)
     assert cut.to_pylist() == whole.select(layout.wanted).to_pylist() == by_pyarrow.to_pylist()
     assert cut.schema == by_pyarrow.schema
+
+
+def test_a_numeric_file_without_an_optional_input_is_read_as_pyarrow_reads_it() -> None:
+    """The native reader reads the lines; the left-out optional input sends the block the batch's way, which
+    fills it (the matrix alone would not know where the column goes)."""
+    model = onnx.load_from_string(numeric_classifier("double"))
+    for prop in model.metadata_props:
+        if prop.key == "mlops.signature":
+            signature = json.loads(prop.value)
+            signature["features"][2]["optional"] = True
+            prop.value = json.dumps(signature)
+    data = model.SerializeToString()
+    optional = ModelCache(lambda m, a: (1, "e"), lambda m, v: (data, fx.sha256(data)), 60.0).get("num").signature
+    body = b"a,b\n" + b"".join(b"%d.5,-%d.25\n" % (i, i) for i in range(60))
+    read = native_numbers.csv_matrix
+    natively: list[bool] = []
+    with mock.patch.object(native_numbers, "csv_matrix",
+                           lambda *args: natively.append(read(*args) is not None) or read(*args)):
+        cut = _cut(body, optional, 64)
+    with mock.patch.object(native_numbers, "LIBRARY", None):
+        by_pyarrow = _cut(body, optional, 64)
+    assert natively and all(natively)
+    assert not isinstance(cut, str) and not isinstance(by_pyarrow, str)
+    assert cut.to_pylist() == by_pyarrow.to_pylist() and cut.num_rows == 60
