@@ -64,7 +64,7 @@ class BatchedConsoleHandler(logging.StreamHandler[TextIO]):
             self._pending.append(line)
         if record.levelno >= logging.WARNING or self._stopping.is_set():  # closed: no thread writes it later
             self.flush()
-        else:
+        elif not self._ready.is_set():  # set already: the thread has yet to write, this line goes with the others
             self._ready.set()
 
     def flush(self) -> None:

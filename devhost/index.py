@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -41,7 +42,7 @@ class FunctionSpec:
     outputs: tuple[dict[str, Any], ...] = ()  # output bindings the host writes after a success
     sdk_type: Any = None  # the trigger parameter's SDK type (e.g. a BlobClient): the host sends no data
 
-    @property
+    @functools.cached_property  # asked on every HTTP request
     def is_async(self) -> bool:
         """An async def function: the worker runs it on its event loop, not on a thread of its pool."""
         return inspect.iscoroutinefunction(self.user_function)
