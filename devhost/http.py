@@ -145,9 +145,9 @@ class HttpHost:
             raise
         # log_config=None: uvicorn's own dictConfig would close every handler the host has installed; no proxy sits
         # in front of the local host, so no X-Forwarded-* header is trusted (nor its middleware run per request)
-        config = uvicorn.Config(self, interface="asgi3", proxy_headers=False, lifespan="off", ws="none", log_config=None, log_level="warning", access_log=False,
-                                server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                                timeout_graceful_shutdown=STOP_GRACE_SECONDS)
+        config = uvicorn.Config(self, interface="asgi3", proxy_headers=False, lifespan="off", ws="none",
+                                log_config=None, log_level="warning", access_log=False, server_header=False,
+                                timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=STOP_GRACE_SECONDS)
         server = self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="devhost-http",
                                         daemon=True)

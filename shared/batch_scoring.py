@@ -13,8 +13,7 @@ while its quotes open and close whole fields in pairs (a line end between pairs 
 first block where that fails (a quoted line end at the cut, a quote inside a cell, a bare carriage return,
 a line longer than READ_BUFFER) on, pyarrow's streaming reader reads the rest. Parquet and JSON Lines are
 read by pyarrow's streaming readers (a chunk is PARQUET_BATCH_ROWS rows or about CHUNK_BYTES of JSON) and
-scored on the same workers. (A 1,000,000-row CSV of 30 features, 209 MB, peaks under 500 MB with every row
-logged: bench/README.md.)
+scored on the same workers. (A 1,000,000-row CSV of 30 features, 209 MB, peaks under 500 MB: bench/README.md.)
 
 - Model: the champion, or version N when the name starts with a folder `v<N>/`
   (scoring-requests/churn/v3/march.csv is scored by version 3 of churn).
@@ -27,30 +26,34 @@ logged: bench/README.md.)
   class (classifiers), model_version; CSV for CSV and JSON Lines files, Parquet for Parquet files.
   Default prediction ids are "<request id>-<row>", rows from 0, with the request id
   "batch-<20 hex digits of sha256(path@etag)>": stable for one version of the file.
-- Prediction log: every row (or a share of them: log_sample_rate, MLOPS_PREDICTION_LOG_SAMPLE_RATE, drawn per
-  row with a seed of the request id and chunk, so a retry logs the same rows), written in the same pass as
-  the results, as Parquet segments (shared.prediction_segments: the JSON line's fields, ~50-130 bytes a row
-  of 30 numeric inputs instead of ~1 KB of JSON) of LOG_SEGMENT_ROWS rows or more, encoded and written on a
-  helper thread; named `<model>/<date>/<HHMMSS>-<request id>-<first chunk>.parquet` for the moment this
-  version's scoring first started. Monitoring, feedback joins and replay read them like JSON Lines blobs.
+- Prediction log: the file's rows are not encoded again (as Parquet segments of every input they took ~1.5 CPU s
+  a million rows, more than the scoring): the log keeps server-side copies (Storage.copy: no byte passes
+  through the function) of the file, made before it is read and only of the ETag being scored, and of its
+  results once committed, under predictions/<model>/files/<request id>/, and a manifest that names them,
+  `<model>/<date>/<HHMMSS>-<request id>.file.json` for the moment this version's scoring first started, written
+  last. Monitoring, feedback joins and replay read a manifest's rows as a segment's (logged_batches: the copy
+  read again by the readers that scored it, beside the copied results). log_sample_rate
+  (MLOPS_PREDICTION_LOG_SAMPLE_RATE) is the share of rows those readers see, drawn per row from the request id
+  and row number, the same rows on every read; 0 logs nothing. Storage pays for the copies (the file and its
+  results, as they are: ~300 bytes a row of 30 numeric inputs as CSV; on Azurite a copy shares the stored
+  data).
 - Rejection: a file that cannot be scored whole (name, format, columns, a bad value, no such model or
   version, no champion) gets scoring-results/<model>/<name>.rejection.json naming the problem (rows in
   messages count from 0, the first data row of the file; the first problem in file order is reported),
-  no results and nothing in the prediction log: the segments written before the bad row are deleted
-  before the report is written (so are those of a file overwritten while it is read). Until then a
-  monitoring window may count them; a crash in between leaves them until the retry deletes them.
+  no results and nothing in the prediction log: the copy of the file is deleted before the report is
+  written (so is that of a file overwritten while it is read); no manifest was written, so no reader saw it.
 - Idempotent per blob version: a create-only marker mlops/batch-scoring/<path>/<etag>.json, marked completed
-  once the results and the last log segment are written. A version that completed is not scored again (a
+  once the results and the log's manifest are written. A version that completed is not scored again (a
   re-drop is a new ETag and is scored again); a crash mid-way re-runs it with the same request id and
-  segment names, so nothing is logged twice.
+  log names, so nothing is logged twice.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
 import itertools
+import json
 import logging
 import queue
 import re
@@ -61,7 +64,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -73,6 +76,7 @@ from shared import arrow_bodies, native_numbers, paths, prediction_log, predicti
 from shared import names as name_rules
 from shared.errors import BadRequest, Conflict, NotFound, PipelineError, StorageUnreachable
 from shared.scoring import (
+    SIGNATURE_KEY,
     LoadedModel,
     ModelArtifactError,
     ModelCache,
@@ -81,6 +85,7 @@ from shared.scoring import (
     _check_ids,
     _column_order,
     matrix_request,
+    parse_signature,
     run_model,
 )
 from shared.storage import BlobStream, Storage
@@ -94,11 +99,11 @@ WORKERS = 2  # threads scoring chunks: the parse, the feeds and onnxruntime rele
 RANGE_BYTES = 8 << 20  # bytes per ranged read of a CSV file: fewer, bigger reads cost storage less CPU
 RANGES_PER_CHUNK = 4  # a range is at most this many chunks (small chunks: many ranges)
 PREFETCH = 1  # ranges of a CSV file read ahead of the one being cut (a second one bought no time)
-LOG_SEGMENT_ROWS = 16_384  # rows of a prediction log segment (whole chunks: it may hold a few more)
 UPLOAD_BLOCK = 4 << 20  # bytes of results per staged block
 UPLOAD_QUEUE = 2  # blocks waiting for the upload thread: the results never sit in memory whole
-LOG_IN_FLIGHT = 2  # log segments being encoded or written (one thread each) while the next one fills
 PARQUET_MEDIA = "application/x-parquet"
+FILE_LOG_FORMAT = 1  # a logged file's manifest (_FileLog)
+FILES_FOLDER = "files"  # predictions/<model>/files/<request id>/: a logged file's copies
 ID_COLUMN = "prediction_id"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 RESULTS = {"csv": ("csv", "text/csv"), "jsonl": ("csv", "text/csv"), "parquet": ("parquet", PARQUET_MEDIA)}
@@ -207,17 +212,22 @@ def _score(
     rid = request_id(batch.path, stream.etag)
     extension, media = RESULTS[batch.fmt]
     target = paths.batch_result(batch.path, extension)
-    with _LogWriter(storage, loaded, rid, started, log_sample_rate) as log_writer, \
-            _ResultsUpload(storage, target, extension, media) as results:
+    file_log = _FileLog(storage, loaded, batch, rid, started, log_sample_rate, chunk_bytes) \
+        if log_sample_rate > 0 else None
+    with _ResultsUpload(storage, target, extension, media) as results:
         try:
-            rows = _ChunkScorer(loaded, rid, results, log_writer).run(
-                _chunks(stream, batch.fmt, loaded.signature, chunk_bytes))
+            if file_log is not None:
+                file_log.keep_input(stream.etag)
+            rows = _ChunkScorer(loaded, rid, results).run(_chunks(stream, batch.fmt, loaded.signature, chunk_bytes))
             if not rows:
                 raise Rejected("rows", "the file has no rows to score")
         except (Rejected, Conflict):
-            log_writer.discard()
+            if file_log is not None:
+                file_log.discard()
             raise
-        results.finish()
+        results_etag = results.finish()
+        if file_log is not None:
+            file_log.finish(target, results_etag, rows)
         storage.delete(paths.SCORING_RESULTS, paths.batch_rejection(batch.path))  # a report of an older version
         log.info("batch scoring: %s/%s -> %s/%s (%d rows, version %d)", paths.SCORING_REQUESTS, batch.path,
                  paths.SCORING_RESULTS, target, rows, loaded.version)
@@ -240,12 +250,11 @@ def _model(cache: ModelCache, batch: BatchFile) -> LoadedModel:
 
 @dataclass(frozen=True)
 class _Scored:
-    """One chunk after the model ran: its rows, its prediction id column (None without one), the session feeds
-    and the session's outputs."""
+    """One chunk after the model ran: its rows, its prediction id column (None without one) and the session's
+    outputs."""
 
     rows: int
     ids: pa.Array | None
-    feeds: dict[str, np.ndarray]
     labels: np.ndarray
     probabilities: np.ndarray | None
     label_index: np.ndarray | None = None
@@ -253,12 +262,11 @@ class _Scored:
 
 class _ChunkScorer:
     """Scores chunks on WORKERS threads (the CSV parse, the feeds and onnxruntime release the GIL) and finishes
-    them in file order on the caller's thread: row numbers, prediction ids, the results file, the log."""
+    them in file order on the caller's thread: row numbers, prediction ids, the results file."""
 
-    def __init__(self, loaded: LoadedModel, rid: str, results: _ResultsUpload, log_writer: _LogWriter) -> None:
-        self._loaded, self._rid, self._results, self._log = loaded, rid, results, log_writer
+    def __init__(self, loaded: LoadedModel, rid: str, results: _ResultsUpload) -> None:
+        self._loaded, self._rid, self._results = loaded, rid, results
         self.rows = 0
-        self._chunks = 0
 
     def run(self, chunks: Generator[pa.RecordBatch | _Block, None, None]) -> int:
         """Score every chunk; the rows scored. Raises Rejected for the first problem in file order."""
@@ -287,14 +295,8 @@ class _ChunkScorer:
             self._finish(pending.popleft())
 
     def _score(self, chunk: pa.RecordBatch | _Block) -> _Scored:
-        signature = self._loaded.signature
-        parsed = chunk.parse(signature) if isinstance(chunk, _Block) else chunk
-        if isinstance(parsed, ScoringRequest):  # the native reader's matrix: feeds and packed matrix, checked
-            return _Scored(parsed.rows, None, parsed.inputs,
-                           *run_model(self._loaded, parsed.inputs, parsed.rows, parsed.matrix))
-        feeds = chunk_feeds(parsed, signature)
-        ids = parsed.column(ID_COLUMN) if ID_COLUMN in parsed.schema.names else None
-        return _Scored(parsed.num_rows, ids, feeds, *run_model(self._loaded, feeds))
+        parsed = _parsed(chunk, self._loaded.signature)
+        return _Scored(parsed.rows, parsed.ids, *run_model(self._loaded, parsed.feeds, parsed.rows, parsed.matrix))
 
     def _finish(self, future: Future[_Scored]) -> None:
         start = self.rows
@@ -306,9 +308,27 @@ class _ChunkScorer:
             raise Rejected("values", message) from None
         self._results.add(scored.labels, scored.probabilities, self._loaded.signature.class_keys, ids,
                           self._loaded.version, scored.label_index)
-        self._log.write(self._chunks, ids, scored)
         self.rows += scored.rows
-        self._chunks += 1
+
+
+class _Parsed(NamedTuple):
+    """One chunk's rows as the model takes them: their count, the file's prediction id column (None without one),
+    the session feeds and, from the native reader, the packed graph's matrix."""
+
+    rows: int
+    ids: pa.Array | None
+    feeds: dict[str, np.ndarray]
+    matrix: np.ndarray | None = None
+
+
+def _parsed(chunk: pa.RecordBatch | _Block, signature: Signature) -> _Parsed:
+    """A chunk's rows as the model takes them. Raises BadRequest naming the row within the chunk, Rejected when
+    pyarrow cannot read a block."""
+    parsed = chunk.parse(signature) if isinstance(chunk, _Block) else chunk
+    if isinstance(parsed, ScoringRequest):  # the native reader's matrix: feeds and packed matrix, checked
+        return _Parsed(parsed.rows, None, parsed.inputs, parsed.matrix)
+    ids = parsed.column(ID_COLUMN) if ID_COLUMN in parsed.schema.names else None
+    return _Parsed(parsed.num_rows, ids, chunk_feeds(parsed, signature))
 
 
 def chunk_feeds(batch: pa.RecordBatch, signature: Signature) -> dict[str, Any]:
@@ -329,100 +349,167 @@ def _chunk_ids(scored: _Scored, rid: str, start: int) -> Sequence[str]:
     return ids
 
 
-@dataclass(frozen=True)
-class _Logged:
-    """One chunk's rows on their way to the log: its number, its ids as the results file has them, its scoring."""
+class _FileLog:
+    """The prediction log of one scored file: not its rows encoded again, but server-side copies of the file (made
+    before its first byte is read, of the ETag that is scored) and of its results (once committed), and a
+    manifest that names them, written last: until then no reader sees the file's rows. logged_batches reads them
+    back as the rows of segments. A retry writes the same names (the request id and the moment this version's
+    scoring first started), so nothing is logged twice; discard() deletes all three (the file is rejected)."""
 
-    chunk: int
-    ids: pa.Array
-    scored: _Scored
+    def __init__(self, storage: Storage, loaded: LoadedModel, batch: BatchFile, rid: str, started: float,
+                 sample_rate: float, chunk_bytes: int) -> None:
+        self._storage, self._loaded, self._batch, self._rid = storage, loaded, batch, rid
+        self._started, self._sample_rate, self._chunk_bytes = started, sample_rate, chunk_bytes
+        folder = f"{loaded.name}/{FILES_FOLDER}/{rid}"  # beside the dated folders monitoring lists, never in one
+        self.inputs = f"{folder}/input{batch.name[batch.name.rfind('.'):].lower()}"
+        self.results = f"{folder}/results.{RESULTS[batch.fmt][0]}"
+        self.manifest = prediction_log.log_blob_path(loaded.name, started, rid, suffix=prediction_log.FILE_SUFFIX)
 
+    def keep_input(self, etag: str) -> None:
+        """Copy the file as it is scored. Raises Conflict when it is no longer that version."""
+        self._storage.copy(paths.SCORING_REQUESTS, self._batch.path, paths.PREDICTIONS, self.inputs, if_match=etag)
 
-class _LogWriter:
-    """The prediction log of one file: segments (shared.prediction_segments) of LOG_SEGMENT_ROWS rows or more,
-    whole chunks each, encoded and written on helper threads, at most LOG_IN_FLIGHT segments behind the scoring
-    (a segment's chunks are held until it is written: that bounds the memory).
-
-    The rows kept are drawn per row with a seed of the request id and chunk, and a segment is named for the
-    moment this version's scoring first started and the number of its first chunk: a retry writes the same
-    segments under the same names, so nothing is logged twice.
-    """
-
-    def __init__(self, storage: Storage, loaded: LoadedModel, rid: str, started: float, sample_rate: float) -> None:
-        self._storage, self._loaded, self._rid, self._started = storage, loaded, rid, started
-        self._sample_rate = sample_rate
-        self._thread = ThreadPoolExecutor(LOG_IN_FLIGHT, thread_name_prefix="batch-log") if sample_rate > 0 else None
-        self._pending: deque[Future[None]] = deque()
-        self._segment: list[_Logged] = []  # the chunks of the segment being filled
-
-    def __enter__(self) -> _LogWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        if self._thread is None:
-            return
-        try:
-            if kind is None:  # the last segments are written before the file counts as scored
-                self._submit()
-                while self._pending:
-                    self._pending.popleft().result()
-        finally:
-            self._thread.shutdown(wait=True, cancel_futures=True)
-
-    def write(self, chunk: int, ids: Sequence[str], scored: _Scored) -> None:
-        """Log one chunk's rows (ids as the results file has them)."""
-        if self._thread is None:
-            return
-        self._segment.append(_Logged(chunk, arrow_bodies.id_column(ids), scored))
-        if sum(len(logged.ids) for logged in self._segment) >= LOG_SEGMENT_ROWS:
-            self._submit()
+    def finish(self, results: str, results_etag: str, rows: int) -> None:
+        """Copy the committed results and write the manifest: the file's rows are in the log from here on."""
+        self._storage.copy(paths.SCORING_RESULTS, results, paths.PREDICTIONS, self.results, if_match=results_etag)
+        loaded = self._loaded
+        session = loaded.session
+        manifest = {
+            "format": FILE_LOG_FORMAT, "request_id": self._rid, "model": loaded.name, "version": loaded.version,
+            "timestamp": self._started, "rows": rows, "sample_rate": self._sample_rate,
+            "inputs": {"path": self.inputs, "format": self._batch.fmt, "chunk_bytes": self._chunk_bytes},
+            "results": {"path": self.results, "format": RESULTS[self._batch.fmt][0]},
+            # what parse_signature reads from the artifact: the reader needs no registry and no model
+            "signature": {"metadata": session.get_modelmeta().custom_metadata_map.get(SIGNATURE_KEY),
+                          "inputs": {i.name: i.type for i in session.get_inputs()},
+                          "outputs": [o.name for o in session.get_outputs()]},
+        }
+        self._storage.write_json(paths.PREDICTIONS, self.manifest, manifest)
 
     def discard(self) -> None:
-        """Delete every segment of this file version, this run's and an earlier attempt's (the file is rejected)."""
-        if self._thread is None:
-            return
-        self._segment = []
-        while self._pending:
-            with contextlib.suppress(Exception):  # its segment is deleted below, if it was written
-                self._pending.popleft().result()
-        prefix = prediction_log.log_blob_path(self._loaded.name, self._started, f"{self._rid}-", suffix="")
-        for info in self._storage.list(paths.PREDICTIONS, prefix):
-            self._storage.delete(paths.PREDICTIONS, info.name)
+        """Delete the manifest and the copies, this run's and an earlier attempt's."""
+        for name in (self.manifest, self.inputs, self.results):
+            self._storage.delete(paths.PREDICTIONS, name)
 
-    def _submit(self) -> None:
-        segment, self._segment = self._segment, []
-        if not segment or self._thread is None:
-            return
-        while len(self._pending) >= LOG_IN_FLIGHT:
-            self._pending.popleft().result()
-        self._pending.append(self._thread.submit(self._write_segment, segment))
 
-    def _write_segment(self, segment: list[_Logged]) -> None:
-        tables = [self._table(logged) for logged in map(self._sampled, segment) if len(logged.ids)]
-        if tables:
-            loaded = self._loaded
-            name = prediction_log.log_blob_path(loaded.name, self._started, f"{self._rid}-{segment[0].chunk:05d}",
-                                                suffix=prediction_segments.SUFFIX)
-            self._storage.write(paths.PREDICTIONS, name, prediction_segments.encode(tables),
-                                content_type=PARQUET_MEDIA)
+def logged_batches(storage: Storage, manifest: bytes) -> Iterator[pa.RecordBatch]:
+    """The rows a scored file's manifest logs, as shared.prediction_segments' record batches (one a chunk, in file
+    order): the copied file read again by the readers that scored it, with the model's signature, beside the
+    copied results (prediction ids and outputs as the results file has them, probabilities as float64: the
+    float32 values widened, as a JSON line has them). With a sample rate below 1 a row is kept by a hash of the
+    request id and its row number, the same rows on every read.
 
-    def _table(self, logged: _Logged) -> pa.Table:
-        loaded, scored = self._loaded, logged.scored
-        outputs: dict[str, Any] = {"predictions": scored.labels}
-        if scored.probabilities is not None:
-            outputs.update(probabilities=scored.probabilities, probability_classes=loaded.signature.class_keys)
-        return prediction_segments.segment_table(loaded.name, loaded.version, self._rid, self._started, logged.ids,
-                                                 scored.feeds, outputs)
+    Nothing when a copy is gone (deleted since the manifest was listed). Raises ValueError for a manifest or copy
+    it cannot read."""
+    doc = _manifest(manifest)
+    try:
+        signature = parse_signature(doc.signature["metadata"], doc.signature["inputs"], doc.signature["outputs"])
+        inputs = storage.open_read(paths.PREDICTIONS, doc.inputs["path"])
+        results = storage.open_read(paths.PREDICTIONS, doc.results["path"])
+    except NotFound:
+        return
+    except (ModelArtifactError, KeyError, TypeError) as exc:
+        raise ValueError(f"logged file manifest: {exc}") from None
+    outputs = _ResultsReader(results, str(doc.results["format"]), signature)
+    start = 0
+    try:
+        for chunk in _chunks(inputs, str(doc.inputs["format"]), signature, int(doc.inputs["chunk_bytes"])):
+            parsed = _parsed(chunk, signature)
+            table = _logged_table(doc, signature, parsed, outputs.take(parsed.rows), start)
+            start += parsed.rows
+            if table.num_rows:
+                yield from table.combine_chunks().to_batches()
+    except (Rejected, BadRequest) as exc:  # it was scored: a copy that reads otherwise is not that file
+        raise ValueError(f"logged file {doc.inputs['path']}: {exc}") from None
 
-    def _sampled(self, logged: _Logged) -> _Logged:
-        if self._sample_rate >= 1.0:
-            return logged
-        keep = np.random.default_rng([int(self._rid[6:], 16), logged.chunk]).random(len(logged.ids)) < self._sample_rate
-        scored = logged.scored
-        probabilities = scored.probabilities
-        return _Logged(logged.chunk, logged.ids.filter(pa.array(keep)), _Scored(
-            int(keep.sum()), None, {name: values[keep] for name, values in scored.feeds.items()},
-            scored.labels[keep], None if probabilities is None else probabilities[keep]))
+
+class _Manifest(NamedTuple):
+    request_id: str
+    model: str
+    version: int
+    timestamp: float
+    sample_rate: float
+    inputs: dict[str, Any]
+    results: dict[str, Any]
+    signature: dict[str, Any]
+
+
+def _manifest(data: bytes) -> _Manifest:
+    try:
+        doc = json.loads(data)
+        if doc.get("format") != FILE_LOG_FORMAT:
+            raise ValueError(f"format {doc.get('format')!r}, expected {FILE_LOG_FORMAT}")
+        return _Manifest(str(doc["request_id"]), str(doc["model"]), int(doc["version"]), float(doc["timestamp"]),
+                         float(doc["sample_rate"]), dict(doc["inputs"]), dict(doc["results"]),
+                         dict(doc["signature"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"logged file manifest: {exc}") from None
+
+
+def _logged_table(doc: _Manifest, signature: Signature, parsed: _Parsed, outputs: pa.Table, start: int) -> pa.Table:
+    feeds = parsed.feeds
+    ids = outputs.column("prediction_id").combine_chunks()
+    predictions = outputs.column("prediction").to_numpy(zero_copy_only=False)
+    probabilities = None
+    if signature.task == "classification" and f"probability_{signature.class_keys[0]}" in outputs.column_names:
+        probabilities = np.column_stack([outputs.column(f"probability_{key}").to_numpy(zero_copy_only=False)
+                                         for key in signature.class_keys])
+    if doc.sample_rate < 1.0:
+        keep = _kept(doc.request_id, start, parsed.rows, doc.sample_rate)
+        feeds = {name: values[keep] for name, values in feeds.items()}
+        ids, predictions = ids.filter(pa.array(keep)), predictions[keep]
+        probabilities = None if probabilities is None else probabilities[keep]
+    logged: dict[str, Any] = {"predictions": predictions}
+    if probabilities is not None:
+        logged.update(probabilities=probabilities, probability_classes=signature.class_keys)
+    return prediction_segments.segment_table(doc.model, doc.version, doc.request_id, doc.timestamp, ids, feeds,
+                                             logged)
+
+
+def _kept(request_id: str, start: int, rows: int, rate: float) -> np.ndarray:
+    """Which of rows start..start+rows a sample of `rate` keeps: splitmix64 of the row number and the request id's
+    hash, a uniform draw per row that does not depend on how the file was cut into chunks."""
+    seed = np.uint64(int(hashlib.sha256(request_id.encode()).hexdigest()[:16], 16))
+    with np.errstate(over="ignore"):  # the mixing wraps around 2**64 by design
+        x = np.arange(start, start + rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + seed
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53 < rate
+
+
+class _ResultsReader:
+    """A results file (CSV or Parquet, as _ResultsUpload writes it) read back in runs of rows."""
+
+    def __init__(self, stream: BlobStream, fmt: str, signature: Signature) -> None:
+        source = io.BufferedReader(stream, buffer_size=READ_BUFFER)
+        if fmt == "parquet":
+            self._batches: Iterator[pa.RecordBatch] = pq.ParquetFile(source).iter_batches(
+                batch_size=PARQUET_BATCH_ROWS)
+        else:
+            label = pa.float64() if signature.task != "classification" else (
+                pa.string() if isinstance(signature.classes[0], str) else pa.int64())
+            types = {"prediction_id": pa.string(), "prediction": label, "model_version": pa.int64(),
+                     **{f"probability_{key}": pa.float64() for key in signature.class_keys}}
+            self._batches = iter(pa_csv.open_csv(source, read_options=pa_csv.ReadOptions(block_size=READ_BUFFER),
+                                                 convert_options=pa_csv.ConvertOptions(
+                                                     column_types=types, strings_can_be_null=False)))
+        self._held: list[pa.RecordBatch] = []
+        self._rows = 0
+
+    def take(self, rows: int) -> pa.Table:
+        """The next `rows` rows. Raises ValueError when the file ends first."""
+        while self._rows < rows:
+            batch = next(self._batches, None)
+            if batch is None:
+                raise ValueError(f"the logged results end {rows - self._rows} rows short of the file's")
+            self._held.append(batch)
+            self._rows += batch.num_rows
+        table = pa.Table.from_batches(self._held)
+        self._held = table.slice(rows).to_batches()
+        self._rows -= rows
+        return table.slice(0, rows)
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -718,6 +805,7 @@ class _ResultsUpload(io.RawIOBase):
         self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=UPLOAD_QUEUE)
         self._abandoned = threading.Event()
         self._failure: BaseException | None = None
+        self._etag = ""
         self._thread = threading.Thread(target=self._upload, args=(storage, target, media), daemon=True,
                                         name="batch-results")
         self._thread.start()
@@ -751,8 +839,8 @@ class _ResultsUpload(io.RawIOBase):
             self._writer = pq.ParquetWriter(self, table.schema)
         self._writer.write_table(table)
 
-    def finish(self) -> None:
-        """Encode the rest and commit the blob. Raises what the upload raised."""
+    def finish(self) -> str:
+        """Encode the rest and commit the blob; its ETag. Raises what the upload raised."""
         if self._writer is not None:
             self._writer.close()
         self._put(b"".join(self._buffer))
@@ -760,6 +848,7 @@ class _ResultsUpload(io.RawIOBase):
         self._thread.join()
         if self._failure is not None:
             raise self._failure
+        return self._etag
 
     def __exit__(self, *exc: object) -> None:
         if self._thread.is_alive():  # not finished: abandon the staged blocks
@@ -790,7 +879,7 @@ class _ResultsUpload(io.RawIOBase):
 
     def _upload(self, storage: Storage, target: str, media: str) -> None:
         try:
-            storage.write_chunks(paths.SCORING_RESULTS, target, self._chunks(), content_type=media)
+            self._etag = storage.write_chunks(paths.SCORING_RESULTS, target, self._chunks(), content_type=media)
         except _Abandoned:
             pass
         except BaseException as exc:  # re-raised on the scoring thread (finish, _put)

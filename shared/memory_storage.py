@@ -75,9 +75,9 @@ class MemoryStorage(JsonBlobs):
         self.blob_endpoint = "memory://blobs"
         self.queue_endpoint = "memory://queues"
         # called as fault(op, container_or_queue, path_or_message_id) before each operation; ops:
-        # read, write, delete, exists, list, enqueue, receive, delete_message, release, renew, peek, ping
-        # (the JSON helpers reach read/write, enqueue_raw is "enqueue", list passes the prefix, open_read
-        # and each range it reads are "read")
+        # read, write, copy, delete, exists, list, enqueue, receive, delete_message, release, renew, peek, ping
+        # (the JSON helpers reach read/write, enqueue_raw is "enqueue", list passes the prefix, copy passes
+        # the destination's container and path, open_read and each range it reads are "read")
         self.fault: Fault | None = None
         self.outage = False
         self._clock = clock
@@ -150,17 +150,33 @@ class MemoryStorage(JsonBlobs):
                                "(ETag or existence condition failed)")
             if if_match is not None and not _matches(current, if_match):
                 raise Conflict(f"{blob_label(container, path)} was changed by someone else (precondition failed)")
-            self._writes += 1
-            # Azure's ETags are opaque quoted strings, unique per write
-            etag = f'"0x{self._writes:X}"'
+            etag = self._new_etag()
             blobs[path] = _StoredBlob(data=bytes(data), etag=etag, last_modified=self._clock())
             return etag
+
+    def _new_etag(self) -> str:
+        # Azure's ETags are opaque quoted strings, unique per write (under the lock)
+        self._writes += 1
+        return f'"0x{self._writes:X}"'
 
     def write_chunks(
         self, container: str, path: str, chunks: Iterable[bytes], *, content_type: str | None = None,
     ) -> str:
         data = b"".join(chunks)  # an exception from the chunks leaves the blob as it was, as Azure's commit does
         return self.write(container, path, data, content_type=content_type)
+
+    def copy(self, container: str, path: str, to_container: str, to_path: str, *, if_match: str | None = None) -> str:
+        self._before("copy", self.blob_endpoint, to_container, to_path)
+        with self._lock:
+            source = self._containers.get(container, {}).get(path)
+            if source is None:  # Azure: 404 CannotVerifyCopySource (Azurite: BlobNotFound), if_match or not
+                raise NotFound(f"{blob_label(container, path)} not found")
+            if if_match is not None and not _matches(source, if_match):  # Azure: 412 SourceConditionNotMet
+                raise Conflict(f"{blob_label(container, path)} was changed by someone else (precondition failed)")
+            etag = self._new_etag()
+            self._containers.setdefault(to_container, {})[to_path] = _StoredBlob(
+                data=source.data, etag=etag, last_modified=self._clock())
+            return etag
 
     def exists(self, container: str, path: str) -> bool:
         self._before("exists", self.blob_endpoint, container, path)

@@ -61,6 +61,7 @@ Inputs = Mapping[str, np.ndarray] | Sequence[Mapping[str, Any]]
 
 LINES_SUFFIX = ".jsonl"
 SEGMENT_SUFFIX = ".parquet"  # a columnar segment's blob (shared.prediction_segments, which needs pyarrow)
+FILE_SUFFIX = ".file.json"  # a batch-scored file's manifest: its rows are copies of the file and its results
 _OUTPUT_KEYS = ("predictions", "probabilities")  # what a line's "outputs" holds; prediction_ids has its own key
 
 
@@ -366,9 +367,14 @@ def _concat(arrays: list[np.ndarray]) -> np.ndarray:
     return np.asarray(arrays[0]) if len(arrays) == 1 else np.concatenate(arrays)
 
 
+def is_columnar(path: str) -> bool:
+    """A log blob read as columns (shared.prediction_segments.log_batches): a segment or a scored file's manifest."""
+    return path.endswith((SEGMENT_SUFFIX, FILE_SUFFIX))
+
+
 def log_blob_path(model: str, at: float, tag: str, suffix: str = LINES_SUFFIX) -> str:
     """The blob (in the predictions container) for rows written at `at`: '<model>/<date>/<HHMMSS>-<tag><suffix>'
-    (LINES_SUFFIX for lines, SEGMENT_SUFFIX for a segment).
+    (LINES_SUFFIX for lines, SEGMENT_SUFFIX for a segment, FILE_SUFFIX for a scored file's manifest).
 
     Name it for a moment no later than the rows' own timestamps: monitoring lists blobs by that moment.
     """

@@ -1,11 +1,13 @@
 """Columnar prediction log segments: many scored rows of one request as one Parquet blob.
 
 A batch-scored file logs up to millions of rows; as JSON Lines (shared.prediction_log) that is about 1 KB a
-row of 30 numeric inputs and ~17 s per million rows to write, so batch scoring writes its rows as segments
-instead (50-130 bytes a row, ~1 s of CPU per million), next to the JSON Lines blobs and named the same way:
-`predictions/<model>/<YYYY-MM-DD>/<HHMMSS>-<tag>.parquet`. Every reader of the log (shared.monitoring.window,
-shared.replay, feedback joins through the monitoring window) reads both formats and gets the same rows from
-either.
+row of 30 numeric inputs and ~17 s per million rows to write. Segments (50-130 bytes a row, ~1.5 s of CPU per
+million) sit next to the JSON Lines blobs, named the same way: `predictions/<model>/<YYYY-MM-DD>/<HHMMSS>-
+<tag>.parquet`. Batch scoring wrote them until it logged a file as copies of the file and its results named by
+a manifest (`.file.json`, shared.batch_scoring.logged_batches), which log_batches reads as a segment's record
+batches; segments stay the log's columnar row format (and older logs hold them). Every reader of the log
+(shared.monitoring.window, shared.replay, feedback joins through the monitoring window) reads all three and
+gets the same rows from any.
 
 A segment holds the fields of the JSON line, one Parquet column per field (nested fields as struct
 columns), one row per scored row, in row order:
@@ -38,14 +40,17 @@ import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shared.prediction_log import SEGMENT_SUFFIX, DefaultIds
+from shared.prediction_log import FILE_SUFFIX, SEGMENT_SUFFIX, DefaultIds, is_columnar
+
+if TYPE_CHECKING:
+    from shared.storage import Storage
 
 SUFFIX = SEGMENT_SUFFIX
 FORMAT_KEY = b"mlops.prediction_log"
@@ -162,6 +167,18 @@ def batches(data: bytes) -> Iterator[pa.RecordBatch]:
         raise ValueError(f"damaged prediction log segment: {exc}") from None
 
 
+def log_batches(storage: Storage, path: str, data: bytes) -> Iterator[pa.RecordBatch]:
+    """The record batches of a columnar log blob (prediction_log.is_columnar), told by its name: a segment's, or
+    those of a batch-scored file through its manifest (shared.batch_scoring.logged_batches reads the copies it
+    names, in batches of a chunk). Raises ValueError for a blob that is neither, or damaged."""
+    if path.endswith(FILE_SUFFIX):
+        from shared import batch_scoring  # it imports this module; loaded by the first manifest read
+
+        yield from batch_scoring.logged_batches(storage, data)
+        return
+    yield from batches(data)
+
+
 def struct_fields(batch: pa.RecordBatch, name: str) -> dict[str, pa.Array]:
     """The fields of a struct column (inputs, outputs, outputs' probabilities) by name; {} when absent."""
     if name not in batch.schema.names:
@@ -195,11 +212,15 @@ def rows(data: bytes) -> Iterator[dict[str, Any]]:
         yield from batch_rows(batch)
 
 
-def blob_rows(path: str, data: bytes) -> Iterator[dict[str, Any]]:
-    """The rows of any prediction log blob, told by its name: a segment's, or each line of JSON Lines (strict:
-    a line that is no JSON object raises ValueError)."""
-    if is_segment(path):
-        yield from rows(data)
+def blob_rows(path: str, data: bytes, storage: Storage | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of any prediction log blob, told by its name: a segment's, a scored file's (its manifest: the
+    copies it names are read from storage), or each line of JSON Lines (strict: a line that is no JSON object
+    raises ValueError)."""
+    if is_columnar(path):
+        if storage is None and not is_segment(path):
+            raise ValueError(f"{path}: a scored file's rows are read from storage; pass it")
+        for batch in log_batches(cast("Storage", storage), path, data):
+            yield from batch_rows(batch)
         return
     for line in data.splitlines():
         row = json.loads(line)

@@ -35,7 +35,7 @@ import orjson
 from shared.errors import NotFound, PipelineError
 from shared.monitoring.window import log_blob_names
 from shared.paths import PREDICTIONS
-from shared.prediction_log import SEGMENT_SUFFIX
+from shared.prediction_log import is_columnar
 from shared.scoring import LoadedModel, load_model, parse_request, predict
 from shared.spec import CATEGORICAL_MISSING
 from shared.storage import Storage
@@ -180,8 +180,8 @@ def _rows_of(storage: Storage, path: str, version: int) -> Iterator[LoggedRow]:
         data = storage.read(PREDICTIONS, path).data
     except NotFound:  # removed by retention between listing and reading
         return
-    if path.endswith(SEGMENT_SUFFIX):
-        yield from _segment_rows(path, data, version)
+    if is_columnar(path):
+        yield from _segment_rows(storage, path, data, version)
         return
     for line in reversed(data.splitlines()):
         try:
@@ -192,13 +192,14 @@ def _rows_of(storage: Storage, path: str, version: int) -> Iterator[LoggedRow]:
             yield _logged_row(doc)
 
 
-def _segment_rows(path: str, data: bytes, version: int) -> Iterator[LoggedRow]:
+def _segment_rows(storage: Storage, path: str, data: bytes, version: int) -> Iterator[LoggedRow]:
     """A segment's rows of `version`, last row first, each as its JSON line reads; rows are made only as they are
     asked for (a replay wants the newest few hundred rows; a segment may hold tens of thousands)."""
     from shared import prediction_segments  # pyarrow: loaded by the first replay that meets a segment
 
     try:
-        batches = [batch.filter(_version_mask(batch, version)) for batch in prediction_segments.batches(data)]
+        batches = [batch.filter(_version_mask(batch, version))
+                   for batch in prediction_segments.log_batches(storage, path, data)]
     except ValueError as exc:  # not a segment, or damaged: skipped as an unparsable JSON line is
         log.warning("prediction log blob (container=%s, path=%s): skipped, unreadable: %s", PREDICTIONS, path, exc)
         return

@@ -3,7 +3,7 @@
 AzureStorage works against Azure Storage (connection string or identity-based) and Azurite alike;
 shared.memory_storage.MemoryStorage is the in-memory fake, held to the same contract tests
 (tests/contract). Vendor errors are translated here and only here: ResourceExistsError /
-ResourceModifiedError / 412 / 409 -> Conflict, ResourceNotFoundError and a stale pop receipt ->
+ResourceModifiedError / 412 / 409 -> Conflict, ResourceNotFoundError (a 404) and a stale pop receipt ->
 NotFound, connection failures, 5xx and 429 -> StorageUnreachable.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import io
 import json
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -202,6 +203,15 @@ class Storage(Protocol):
         """
         ...
 
+    def copy(self, container: str, path: str, to_container: str, to_path: str, *, if_match: str | None = None) -> str:
+        """Copy a blob within the account, server side (no bytes pass through this process); returns the copy's ETag.
+
+        if_match: the source's ETag must still be this one (Conflict otherwise, as write's if_match).
+        Raises NotFound when the source does not exist. The destination is created or overwritten; its
+        container is created when missing.
+        """
+        ...
+
     def enqueue(self, queue: str, payload: Any, *, delay_seconds: int = 0) -> str:
         """Send a message encoded as queue triggers expect (base64 JSON), hidden for delay_seconds; returns its id."""
         ...
@@ -331,6 +341,10 @@ def _unreachable(endpoint: str, detail: str, *, hint: str = "transient, retry la
 
 def _http_error(what: str, endpoint: str, exc: HttpResponseError) -> Exception | None:
     status = exc.status_code or 0
+    if isinstance(exc, ResourceNotFoundError) and status in (0, 404):
+        # only a 404: the SDK picks not-found by error code alone, and Copy Blob's CannotVerifyCopySource also
+        # comes as 403 (the source is not readable with these credentials) or 5xx (the source failed to answer)
+        return NotFound(f"{what} not found")
     if status == 412:
         return Conflict(f"{what} was changed by someone else (precondition failed)")
     if status == 409:
@@ -350,8 +364,6 @@ def _http_error(what: str, endpoint: str, exc: HttpResponseError) -> Exception |
 def _translated(what: str, endpoint: str) -> Iterator[None]:
     try:
         yield
-    except ResourceNotFoundError as exc:
-        raise NotFound(f"{what} not found") from exc
     except (ResourceExistsError, ResourceModifiedError) as exc:
         raise Conflict(f"{what} was changed by someone else (ETag or existence condition failed)") from exc
     except HttpResponseError as exc:
@@ -422,6 +434,13 @@ class _ViewWriter:
 def _if_match(etag: str | None) -> dict[str, Any]:
     # the SDK's spelling of an If-Match header
     return {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+
+
+# How long copy() waits for a copy the service runs in the background (other-account sources; same-account
+# copies finish within the call), polling its status every COPY_POLL_SECONDS, doubling up to COPY_POLL_MAX_SECONDS.
+COPY_DEADLINE_SECONDS = 300.0
+COPY_POLL_SECONDS = 0.2
+COPY_POLL_MAX_SECONDS = 5.0
 
 
 class AzureStorage(JsonBlobs):
@@ -570,6 +589,51 @@ class AzureStorage(JsonBlobs):
             except ResourceNotFoundError:  # blob or container absent; with if_match Azure answers 412
                 return False
         return True
+
+    def copy(self, container: str, path: str, to_container: str, to_path: str, *, if_match: str | None = None) -> str:
+        # Copy Blob: the service reads the source itself. Same-account, it authorizes that read with the
+        # caller's own credentials: the shared key, the SAS in the source URL, or with identity-based
+        # access the same identity (which then needs read on the source container as well as write on the
+        # destination's). A stale source ETag: 412 (SourceConditionNotMet; Azurite ConditionNotMet) ->
+        # Conflict; a missing source: 404 (CannotVerifyCopySource; Azurite BlobNotFound) -> NotFound.
+        self._container(to_container, create=True)
+        source = self._blobs.get_blob_client(container, path)
+        target = self._blobs.get_blob_client(to_container, to_path)
+        kwargs: dict[str, Any] = {}
+        if if_match is not None:
+            kwargs = {"source_etag": if_match, "source_match_condition": MatchConditions.IfNotModified}
+        label = blob_label(container, path)
+        with _translated(label, self.blob_endpoint):
+            result = target.start_copy_from_url(source.url, **kwargs)
+        if result.get("copy_status") == "success":  # same-account copies (Azurite's always) end within the call
+            return str(result["etag"])
+        return self._await_copy(target, str(result.get("copy_id")), f"{label} copied to "
+                                f"{blob_label(to_container, to_path)}")
+
+    def _await_copy(self, target: Any, copy_id: str, what: str) -> str:
+        """Poll a pending copy until it ends: the destination's ETag; StorageUnreachable when it fails or times out."""
+        deadline = time.monotonic() + COPY_DEADLINE_SECONDS
+        pause = COPY_POLL_SECONDS
+        while True:
+            with _translated(what, self.blob_endpoint):
+                props = target.get_blob_properties()
+            copied = props.copy
+            if copied.id != copy_id:  # another copy or write replaced ours on the destination
+                raise Conflict(f"{what} was changed by someone else while the copy ran")
+            if copied.status == "success":
+                return str(props.etag)
+            if copied.status != "pending":  # failed or aborted
+                raise StorageUnreachable(f"{what} ended {copied.status}; transient, retry the copy",
+                                         internal=_redacted(str(copied.status_description)))
+            if time.monotonic() > deadline:
+                try:  # a copy still running would make the retry's copy fail (409 PendingCopyOperation)
+                    target.abort_copy(copy_id)
+                except (HttpResponseError, ServiceRequestError, ServiceResponseError):
+                    pass  # it ended meanwhile, or the abort failed: the retry will tell
+                raise StorageUnreachable(f"{what} did not finish within {COPY_DEADLINE_SECONDS:.0f}s; "
+                                         "transient, retry the copy")
+            time.sleep(pause)  # polling the copy's status with a deadline
+            pause = min(pause * 2, COPY_POLL_MAX_SECONDS)
 
     # -- queues ------------------------------------------------------------------------------
 

@@ -1,20 +1,23 @@
 """Stream one time window of a model's prediction log as column chunks, in bounded memory.
 
 The log (shared.prediction_log) is JSON Lines blobs at `predictions/<model>/<YYYY-MM-DD>/<HHMMSS>-<id>.jsonl`,
-and, for batch-scored files, Parquet segments of the same fields at `.../<HHMMSS>-<id>.parquet`
-(shared.prediction_segments), each named for the moment its rows were flushed (a segment: for the moment
-its file's scoring started), which is never before the rows inside were scored. So a
+Parquet segments of the same fields at `.../<HHMMSS>-<id>.parquet` (shared.prediction_segments), and, for
+batch-scored files, manifests at `.../<HHMMSS>-<id>.file.json` whose rows are copies of the file and its
+results (shared.batch_scoring.logged_batches reads them as a segment's), each named for the moment its rows
+were flushed (a segment or manifest: for the moment its file's scoring started), which is never before the
+rows inside were scored. So a
 window [start, end) lists the date folders from start's date to (end + flush_slack)'s date and reads
 only the blobs flushed in [start, end + flush_slack]; rows are then kept by their own timestamp and
 model version. A row flushed more than flush_slack after it was scored (the logger retries a failed
 write under its first path, so only a logger stalled that long) is not seen.
 
-A segment's rows go into the chunks straight from its columns (filtered by version and time, converted with
-the JSON rules: numbers to float64 with NaN for null, categories through category_column), never as row
-objects; a chunk may hold rows of both formats and comes out exactly as if every row had been a JSON line.
+A segment's (or a manifest's) rows go into the chunks straight from its columns (filtered by version and time,
+converted with the JSON rules: numbers to float64 with NaN for null, categories through category_column), never
+as row objects; a chunk may hold rows of both formats and comes out exactly as if every row had been a JSON line.
 
 Memory: one blob's bytes, at most PART_ROWS parsed rows as Python objects (JSON Lines) or
-prediction_segments.READ_BATCH_ROWS rows as Arrow columns (a segment), and at most chunk_rows rows as
+prediction_segments.READ_BATCH_ROWS rows as Arrow columns (a segment; a scored file's chunk for a manifest), and
+at most chunk_rows rows as
 numpy columns at a time; each chunk is handed over before the next is parsed, so the window is never
 held whole, and never as Python objects.
 """
@@ -34,7 +37,7 @@ import orjson
 
 from shared.errors import NotFound
 from shared.paths import PREDICTIONS
-from shared.prediction_log import SEGMENT_SUFFIX
+from shared.prediction_log import is_columnar
 from shared.spec import CATEGORICAL_MISSING, FeatureKind, TrainingSpec
 from shared.storage import Storage
 
@@ -45,7 +48,7 @@ DEFAULT_CHUNK_ROWS = 10_000
 # and keeps a failed batch's path, so minutes are plenty; a longer slack only costs listing more blobs.
 DEFAULT_FLUSH_SLACK = timedelta(minutes=10)
 
-_BLOB_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})/(\d{2})(\d{2})(\d{2})-[^/]*\.(?:jsonl|parquet)")
+_BLOB_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})/(\d{2})(\d{2})(\d{2})-[^/]*\.(?:jsonl|parquet|file\.json)")
 _PLAIN_NUMBERS = frozenset({int, float, type(None)})
 _PLAIN_CATEGORIES = frozenset({str, type(None)})
 # Rows are turned into numpy columns in parts of this many, then joined into chunk_rows-sized chunks: a few
@@ -114,7 +117,7 @@ def iter_log_chunks(
 def _blob_chunks(storage: Storage, path: str, window: _Window, builder: _ChunkBuilder,
                  chunk_rows: int) -> Iterator[LogChunk]:
     """Add one blob's rows (JSON Lines, or a segment's columns) to the builder; the chunks they fill."""
-    if path.endswith(SEGMENT_SUFFIX):
+    if is_columnar(path):
         for part in _segment_parts(storage, path, window, builder):
             yield from builder.add_part(part, chunk_rows)
         return
@@ -209,7 +212,7 @@ def _segment_parts(storage: Storage, path: str, window: _Window, builder: _Chunk
         return
     offset = 0
     try:
-        for batch in prediction_segments.batches(data):
+        for batch in prediction_segments.log_batches(storage, path, data):
             stamps = prediction_segments.epoch_seconds(batch)
             keep = (stamps >= window.start) & (stamps < window.end)  # NaN (no timestamp) is never kept
             if window.version is not None:

@@ -495,3 +495,64 @@ def test_write_chunks_whose_chunks_fail_leaves_the_blob_as_it_was(storage: Stora
     with pytest.raises(RuntimeError):
         storage.write_chunks(container, "chunks/new.csv", failing())
     assert not storage.exists(container, "chunks/new.csv")
+
+
+def test_copy_gives_the_same_bytes_under_the_new_name_and_leaves_the_source_as_it_was(
+    storage: Storage, container: str,
+) -> None:
+    data = bytes(range(256)) * 40
+    source = "runs/caf\u00e9 1/model.bin"  # a name the source URL has to encode
+    source_etag = storage.write(container, source, data)
+    etag = storage.copy(container, source, container, "copies/model.bin")
+    assert storage.read(container, "copies/model.bin") == Blob(data, etag)
+    assert storage.read(container, source) == Blob(data, source_etag)
+    assert etag != source_etag
+
+
+def test_copy_overwrites_an_existing_destination(storage: Storage, container: str) -> None:
+    storage.write(container, "src", b"new content")
+    old = storage.write(container, "dst", b"old content, longer than the new")
+    etag = storage.copy(container, "src", container, "dst")
+    assert storage.read(container, "dst") == Blob(b"new content", etag)
+    assert etag != old
+
+
+def test_copy_into_a_container_that_does_not_exist_yet_creates_it(storage: Storage, container: str) -> None:
+    storage.write(container, "src", b"x")
+    to_container = f"{container}-new"
+    assert storage.list(to_container) == []
+    etag = storage.copy(container, "src", to_container, "a/dst")
+    assert storage.read(to_container, "a/dst") == Blob(b"x", etag)
+    assert [(i.name, i.etag) for i in storage.list(to_container)] == [("a/dst", etag)]
+
+
+def test_copy_with_the_source_current_etag_copies(storage: Storage, container: str) -> None:
+    current = storage.write(container, "src", b"v1")
+    etag = storage.copy(container, "src", container, "dst", if_match=current)
+    assert storage.read(container, "dst") == Blob(b"v1", etag)
+
+
+@pytest.mark.parametrize("destination_before", [None, b"kept"], ids=["absent", "present"])
+def test_copy_with_a_stale_source_etag_is_a_conflict_and_leaves_the_destination_as_it_was(
+    storage: Storage, container: str, destination_before: bytes | None,
+) -> None:
+    stale = storage.write(container, "src", b"v1")
+    storage.write(container, "src", b"v2")
+    before = None if destination_before is None else storage.write(container, "dst", destination_before)
+    with pytest.raises(Conflict, match=rf"^blob \(container={container}, path=src\) was changed") as info:
+        storage.copy(container, "src", container, "dst", if_match=stale)
+    assert info.value.status == 409
+    if before is None:
+        assert storage.exists(container, "dst") is False
+    else:
+        assert storage.read(container, "dst") == Blob(b"kept", before)
+
+
+def test_copying_a_missing_source_raises_not_found_and_creates_nothing(storage: Storage, container: str) -> None:
+    storage.write(container, "other", b"x")
+    with pytest.raises(NotFound, match=rf"^blob \(container={container}, path=missing\) not found$") as info:
+        storage.copy(container, "missing", container, "dst")
+    assert info.value.status == 404
+    with pytest.raises(NotFound, match=rf"^blob \(container={container}-none, path=missing\) not found$"):
+        storage.copy(f"{container}-none", "missing", container, "dst")
+    assert storage.exists(container, "dst") is False

@@ -14,7 +14,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from shared import batch_scoring, paths, prediction_segments
+from shared import batch_scoring, paths, prediction_log, prediction_segments
 from shared.errors import NotFound, Unavailable
 from shared.memory_storage import MemoryStorage
 from shared.monitoring.window import iter_log_chunks
@@ -48,12 +48,6 @@ def storage() -> MemoryStorage:
 @pytest.fixture
 def cache() -> ModelCache:
     return ModelCache(_resolve, _fetch, 60.0)
-
-
-@pytest.fixture
-def small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prediction log segments of about 100 rows (whole chunks), so a test file is logged in several."""
-    monkeypatch.setattr(batch_scoring, "LOG_SEGMENT_ROWS", 100)
 
 
 def frame(rows: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -100,14 +94,30 @@ def http_answer(model: LoadedModel, df: pd.DataFrame) -> dict[str, Any]:
     return predict(model, request.inputs)
 
 
+def http_request_inputs(model: LoadedModel, df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each row's inputs as the HTTP path's JSON line logs them (the model's values; null for a missing one)."""
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+               for r in df.to_dict(orient="records")]
+    request = read_request(json.dumps({"dataframe_records": records}).encode(), None, model.signature, 10**9)
+    lines = prediction_log.columnar_lines("churn", 1, "r", 0.0, ["x"] * len(df), request.inputs,
+                                          {"predictions": np.zeros(len(df))})
+    return [json.loads(line)["inputs"] for line in lines.splitlines()]
+
+
+def log_blobs(storage: MemoryStorage) -> list[str]:
+    """The prediction log's blobs (a scored file's manifest among them), not the copies a manifest names."""
+    return [name for name in storage.blob_names(paths.PREDICTIONS)
+            if name.split("/")[1] != batch_scoring.FILES_FOLDER]
+
+
 def log_lines(storage: MemoryStorage) -> list[dict[str, Any]]:
-    """Every logged row, in blob name order, as its JSON line reads (segments and JSON Lines alike)."""
-    return [row for name in storage.blob_names(paths.PREDICTIONS)
-            for row in prediction_segments.blob_rows(name, storage.read(paths.PREDICTIONS, name).data)]
+    """Every logged row, in blob name order, as its JSON line reads (scored files' and JSON Lines alike)."""
+    return [row for name in log_blobs(storage)
+            for row in prediction_segments.blob_rows(name, storage.read(paths.PREDICTIONS, name).data, storage)]
 
 
 def test_a_csv_file_is_scored_chunk_by_chunk_with_the_http_endpoint_s_predictions(
-    storage: MemoryStorage, cache: ModelCache, small_segments: None,
+    storage: MemoryStorage, cache: ModelCache,
 ) -> None:
     df = frame(400)
     etag = drop(storage, "churn/march.csv", csv_bytes(df))
@@ -123,11 +133,19 @@ def test_a_csv_file_is_scored_chunk_by_chunk_with_the_http_endpoint_s_prediction
     assert got.probability_ok.tolist() == [p["ok"] for p in expected["probabilities"]]
     assert set(got.model_version) == {1}
     lines = log_lines(storage)
-    logged = storage.blob_names(paths.PREDICTIONS)
-    assert len(logged) > 1 and all(name.endswith(".parquet") for name in logged)  # segments of whole chunks
+    [manifest] = log_blobs(storage)  # the rows are server-side copies of the file and its results
+    assert manifest.endswith(f"-{rid}.file.json")
+    assert storage.read(paths.PREDICTIONS, f"churn/files/{rid}/input.csv").data == csv_bytes(df)
+    assert storage.read(paths.PREDICTIONS, f"churn/files/{rid}/results.csv").data == storage.read(
+        paths.SCORING_RESULTS, "churn/march.csv.predictions.csv").data
     assert [line["prediction_id"] for line in lines] == got.prediction_id.tolist()
     assert [line["outputs"]["predictions"] for line in lines] == expected["predictions"]
+    assert [line["outputs"]["probabilities"] for line in lines] == expected["probabilities"]
+    model = cache.get("churn")
+    seen = http_request_inputs(model, df)  # the inputs as the model saw them, as the HTTP path logs them
+    assert [line["inputs"] for line in lines] == seen
     assert lines[0]["inputs"]["torque"] is None and lines[0]["request_id"] == rid  # NaN logged as null
+    assert {line["version"] for line in lines} == {1} and {line["model"] for line in lines} == {"churn"}
 
 
 @pytest.mark.parametrize("name, encode, result", [
@@ -173,25 +191,24 @@ def test_the_same_version_is_scored_once_and_a_redrop_again(storage: MemoryStora
 
 
 def test_a_crash_mid_way_reruns_under_the_same_names_so_nothing_is_logged_twice(
-    storage: MemoryStorage, cache: ModelCache, small_segments: None,
+    storage: MemoryStorage, cache: ModelCache,
 ) -> None:
     drop(storage, "churn/a.csv", csv_bytes(frame(300)))
-    writes = []
 
-    def crash_on_second_log_blob(op: str, container: str, path: str) -> None:
+    def crash_on_the_manifest(op: str, container: str, path: str) -> None:
         if op == "write" and container == paths.PREDICTIONS:
-            writes.append(path)
-            if len(writes) == 2:
-                raise RuntimeError("worker killed")
+            raise RuntimeError("worker killed")
 
-    storage.fault = crash_on_second_log_blob
+    storage.fault = crash_on_the_manifest
     with pytest.raises(RuntimeError):
         score(storage, cache, "churn/a.csv")
+    copies = storage.blob_names(paths.PREDICTIONS)
+    assert len(copies) == 2 and not log_lines(storage)  # the file and its results copied, no manifest: no rows
     storage.fault = None
     assert score(storage, cache, "churn/a.csv")["outcome"] == "scored"
     lines = log_lines(storage)
     assert len(lines) == len({line["prediction_id"] for line in lines}) == 300
-    assert len(writes) >= 2 and set(writes) <= set(storage.blob_names(paths.PREDICTIONS))  # the same names again
+    assert set(copies) < set(storage.blob_names(paths.PREDICTIONS))  # the same names again, and the manifest
 
 
 @pytest.mark.parametrize("path, data, check, message", [
@@ -221,18 +238,18 @@ def test_a_file_that_cannot_be_scored_gets_a_rejection_report_and_no_results(
 
 
 def test_a_bad_value_deep_in_the_file_is_reported_with_its_row_in_the_file_and_its_logged_rows_are_deleted(
-    storage: MemoryStorage, cache: ModelCache, small_segments: None,
+    storage: MemoryStorage, cache: ModelCache,
 ) -> None:
     text = "torque,speed,type\n" + "40.5,1500,L\n" * 1500 + "40.5,inf,L\n"
     drop(storage, "churn/bad.csv", text.encode())
-    written: list[str] = []
-    storage.fault = lambda op, container, path: written.append(path) if (op, container) == (
-        "write", paths.PREDICTIONS) else None
+    copied: list[str] = []
+    storage.fault = lambda op, container, path: copied.append(path) if (op, container) == (
+        "copy", paths.PREDICTIONS) else None
     outcome = score(storage, cache, "churn/bad.csv")
     assert outcome["problems"] == [{"check": "values", "message": (
         "column 'speed' row 1500: expected a finite number that fits float32, got inf; NaN and infinity are "
         "refused, send null (JSON) or an empty cell (CSV) for a missing value")}]
-    assert len(written) > 1  # the rows before the bad one were logged while the file was scored ...
+    assert copied  # the file was copied into the log before it was read ...
     assert not storage.blob_names(paths.PREDICTIONS)  # ... and deleted with the rejection
 
 
@@ -285,13 +302,13 @@ def test_a_prediction_id_column_names_the_rows_and_repeated_ids_are_refused(
 
 
 def test_a_file_overwritten_while_it_is_read_is_left_to_the_new_version_s_event(
-    storage: MemoryStorage, cache: ModelCache, small_segments: None,
+    storage: MemoryStorage, cache: ModelCache,
 ) -> None:
     drop(storage, "churn/a.csv", csv_bytes(frame(2000)))
     reads, logged = [], []
 
     def overwrite_during_read(op: str, container: str, path: str) -> None:
-        if op == "write" and container == paths.PREDICTIONS:
+        if op == "copy" and container == paths.PREDICTIONS:
             logged.append(path)
         if op == "read" and container == paths.SCORING_REQUESTS:
             reads.append(path)
@@ -304,7 +321,7 @@ def test_a_file_overwritten_while_it_is_read_is_left_to_the_new_version_s_event(
         assert score(storage, cache, "churn/a.csv")["outcome"] == "superseded"
     storage.fault = None
     assert not storage.exists(paths.SCORING_RESULTS, "churn/a.csv.predictions.csv")
-    assert logged and not storage.blob_names(paths.PREDICTIONS)  # no results: its logged rows are deleted
+    assert logged and not storage.blob_names(paths.PREDICTIONS)  # no results: its copy is deleted
     assert score(storage, cache, "churn/a.csv")["rows"] == 1  # the new version's own event
 
 
@@ -319,7 +336,7 @@ def test_monitoring_reads_the_batch_rows_from_the_prediction_log(storage: Memory
 
 
 def test_a_log_sample_rate_logs_that_share_of_the_rows_and_the_same_rows_on_a_retry(
-    storage: MemoryStorage, cache: ModelCache, small_segments: None,
+    storage: MemoryStorage, cache: ModelCache,
 ) -> None:
     drop(storage, "churn/s.csv", csv_bytes(frame(1000)))
     marker = paths.batch_marker("churn/s.csv", storage.read(paths.SCORING_REQUESTS, "churn/s.csv").etag)
@@ -381,7 +398,7 @@ def _whole_file(data: bytes) -> pd.DataFrame:
 
 @pytest.mark.parametrize("layout", list(_layouts()))
 def test_a_csv_file_cut_into_blocks_is_read_as_pyarrow_reads_it_whole(
-    storage: MemoryStorage, cache: ModelCache, small_segments: None, layout: str,
+    storage: MemoryStorage, cache: ModelCache, layout: str,
 ) -> None:
     data = _layouts()[layout]
     expected_rows = _whole_file(data)

@@ -153,6 +153,7 @@ def _every_operation(storage: MemoryStorage) -> dict[str, Callable[[], Any]]:
         "exists": lambda: storage.exists("c", "a.json"),
         "list": lambda: storage.list("c"),
         "delete": lambda: storage.delete("c", "a.json"),
+        "copy": lambda: storage.copy("c", "a.json", "c", "b.json"),
         "enqueue": lambda: storage.enqueue("q", {}),
         "enqueue_raw": lambda: storage.enqueue_raw("q", ""),
         "receive": lambda: storage.receive("q", max_messages=1, visibility_timeout=30),
