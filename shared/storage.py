@@ -16,6 +16,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueServiceClient
 
 from shared.errors import ConfigurationError, Conflict, NotFound, StorageUnreachable
@@ -545,12 +546,20 @@ class AzureStorage(JsonBlobs):
     ) -> str:
         self._container(container, create=True)
         blob = self._blobs.get_blob_client(container, path)
-        kwargs: dict[str, Any] = {"overwrite": True}
-        if content_type:
-            kwargs["content_settings"] = ContentSettings(content_type=content_type)
-        # An iterable of unknown length goes up as staged blocks (max_block_size each) and one commit.
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        # Each chunk is staged as one block as it comes, then one commit. (The SDK's upload of an iterable cuts the
+        # chunks again into max_block_size pieces through a file-like wrapper that copies every byte two or three
+        # times: ~0.1 CPU s for the 84 MB of a million-row results file.) A block id names this upload and the
+        # block's place; every id of a blob has the same length, as the service requires.
+        upload = uuid.uuid4().hex
+        blocks: list[BlobBlock] = []
         with _translated(blob_label(container, path), self.blob_endpoint):
-            result = blob.upload_blob(iter(chunks), **kwargs)
+            for chunk in chunks:
+                if chunk:
+                    block_id = base64.b64encode(f"{upload}-{len(blocks):08d}".encode()).decode()
+                    blob.stage_block(block_id, chunk)
+                    blocks.append(BlobBlock(block_id))
+            result = blob.commit_block_list(blocks, content_settings=settings)
         return str(result["etag"])
 
     def exists(self, container: str, path: str) -> bool:

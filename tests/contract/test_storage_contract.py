@@ -482,6 +482,12 @@ def test_write_chunks_gives_the_blob_the_chunks_joined_and_a_new_etag(storage: S
     assert blob.data == b"".join(chunks) and blob.etag == etag != old
 
 
+def test_write_chunks_of_no_bytes_gives_an_empty_blob(storage: Storage, container: str) -> None:
+    storage.write(container, "chunks/empty.csv", b"old")
+    etag = storage.write_chunks(container, "chunks/empty.csv", iter([b"", b""]))
+    assert storage.read(container, "chunks/empty.csv") == Blob(b"", etag)
+
+
 def test_write_chunks_whose_chunks_fail_leaves_the_blob_as_it_was(storage: Storage, container: str) -> None:
     before = storage.write(container, "chunks/b.csv", b"before")
 
