@@ -643,7 +643,7 @@ def _csv_blocks(stream: BlobStream, signature: Signature,
         yield from _streamed_csv(stream.reopen(), stopped, layout, chunk_bytes, header_row=not stopped)
 
 
-def _prepended(first: bytearray, rest: Iterator[bytearray]) -> Iterator[bytearray]:
+def _prepended(first: bytearray, rest: Iterator[bytes | bytearray]) -> Iterator[bytes | bytearray]:
     pieces = [first]
     del first
     yield pieces.pop()  # held by no frame once its blocks are done
@@ -740,20 +740,11 @@ def _streamed_csv(stream: BlobStream, offset: int, layout: _CsvLayout, chunk_byt
                                parse_options=_CSV_PARSE, convert_options=layout.convert_options())
 
 
-def _ranges(stream: BlobStream, size: int) -> Generator[bytearray, None, None]:
+def _ranges(stream: BlobStream, size: int) -> Generator[bytes | bytearray, None, None]:
     """The blob in consecutive ranges of `size` bytes, fetched on a helper thread up to PREFETCH ranges ahead."""
 
-    def fetch(offset: int) -> bytearray:
-        part = stream.reopen()  # a stream of its own: the position is the reader thread's alone
-        part.seek(offset)
-        buffer = bytearray(min(size, stream.size - offset))
-        view, filled = memoryview(buffer), 0
-        while filled < len(buffer):
-            got = part.readinto(view[filled:])
-            if not got:
-                raise Conflict(f"the file ended at byte {offset + filled} of {stream.size}: it changed while read")
-            filled += got
-        return buffer
+    def fetch(offset: int) -> bytes | bytearray:
+        return stream.read_range(offset, size)
 
     offsets = iter(range(0, stream.size, size))
     with ThreadPoolExecutor(1, thread_name_prefix="batch-read") as reader:

@@ -61,18 +61,43 @@ class BlobStream(io.RawIOBase):
     read raises Conflict instead of mixing two versions. Wrap it in io.BufferedReader for small reads.
     """
 
-    def __init__(self, fetch_into: Callable[[int, memoryview], int], size: int, etag: str) -> None:
+    def __init__(self, fetch_into: Callable[[int, memoryview], int], size: int, etag: str,
+                 fetch: Callable[[int, int], bytes] | None = None) -> None:
         super().__init__()
         # (offset, view) -> the pinned version's bytes from offset written into view, their count (len(view) but
         # at the blob's end): straight into the reader's buffer, not through a bytes object of each range
         self._fetch_into = fetch_into
+        # (offset, length) -> those bytes in the buffer the client library made of the answer (read_range)
+        self._fetch = fetch
         self.size = size
         self.etag = etag
         self._pos = 0
 
     def reopen(self) -> BlobStream:
         """The same blob version from its start again (a reader that was closed, e.g. by a pyarrow reader)."""
-        return BlobStream(self._fetch_into, self.size, self.etag)
+        return BlobStream(self._fetch_into, self.size, self.etag, self._fetch)
+
+    def read_range(self, offset: int, size: int) -> bytes | bytearray:
+        """The pinned version's bytes [offset, offset + size) (fewer at the blob's end), whatever the position.
+
+        For a reader that takes a range whole: over Azure the bytes are the client library's own buffer of the
+        answer (a readinto copies them once more, into a buffer that was zeroed first). Raises Conflict when
+        the blob changed or ended early."""
+        length = max(0, min(size, self.size - offset))
+        if self._fetch is not None:
+            data: bytes | bytearray = self._fetch(offset, length) if length else b""
+        else:
+            data = bytearray(length)
+            view, filled = memoryview(data), 0
+            while filled < length:
+                got = self._fetch_into(offset + filled, view[filled:])
+                if not got:
+                    break
+                filled += got
+            del data[filled:]
+        if len(data) != length:
+            raise Conflict(f"the blob ended at byte {offset + len(data)} of {self.size}: it changed while read")
+        return data
 
     def readable(self) -> bool:
         return True
@@ -526,7 +551,12 @@ class AzureStorage(JsonBlobs):
                 blob.download_blob(offset=offset, length=len(view), **_if_match(etag)).readinto(cast(IO[bytes], into))
             return into.written
 
-        return BlobStream(fetch_into, int(props.size or 0), etag)
+        def fetch(offset: int, length: int) -> bytes:
+            with _translated(label, self.blob_endpoint):
+                # one request (a range under the SDK's max_single_get_size): its chunks are the one buffer it made
+                return b"".join(blob.download_blob(offset=offset, length=length, **_if_match(etag)).chunks())
+
+        return BlobStream(fetch_into, int(props.size or 0), etag, fetch)
 
     def write(
         self, container: str, path: str, data: bytes, *, if_match: str | None = None,

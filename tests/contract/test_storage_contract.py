@@ -147,6 +147,21 @@ def test_open_read_streams_the_blob_in_ranges_with_seek_and_the_read_etag(storag
     assert stream.closed and stream.reopen().read(3) == data[:3]  # closing the reader closed the stream
 
 
+def test_read_range_gives_a_range_whole_wherever_the_stream_is_and_less_at_the_end(
+    storage: Storage, container: str,
+) -> None:
+    data = bytes(range(256)) * 40
+    storage.write(container, "ranges.bin", data)
+    stream = storage.open_read(container, "ranges.bin")
+    stream.seek(7)
+    assert bytes(stream.read_range(1000, 3000)) == data[1000:4000]
+    assert bytes(stream.read_range(len(data) - 10, 3000)) == data[-10:]
+    assert stream.read_range(len(data), 100) == b"" and stream.tell() == 7  # the position is not the range's
+    storage.write(container, "ranges.bin", b"overwritten")
+    with pytest.raises(Conflict):
+        stream.read_range(0, 100)
+
+
 def test_open_read_of_a_missing_blob_raises_not_found(storage: Storage, container: str) -> None:
     with pytest.raises(NotFound, match=rf"^blob \(container={container}, path=nope\) not found$"):
         storage.open_read(container, "nope")
