@@ -1016,7 +1016,11 @@ def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
                                  results, FILE_ROWS, peak.peak, before)
     v.files["devhost_done"] = FileRow("devhost: drop -> function done (results + every row logged)",
                                       done, FILE_ROWS, peak.peak, before)
-    took = function_milliseconds(served.log, "batch_score", f"{paths.SCORING_REQUESTS}/{path}")
+    try:  # the host writes its console lines in batches: the Executed line may follow the marker by a moment
+        took = wait_until(lambda: function_milliseconds(served.log, "batch_score", f"{paths.SCORING_REQUESTS}/{path}"),
+                          "the batch_score function's Executed line", 10, served.proc, poll=FILE_POLL)
+    except BenchError:
+        took = None
     if took is not None:  # what the local Event Grid's scan (every 0.5 s) and the trigger's hand-off add is the rest
         v.files["devhost_function"] = FileRow("(info) devhost: the batch_score function alone (its Executed line's "
                                               "duration)", took / 1000, FILE_ROWS, peak.peak, before)

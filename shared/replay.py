@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -167,21 +168,22 @@ def recent_rows(
     # Blobs are named for their flush time; one flushed after `now` holds rows scored after it.
     paths = log_blob_names(storage, model, now - timedelta(days=lookback_days), now, timedelta(0))
     for path in reversed(paths):
-        for row in _rows_of(storage, path, version):
+        for row in _rows_of(storage, path, version, limit - len(rows)):
             rows.append(row)
             if len(rows) >= limit:
                 return rows
     return rows
 
 
-def _rows_of(storage: Storage, path: str, version: int) -> Iterator[LoggedRow]:
-    """The blob's rows of `version`, last line first; unreadable lines are skipped (as the drift window does)."""
+def _rows_of(storage: Storage, path: str, version: int, wanted: int) -> Iterator[LoggedRow]:
+    """The blob's rows of `version`, last line first (at least the last `wanted` of them); unreadable lines are
+    skipped (as the drift window does)."""
     try:
         data = storage.read(PREDICTIONS, path).data
     except NotFound:  # removed by retention between listing and reading
         return
     if is_columnar(path):
-        yield from _segment_rows(storage, path, data, version)
+        yield from _segment_rows(storage, path, data, version, wanted)
         return
     for line in reversed(data.splitlines()):
         try:
@@ -192,14 +194,14 @@ def _rows_of(storage: Storage, path: str, version: int) -> Iterator[LoggedRow]:
             yield _logged_row(doc)
 
 
-def _segment_rows(storage: Storage, path: str, data: bytes, version: int) -> Iterator[LoggedRow]:
-    """A segment's rows of `version`, last row first, each as its JSON line reads; rows are made only as they are
-    asked for (a replay wants the newest few hundred rows; a segment may hold tens of thousands)."""
+def _segment_rows(storage: Storage, path: str, data: bytes, version: int, wanted: int) -> Iterator[LoggedRow]:
+    """A segment's (or a scored file's) rows of `version`, last row first, each as its JSON line reads; rows are
+    made only as they are asked for (a replay wants the newest few hundred rows; a segment may hold tens of
+    thousands, a file millions: only the batches that hold its last `wanted` rows are kept as they are read)."""
     from shared import prediction_segments  # pyarrow: loaded by the first replay that meets a segment
 
     try:
-        batches = [batch.filter(_version_mask(batch, version))
-                   for batch in prediction_segments.log_batches(storage, path, data)]
+        batches = _last_batches(prediction_segments.log_batches(storage, path, data), version, wanted)
     except ValueError as exc:  # not a segment, or damaged: skipped as an unparsable JSON line is
         log.warning("prediction log blob (container=%s, path=%s): skipped, unreadable: %s", PREDICTIONS, path, exc)
         return
@@ -209,6 +211,18 @@ def _segment_rows(storage: Storage, path: str, data: bytes, version: int) -> Ite
             for doc in reversed(prediction_segments.batch_rows(part)):
                 if isinstance(doc.get("inputs"), dict):
                     yield _logged_row(doc)
+
+
+def _last_batches(batches: Iterator[Any], version: int, wanted: int) -> deque[Any]:
+    """The batches' rows of `version`, as the fewest last batches that hold `wanted` of them (or all there are)."""
+    kept: deque[Any] = deque()
+    rows = 0
+    for batch in batches:
+        kept.append(batch.filter(_version_mask(batch, version)))
+        rows += kept[-1].num_rows
+        while len(kept) > 1 and rows - kept[0].num_rows >= wanted:  # the later batches hold `wanted` already
+            rows -= kept.popleft().num_rows
+    return kept
 
 
 def _version_mask(batch: Any, version: int) -> Any:

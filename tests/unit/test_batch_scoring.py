@@ -18,6 +18,7 @@ from shared import batch_scoring, paths, prediction_log, prediction_segments
 from shared.errors import NotFound, Unavailable
 from shared.memory_storage import MemoryStorage
 from shared.monitoring.window import iter_log_chunks
+from shared.replay import recent_rows
 from shared.scoring import LoadedModel, ModelCache, predict, read_request
 from tests.unit import onnx_fixtures as fx
 
@@ -333,6 +334,18 @@ def test_monitoring_reads_the_batch_rows_from_the_prediction_log(storage: Memory
     assert sum(c.rows for c in chunks) == 500
     assert np.isnan(chunks[0].features["torque"][0])
 
+
+
+def test_replay_takes_a_scored_file_s_newest_rows_last_row_first(storage: MemoryStorage, cache: ModelCache) -> None:
+    at = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    drop(storage, "churn/r.csv", csv_bytes(frame(700)))
+    outcome = score(storage, cache, "churn/r.csv", clock=lambda: at.timestamp())
+    ids = [f"{outcome['request_id']}-{i}" for i in range(700)]
+    newest = recent_rows(storage, "churn", 1, 50, at + timedelta(minutes=5), 7)
+    assert [row.prediction_id for row in newest] == ids[::-1][:50]
+    assert [row.prediction_id for row in recent_rows(storage, "churn", 1, 10_000, at + timedelta(minutes=5), 7)] == \
+        ids[::-1]
+    assert not recent_rows(storage, "churn", 2, 50, at + timedelta(minutes=5), 7)  # another version's rows only
 
 
 def test_a_log_sample_rate_logs_that_share_of_the_rows_and_the_same_rows_on_a_retry(
