@@ -422,9 +422,9 @@ def _convert(
 
 
 def _arrow_csv(body: bytes, signature: Signature) -> ScoringRequest | None:
-    """A big CSV body through pyarrow's reader; None (the stdlib reader decides) for anything it cannot vouch for."""
-    # Quotes and old Mac line ends are left to the stdlib reader, whose rules (and messages) are the contract.
-    if len(body) < ARROW_CSV_MIN_BYTES or b'"' in body or b"\r" in body:
+    """A big CSV body through the native reader or pyarrow's; None (the stdlib reader decides) for anything they
+    cannot vouch for (arrow_bodies.read_csv_body: quotes and carriage returns go to the stdlib reader)."""
+    if len(body) < ARROW_CSV_MIN_BYTES:
         return None
     from shared import arrow_bodies
 

@@ -235,6 +235,33 @@ def test_every_body_format_gives_the_numeric_model_the_same_arrays(
 
 
 @settings(max_examples=40)
+@given(frame=numeric_frames(), quoted=st.integers(0, 10**6), crlf=st.booleans())
+def test_a_csv_body_with_carriage_returns_or_a_quote_in_its_rows_reads_as_the_stdlib_reads_it(
+    num: LoadedModel, frame: pd.DataFrame, quoted: int, crlf: bool,
+) -> None:
+    general = _read(num, _records_body(frame), "application/json").inputs
+    head, _, rows = _csv_body(frame).partition(b"\n")
+    cells = rows.split(b",")
+    at = quoted % len(cells)
+    # the native reader refuses the quote (and reads "\r\n" line ends); the stdlib reader decides the rest
+    first, *rest = cells[at].split(b"\n")  # a cell, or a row's last cell, its line end and the next row's first
+    cells[at] = b"\n".join([b'"' + first + b'"', *rest])
+    body = head + b"\n" + b",".join(cells)
+    if crlf:
+        body = head + b"\n" + body[len(head) + 1:].replace(b"\n", b"\r\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scoring, "ARROW_CSV_MIN_BYTES", 0)  # the fast path first: it hands the body on
+        assert scoring._arrow_csv(body, num.signature) is None
+        _same_arrays(_read(num, body, "text/csv").inputs, general)
+    if crlf:  # line ends alone: the native reader takes the rows
+        plain = head + b"\n" + rows.replace(b"\n", b"\r\n")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(scoring, "ARROW_CSV_MIN_BYTES", 0)
+            assert scoring._arrow_csv(plain, num.signature) is not None
+            _same_arrays(_read(num, plain, "text/csv").inputs, general)
+
+
+@settings(max_examples=40)
 @given(frame=mixed_frames())
 def test_every_body_format_gives_a_model_with_a_categorical_input_the_same_arrays(
     mixed: LoadedModel, frame: pd.DataFrame
