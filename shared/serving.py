@@ -10,7 +10,7 @@ from typing import Any
 
 from shared import paths, registry
 from shared.errors import NotFound, PipelineError
-from shared.prediction_log import PredictionLogger
+from shared.prediction_log import SEGMENT_SUFFIX, PredictionLogger
 from shared.scoring import Encoded, ModelCache, Scored, score, target
 from shared.settings import Settings
 from shared.storage import AzureStorage
@@ -35,7 +35,8 @@ class Scorer:
         )
 
     def _write_log(self, path: str, data: bytes) -> None:
-        self._storage.write(paths.PREDICTIONS, path, data, content_type="application/x-ndjson")
+        media = "application/x-parquet" if path.endswith(SEGMENT_SUFFIX) else "application/x-ndjson"
+        self._storage.write(paths.PREDICTIONS, path, data, content_type=media)
 
     def _resolve(self, model: str, alias: str) -> tuple[int, str]:
         return registry.resolve_alias(self._storage, model, alias)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import names, prediction_log
+from shared import names, prediction_log, prediction_segments
 from shared.prediction_log import PredictionLogger, default_prediction_ids
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -45,8 +45,9 @@ class MemorySink:
             self.blobs[path] = data
 
     def lines(self) -> list[dict[str, Any]]:
+        """Every row written, in write order, as its JSON line reads (a segment's rows too)."""
         with self._lock:
-            return [json.loads(line) for data in self.blobs.values() for line in data.decode().splitlines()]
+            return [row for path, data in self.blobs.items() for row in prediction_segments.blob_rows(path, data)]
 
 
 def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -300,6 +301,38 @@ def test_array_outputs_are_logged_column_by_column_with_the_same_lines(
     assert [list(line) for line in from_arrays[:1]] == [["request_id", "prediction_id", "model", "version",
                                                          "timestamp", "inputs", "outputs"]]
     assert from_arrays[0]["inputs"]["speed"] is None or isinstance(from_arrays[0]["inputs"]["speed"], float)
+
+
+def test_big_requests_go_into_segments_of_requests_alike_with_the_rows_their_lines_would_have(
+    make: Callable[..., PredictionLogger], sink: MemorySink, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = prediction_log.SEGMENT_ROWS
+    rng = np.random.default_rng(7)
+
+    def request(n: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        p = rng.random(n).astype(np.float32)
+        inputs = {"torque": np.where(rng.random((n, 1)) < 0.1, np.nan, rng.normal(40, 9, (n, 1))).astype(np.float32),
+                  "type": rng.choice(["L", "missing", "ü"], (n, 1)).astype(object)}
+        return inputs, {"predictions": np.where(p > 0.5, "fail", "ok").astype(object),
+                        "probabilities": np.stack([p, 1 - p], axis=1), "probability_classes": ("fail", "ok")}
+
+    logged = [("churn", 3, "big-1", *request(rows), None), ("churn", 3, "small", *request(5), None),
+              ("churn", 3, "big-2", *request(rows + 1), [f"id-{i}" for i in range(rows + 1)]),
+              ("churn", 4, "big-3", *request(rows), None)]
+    logger = make(flush_rows=10**6)
+    for model, version, rid, inputs, outputs, ids in logged:
+        logger.log(model, version, rid, inputs, outputs, ids)
+    assert logger.flush() == 3 * rows + 6
+    suffixes = sorted(path.rsplit("-", 1)[-1] if path.endswith(".parquet") else ".jsonl" for path in sink.blobs)
+    assert suffixes == [".jsonl", "0.parquet", "1.parquet"]  # version 3's two big requests, then version 4's
+    by_request = sorted(sink.lines(), key=lambda line: (line["request_id"], line["prediction_id"]))
+    sink.blobs.clear()
+    monkeypatch.setattr(prediction_log, "SEGMENT_ROWS", 10**9)  # every request as JSON lines
+    for model, version, rid, inputs, outputs, ids in logged:
+        logger.log(model, version, rid, inputs, outputs, ids)
+    logger.flush()
+    assert all(path.endswith(".jsonl") for path in sink.blobs)
+    assert by_request == sorted(sink.lines(), key=lambda line: (line["request_id"], line["prediction_id"]))
 
 
 def test_default_ids_read_as_the_list_of_ids_they_stand_for() -> None:
