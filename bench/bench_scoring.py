@@ -1001,6 +1001,7 @@ def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
     finished (the log's manifest written, the version marked completed). Both are polled every 20 ms (a blob
     listing of Azurite each), so the poll adds at most that to what is timed."""
     path = f"{v.spec.name}/bench-devhost.csv"
+    settled = settle(served.proc.pid)  # the HTTP runs before leave the prediction log's flushes behind them
     before = rss_mb(served.proc.pid)
     with PeakRss(served.proc.pid) as peak:
         started = time.perf_counter()
@@ -1024,10 +1025,11 @@ def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
     if took is not None:  # what the local Event Grid's scan (every 0.5 s) and the trigger's hand-off add is the rest
         v.files["devhost_function"] = FileRow("(info) devhost: the batch_score function alone (its Executed line's "
                                               "duration)", took / 1000, FILE_ROWS, peak.peak, before)
-    v.notes.append(f"the {len(data) / 1e6:,.0f} MB CSV file ({FILE_ROWS:,} rows) took {written - started:.1f} s to "
-                   "upload (not counted); devhost's peak includes its memory before the drop (training stack, "
-                   "earlier requests); the trigger binds a BlobClient (SDK type), so no copy of the file is held: "
-                   "score_file reads it in ranges")
+    v.notes.append(f"the {len(data) / 1e6:,.0f} MB CSV file ({FILE_ROWS:,} rows) was dropped once devhost was idle "
+                   f"({settled:.1f} s after the HTTP runs: their prediction log flushed) and took "
+                   f"{written - started:.1f} s to upload (not counted); devhost's peak includes its memory before "
+                   "the drop (training stack, earlier requests); the trigger binds a BlobClient (SDK type), so no "
+                   "copy of the file is held: score_file reads it in ranges")
 
 
 def function_milliseconds(log: Path, function: str, blob: str) -> int | None:
@@ -1040,6 +1042,17 @@ def function_milliseconds(log: Path, function: str, blob: str) -> int | None:
     done = re.search(rf"Executed 'Functions\.{function}' \(Succeeded, Id={started.group(1)}, Duration=(\d+)ms\)",
                      text)
     return None if done is None else int(done.group(1))
+
+
+def settle(pid: int, *, window: float = 1.0, busy: float = 0.05, timeout: float = 120.0) -> float:
+    """Seconds until the process used less than `busy` of a core over `window` seconds (at most `timeout`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        cpu = process_cpu_seconds(pid)
+        time.sleep(window)  # measuring a window of the process's CPU, not waiting for an event
+        if process_cpu_seconds(pid) - cpu < busy * window:
+            break
+    return time.monotonic() - started
 
 
 def completed(storage: AzureStorage, marker: str) -> bool:
