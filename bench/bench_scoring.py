@@ -805,10 +805,12 @@ class HttpClient:
 
 def bench_servers(tmp: Path, variants: list[Variant], counts: Counts, skip_mlflow: bool,
                   file_data: bytes | None) -> str | None:
-    """4. HTTP on loopback: devhost vs MLflow's server, interleaved per variant; then 10,000-row bodies over HTTP
-    and a 1,000,000-row CSV file dropped for batch scoring (first variant only); returns the MLflow version."""
+    """4. HTTP on loopback: a 1,000,000-row CSV file dropped for batch scoring (first variant only), then devhost vs
+    MLflow's server, interleaved per variant, then 10,000-row bodies over HTTP; returns the MLflow version."""
     version = None if skip_mlflow else ensure_mlflow_venv()
     with devhost_server(tmp, variants) as served:
+        if file_data is not None:  # first: as early in the run as the in-process file runs (see file_through_devhost)
+            file_through_devhost(variants[0], served, file_data)
         for v in variants:
             clients = {"devhost": HttpClient(f"HTTP: devhost POST /api/models/{v.spec.name}/score", served.port,
                                              f"/api/models/{v.spec.name}/score", v.single_bodies)}
@@ -823,8 +825,6 @@ def bench_servers(tmp: Path, variants: list[Variant], counts: Counts, skip_mlflo
                     for client in clients.values():
                         client.close()
         http_batches(variants[0], served.port, counts)
-        if file_data is not None:
-            file_through_devhost(variants[0], served, file_data)
     return version
 
 
@@ -999,9 +999,13 @@ def bench_file_in_process(v: Variant, tmp: Path, data: bytes) -> None:
 def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
     """Drop the file into devhost's Azurite; time until its results file exists and until the function has
     finished (the log's manifest written, the version marked completed). Both are polled every 20 ms (a blob
-    listing of Azurite each), so the poll adds at most that to what is timed."""
+    listing of Azurite each), so the poll adds at most that to what is timed.
+
+    Run before the HTTP series, not after them: this VM slows under minutes of full load (after a 20 s burn of
+    both cores by two busy loops, nothing else, the same drop's function took 1.65 s against 1.19 s), so late in
+    the run the drop measured the machine's state more than the app."""
     path = f"{v.spec.name}/bench-devhost.csv"
-    settled = settle(served.proc.pid)  # the HTTP runs before leave the prediction log's flushes behind them
+    settled = settle(served.proc.pid)  # the pipeline's last stages may still be finishing
     before = rss_mb(served.proc.pid)
     with PeakRss(served.proc.pid) as peak:
         started = time.perf_counter()
@@ -1026,7 +1030,7 @@ def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
         v.files["devhost_function"] = FileRow("(info) devhost: the batch_score function alone (its Executed line's "
                                               "duration)", took / 1000, FILE_ROWS, peak.peak, before)
     v.notes.append(f"the {len(data) / 1e6:,.0f} MB CSV file ({FILE_ROWS:,} rows) was dropped once devhost was idle "
-                   f"({settled:.1f} s after the HTTP runs: their prediction log flushed) and took "
+                   f"({settled:.1f} s after its champions were promoted, before the HTTP series) and took "
                    f"{written - started:.1f} s to upload (not counted); devhost's peak includes its memory before "
                    "the drop (training stack, earlier requests); the trigger binds a BlobClient (SDK type), so no "
                    "copy of the file is held: score_file reads it in ranges")
