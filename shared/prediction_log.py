@@ -284,12 +284,18 @@ class PredictionLogger:
         blobs = []
         for model, group in by_model.items():
             base = f"{model}/{stamp:%Y-%m-%d}/{stamp:%H%M%S}-{uuid.uuid4().hex}"
-            lines = [r for r in group if not _segment_worthy(r)]
+            lines: list[_Record] = []
+            big: list[tuple[tuple[Any, ...], _Record]] = []  # (its _segment_key, record)
+            for record in group:
+                key = _segment_key(record) if record.rows >= SEGMENT_ROWS else None
+                if key is None:
+                    lines.append(record)
+                else:
+                    big.append((key, record))
             if lines:
                 blobs.append(_Blob(base + LINES_SUFFIX, _group_lines(lines), sum(r.rows for r in lines)))
-            big = [r for r in group if _segment_worthy(r)]
-            for n, (_, run) in enumerate(groupby(big, key=_stack_key)):
-                alike = list(run)
+            for n, (_, run) in enumerate(groupby(big, key=operator.itemgetter(0))):
+                alike = [record for _, record in run]
                 blobs.append(_Blob(f"{base}-{n}{SEGMENT_SUFFIX}", _segment(alike), sum(r.rows for r in alike)))
         return blobs
 
@@ -323,12 +329,20 @@ STACK_ROWS = 64
 SEGMENT_ROWS = 1_000
 
 
-def _segment_worthy(record: _Record) -> bool:
-    return record.rows >= SEGMENT_ROWS and _stack_key(record) is not None
+def _segment_key(record: _Record) -> tuple[Any, ...] | None:
+    """What records must share to go into one segment (None: written as lines): _stack_key's, and the arrays'
+    dtypes, which are the segment's column types (lines stack a float32 and a float64 column alike; one Parquet
+    table cannot)."""
+    key = _stack_key(record)
+    if key is None:
+        return None
+    inputs, outputs = cast(Mapping[str, np.ndarray], record.inputs), record.outputs
+    arrays = [*inputs.values(), outputs["predictions"], outputs.get("probabilities")]
+    return key, tuple(None if a is None else np.asarray(a).dtype.str for a in arrays)
 
 
 def _segment(records: list[_Record]) -> bytes:
-    """Records alike by _stack_key as one segment, in order."""
+    """Records alike by _segment_key as one segment, in order."""
     from shared import prediction_segments  # pyarrow: loaded on this thread by the first big request's flush
 
     return prediction_segments.encode([prediction_segments.segment_table(

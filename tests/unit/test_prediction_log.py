@@ -316,15 +316,18 @@ def test_big_requests_go_into_segments_of_requests_alike_with_the_rows_their_lin
         return inputs, {"predictions": np.where(p > 0.5, "fail", "ok").astype(object),
                         "probabilities": np.stack([p, 1 - p], axis=1), "probability_classes": ("fail", "ok")}
 
+    inputs, outputs = request(rows)
+    wide = {**outputs, "probabilities": outputs["probabilities"].astype(np.float64)}  # another column type
     logged = [("churn", 3, "big-1", *request(rows), None), ("churn", 3, "small", *request(5), None),
               ("churn", 3, "big-2", *request(rows + 1), [f"id-{i}" for i in range(rows + 1)]),
-              ("churn", 4, "big-3", *request(rows), None)]
+              ("churn", 4, "big-3", *request(rows), None), ("churn", 4, "big-4", inputs, wide, None)]
     logger = make(flush_rows=10**6)
     for model, version, rid, inputs, outputs, ids in logged:
         logger.log(model, version, rid, inputs, outputs, ids)
-    assert logger.flush() == 3 * rows + 6
+    assert logger.flush() == 4 * rows + 6
     suffixes = sorted(path.rsplit("-", 1)[-1] if path.endswith(".parquet") else ".jsonl" for path in sink.blobs)
-    assert suffixes == [".jsonl", "0.parquet", "1.parquet"]  # version 3's two big requests, then version 4's
+    # version 3's two big requests, then version 4's, then its request with float64 probabilities
+    assert suffixes == [".jsonl", "0.parquet", "1.parquet", "2.parquet"]
     by_request = sorted(sink.lines(), key=lambda line: (line["request_id"], line["prediction_id"]))
     sink.blobs.clear()
     monkeypatch.setattr(prediction_log, "SEGMENT_ROWS", 10**9)  # every request as JSON lines
