@@ -60,6 +60,22 @@ def _pyarrow_csv(text: bytes, width: int) -> np.ndarray:
     return np.column_stack([table.column(i).to_numpy(zero_copy_only=False) for i in range(width)])
 
 
+def _csv(text: bytes, start: int, width: int, *, wide: bool) -> native_numbers.Matrix | None:
+    """csv_matrix 16 bytes at a time (wide) or byte by byte."""
+    saved = native_numbers.WIDE
+    native_numbers.WIDE = wide
+    try:
+        return native_numbers.csv_matrix(text, start, width)
+    finally:
+        native_numbers.WIDE = saved
+
+
+def _padded(lines: list[list[str]], pad: bool) -> list[list[str]]:
+    """With pad, two more rows after the random ones, so that every random cell has the 17 bytes after it that
+    the wide reader reads a number 16 bytes at a time with (the last cells of a body it reads byte by byte)."""
+    return lines + [["1234567.125"] * len(lines[0])] * 2 if pad else lines
+
+
 def test_the_library_is_built_and_loaded() -> None:
     assert native_numbers.LIBRARY is not None, (
         f"{native_numbers.LIBRARY_PATH} is missing: `make` builds it (python native/build.py, needs rustc)")
@@ -77,14 +93,16 @@ def csv_grids(draw: st.DrawFn, cell: st.SearchStrategy[str]) -> list[list[str]]:
     return [[draw(st.one_of(cell, empty)) for _ in range(width)] for _ in range(rows)]
 
 
+@pytest.mark.parametrize("wide", [True, False])
 @settings(max_examples=300, deadline=None)
-@given(lines=csv_grids(plain), crlf=st.booleans(), last_newline=st.booleans())
+@given(lines=csv_grids(plain), crlf=st.booleans(), last_newline=st.booleans(), pad=st.booleans())
 def test_csv_of_plain_numbers_reads_as_float_and_pyarrow_read_it(
-    lines: list[list[str]], crlf: bool, last_newline: bool
+    lines: list[list[str]], crlf: bool, last_newline: bool, pad: bool, wide: bool
 ) -> None:
+    lines = _padded(lines, pad)
     end = "\r\n" if crlf else "\n"
     text = ("h" + end + end.join(",".join(line) for line in lines) + (end if last_newline else "")).encode()
-    got = native_numbers.csv_matrix(text, text.index(b"\n") + 1, len(lines[0]))
+    got = _csv(text, text.index(b"\n") + 1, len(lines[0]), wide=wide)
     assert got is not None, text[:300]
     want = _reference_csv(lines)
     _same(got.values, want)
@@ -92,22 +110,29 @@ def test_csv_of_plain_numbers_reads_as_float_and_pyarrow_read_it(
     _same(got.values, _pyarrow_csv(text[text.index(b"\n") + 1:], len(lines[0])))
 
 
+@pytest.mark.parametrize("wide", [True, False])
 @settings(max_examples=300, deadline=None)
-@given(lines=csv_grids(plain), bad=refused, where=st.data())
-def test_csv_with_any_other_cell_is_sent_back(lines: list[list[str]], bad: str, where: st.DataObject) -> None:
+@given(lines=csv_grids(plain), bad=refused, where=st.data(), pad=st.booleans())
+def test_csv_with_any_other_cell_is_sent_back(
+    lines: list[list[str]], bad: str, where: st.DataObject, pad: bool, wide: bool
+) -> None:
     row = where.draw(st.integers(0, len(lines) - 1))
     col = where.draw(st.integers(0, len(lines[0]) - 1))
     lines[row][col] = bad
+    lines = _padded(lines, pad)
     text = ("\n".join(",".join(line) for line in lines) + "\n").encode()
-    assert native_numbers.csv_matrix(text, 0, len(lines[0])) is None, text[:300]
+    assert _csv(text, 0, len(lines[0]), wide=wide) is None, text[:300]
 
 
+@pytest.mark.parametrize("wide", [True, False])
 @pytest.mark.parametrize("text, width", [
     (b"1,2\n3\n", 2), (b"1,2\n3,4,5\n", 2), (b"1,2\n\n3,4\n", 2), (b"1\n\n2\n", 1), (b"1,2\n3,4\n\n", 2),
     (b"1,2\r3,4\n", 2), (b"1,2\r\r\n", 2), (b"1,2,\n", 2), (b",\n", 3), (b"1,2\n3,4", 3),
+    (b"1,2\r\n3,4\r", 2), (b"1,2\n3,4\r\r\n", 2), (b"1,2\n3,4\n" * 20 + b"5\n", 2), (b"1,2\n" * 20 + b"\n", 2),
+    (b"1,2\n" * 20 + b"12345678901234567.5x,2\n" + b"1,2\n" * 20, 2), (b"1,2\n" * 20 + b"1,2,3\n" + b"1,2\n" * 20, 2),
 ])
-def test_csv_of_another_shape_is_sent_back(text: bytes, width: int) -> None:
-    assert native_numbers.csv_matrix(text, 0, width) is None
+def test_csv_of_another_shape_is_sent_back(text: bytes, width: int, wide: bool) -> None:
+    assert _csv(text, 0, width, wide=wide) is None
 
 
 def _big_csv(rows: int, width: int, seed: int) -> tuple[list[list[str]], bytes]:
@@ -116,21 +141,23 @@ def _big_csv(rows: int, width: int, seed: int) -> tuple[list[list[str]], bytes]:
     return lines, ("\n".join(",".join(line) for line in lines) + "\n").encode()
 
 
+@pytest.mark.parametrize("wide", [True, False])
 @pytest.mark.parametrize("seed", range(3))
-def test_a_big_csv_body_read_in_two_halves_is_the_whole(seed: int) -> None:
+def test_a_big_csv_body_read_in_two_halves_is_the_whole(seed: int, wide: bool) -> None:
     lines, text = _big_csv(9_000, 7, seed)
     assert len(text) >= 256 * 1024  # native/numbers.rs SPLIT_MIN_BYTES: two threads
-    got = native_numbers.csv_matrix(text, 0, 7)
+    got = _csv(text, 0, 7, wide=wide)
     assert got is not None and got.complete
     _same(got.values, _reference_csv(lines))
 
 
+@pytest.mark.parametrize("wide", [True, False])
 @pytest.mark.parametrize("row", [0, 4_499, 4_500, 8_999])
-def test_a_bad_cell_in_either_half_of_a_big_csv_body_sends_it_back(row: int) -> None:
+def test_a_bad_cell_in_either_half_of_a_big_csv_body_sends_it_back(row: int, wide: bool) -> None:
     lines, _ = _big_csv(9_000, 7, 0)
     lines[row][3] = "1e400"
     text = ("\n".join(",".join(line) for line in lines) + "\n").encode()
-    assert native_numbers.csv_matrix(text, 0, 7) is None
+    assert _csv(text, 0, 7, wide=wide) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,11 +214,11 @@ def test_big_json_rows_read_in_two_halves_are_the_whole(blank: str) -> None:
 
 
 @settings(max_examples=500, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 4), kind=st.sampled_from(["csv", "json"]))
+@given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 4), kind=st.sampled_from(["csv", "json", "bytewise csv"]))
 @example(seed=0, flips=1, kind="csv")
 def test_mutated_bodies_read_as_the_reference_or_are_sent_back(seed: int, flips: int, kind: str) -> None:
     rng = np.random.default_rng(seed)
-    lines = [[repr(float(v)) for v in row] for row in rng.normal(0, 10, (5, 3)).round(2)]
+    lines = [[repr(float(v)) for v in row] for row in rng.normal(0, 10, (8, 3)).round(rng.integers(0, 14))]
     csv = ("\n".join(",".join(line) for line in lines) + "\n").encode()
     body = bytearray(_json_rows(lines, "") if kind == "json" else csv)
     alphabet = b"0123456789-+.eE,[]\n\r \t\"nul"
@@ -210,7 +237,7 @@ def test_mutated_bodies_read_as_the_reference_or_are_sent_back(seed: int, flips:
         if got is not None:
             _same(got, np.array(orjson.loads(data), dtype=np.float64))
         return
-    found = native_numbers.csv_matrix(data, 0, 3)
+    found = _csv(data, 0, 3, wide=kind == "csv")
     if found is not None:
         _same(found.values, _pyarrow_csv(data, 3))
 
