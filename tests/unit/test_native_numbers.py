@@ -71,7 +71,7 @@ def _csv(text: bytes, start: int, width: int, *, wide: bool) -> native_numbers.M
 
 
 def _padded(lines: list[list[str]], pad: bool) -> list[list[str]]:
-    """With pad, two more rows after the random ones, so that every random cell has the 17 bytes after it that
+    """With pad, two more rows after the random ones, so that every random cell has the 16 bytes after it that
     the wide reader reads a number 16 bytes at a time with (the last cells of a body it reads byte by byte)."""
     return lines + [["1234567.125"] * len(lines[0])] * 2 if pad else lines
 
