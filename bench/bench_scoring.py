@@ -52,6 +52,7 @@ import yaml  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from devhost.azurite import free_port, listening, start_azurite  # noqa: E402
+from devhost.blobs import BLOB_SCAN_INTERVAL  # noqa: E402
 from examples.datasets import breast_cancer  # noqa: E402
 from shared import arrow_bodies, batch_scoring, json_rows, native_numbers, paths, registry  # noqa: E402
 from shared.data_checks import prepare  # noqa: E402
@@ -637,7 +638,7 @@ def devhost_server(tmp: Path, variants: list[Variant]) -> Iterator[Served]:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(port), "--no-auth",
-                 "--blob-scan-interval", "0.5", "--grace", "2"],
+                 "--grace", "2"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         wait_until(lambda: listening(port), "devhost to listen", 60, proc, log)
         storage = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": azurite.connection_string}))
@@ -1026,7 +1027,7 @@ def file_through_devhost(v: Variant, served: Served, data: bytes) -> None:
                           "the batch_score function's Executed line", 10, served.proc, poll=FILE_POLL)
     except BenchError:
         took = None
-    if took is not None:  # what the local Event Grid's scan (every 0.5 s) and the trigger's hand-off add is the rest
+    if took is not None:  # what the local Event Grid's scan and the trigger's hand-off add is the rest
         v.files["devhost_function"] = FileRow("(info) devhost: the batch_score function alone (its Executed line's "
                                               "duration)", took / 1000, FILE_ROWS, peak.peak, before)
     v.notes.append(f"the {len(data) / 1e6:,.0f} MB CSV file ({FILE_ROWS:,} rows) was dropped once devhost was idle "
@@ -1194,7 +1195,8 @@ def file_targets(f: dict[str, FileRow]) -> list[Target]:
     if "devhost_function" in f:
         r = f["devhost_function"]
         rows.append(("(info) through devhost, the batch_score function alone (its Executed line); the rest of drop -> "
-                     "results is the local Event Grid's scan (every 0.5 s), the webhook and the polling",
+                     f"results is the local Event Grid's scan (every {BLOB_SCAN_INTERVAL} s), the webhook and the "
+                     "polling",
                      f"{r.per_second:,.0f} rows/s ({r.seconds:.2f} s)", None))
     rows += file_floors(f)
     rows += file_cpu_bounds(f)

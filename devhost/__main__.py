@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from devhost.azurite import ROOT, Azurite, listening, start_azurite
+from devhost.blobs import BLOB_SCAN_INTERVAL
 from devhost.config import DevHostError
 from devhost.console import BatchedConsoleHandler
 from devhost.host import DEFAULT_CONNECTION, DevHost
@@ -31,9 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--examples", action="store_true", help="seed the bundled example specs and datasets, "
                    "then log each model's champion and a curl line to score it")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to let running invocations finish on stop")
-    p.add_argument("--blob-scan-interval", type=float, default=0.5,
+    p.add_argument("--blob-scan-interval", type=float, default=BLOB_SCAN_INTERVAL,
                    help="seconds between container scans: LogsAndContainerScan blob triggers, and the local Event Grid "
-                        "that turns new blobs into BlobCreated events for EventGrid-source triggers")
+                        "that turns new blobs into BlobCreated events for EventGrid-source triggers "
+                        "(default %(default)s)")
     p.add_argument("--no-event-grid", action="store_true",
                    help="no local Event Grid: EventGrid-source blob triggers fire only from events POSTed to "
                         "/runtime/webhooks/blobs (by hand, or by a real subscription through a tunnel)")

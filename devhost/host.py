@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from devhost.blobqueue import Registration, SharedBlobQueueListener, blob_queue_options
-from devhost.blobs import BlobScanner, EventGridSource
+from devhost.blobs import BLOB_SCAN_INTERVAL, BlobScanner, EventGridSource
 from devhost.clock import Clock, SystemClock
 from devhost.config import (
     DEFAULT_PORT,
@@ -73,7 +73,7 @@ class DevHost:
     def __init__(
         self, app_dir: Path | str, *, env: Mapping[str, str] | None = None, port: int | None = None,
         bind: str = "127.0.0.1", settings_path: Path | None = None, auth: bool = True,
-        clock: Clock | None = None, blob_scan_interval: float = 0.5, grace_seconds: float = 10.0,
+        clock: Clock | None = None, blob_scan_interval: float = BLOB_SCAN_INTERVAL, grace_seconds: float = 10.0,
         event_grid: bool = True,
     ) -> None:
         self.app_dir = Path(app_dir).resolve()

@@ -15,7 +15,7 @@ import requests
 from devhost import DevHost, DevHostError, FakeClock, bindingdata
 from devhost.azurite import Azurite
 from devhost.blobqueue import SharedBlobQueueListener
-from devhost.blobs import BLOB_POISON_QUEUE, BlobScanner
+from devhost.blobs import BLOB_POISON_QUEUE, BlobScanner, EventGridSource
 from devhost.config import load_host_json
 from devhost.timers import Schedule, use_monitor
 from shared.storage import AzureStorage
@@ -151,6 +151,43 @@ def test_event_grid_blob_trigger_fires_through_the_local_event_grid_and_the_blob
     receipts = f"blobreceipts/test-{env['FIXTURE_RECORDS'][4:]}/Host.Functions.blob_eventgrid/"
     [receipt] = wait_for(lambda: storage.list("azure-webjobs-hosts", receipts), "the receipt")
     assert storage.read_json("azure-webjobs-hosts", receipt.name)[0]["status"] == "published"
+
+
+class _CountingLists:
+    """The scanner's receipts storage, counting its listings."""
+
+    def __init__(self, storage: AzureStorage) -> None:
+        self._storage, self.listings = storage, 0
+
+    def list(self, container: str, prefix: str = "") -> Any:
+        self.listings += 1
+        return self._storage.list(container, prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+def test_a_scan_lists_the_receipts_only_when_the_container_shows_a_version_without_a_known_one(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
+    container = env["EG_CONTAINER"]
+    storage.write(container, "r1.txt", b"one")
+    host = start()
+    [scanner] = [x for x in host._listeners if isinstance(x, EventGridSource) and x.spec.name == "blob_eventgrid"]
+    receipts = f"blobreceipts/test-{env['FIXTURE_RECORDS'][4:]}/Host.Functions.blob_eventgrid/"
+    [receipt] = wait_for(lambda: storage.list("azure-webjobs-hosts", receipts), "the first receipt")
+    wait_for(lambda: receipt.name in scanner._receipted, "the receipt in the scanner's cache")
+    counting = _CountingLists(scanner._hosts)
+    scanner._hosts = counting  # type: ignore[assignment]  # the loop's scans count too
+    for _ in range(3):
+        scanner.scan()
+    assert counting.listings == 0  # the container alone: nothing in it lacks a known receipt
+    storage.write(container, "r2.txt", b"two")
+    scanner.scan()
+    assert counting.listings >= 1  # a version with no known receipt: the receipts are listed again
+    wait_for(lambda: len(storage.list("azure-webjobs-hosts", receipts)) == 2, "the second receipt")
+    wait_for(lambda: len(records(storage, env, "blob-eg")) == 2, "both invocations")
+    assert sorted(r["name"] for r in records(storage, env, "blob-eg")) == [f"{container}/r1.txt", f"{container}/r2.txt"]
 
 
 def test_blobs_max_degree_of_parallelism_from_host_json(
