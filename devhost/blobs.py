@@ -88,8 +88,8 @@ class _ContainerScan(PollingLoop):
 
         One listing of the container; the receipts are listed again only when it shows a version without a known
         receipt (another instance, or an earlier run of this one, may have written it). A scan's cost so grows
-        with the container, not with every version ever handled. As on the Functions host, deleting a receipt
-        does not make a running host hand the version on again (a restart does)."""
+        with the container, not with every version ever handled. A deleted receipt makes the version go out again
+        only after a restart (the cache still holds it)."""
         new = [(blob, key, match) for blob in self._storage.list(self.container, self._prefix)
                if (match := self.pattern.match(blob.name)) and (key := self.receipt(blob)) not in self._receipted]
         if not new:
