@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from devhost import DevHost  # noqa: E402
 from devhost.azurite import start_azurite  # noqa: E402
+from devhost.blobs import BLOB_SCAN_INTERVAL  # noqa: E402
 from devhost.outputs import QueueWatcher  # noqa: E402
 from shared import paths, registry  # noqa: E402
 from shared.errors import NotFound  # noqa: E402
@@ -98,7 +99,7 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=5.0,
                    help="seconds the host sits idle before each drop (its listeners back off meanwhile, as between "
                         "real drops)")
-    p.add_argument("--scan-interval", type=float, default=0.5,
+    p.add_argument("--scan-interval", type=float, default=BLOB_SCAN_INTERVAL,
                    help="seconds between the local Event Grid's container scans (devhost --blob-scan-interval)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
