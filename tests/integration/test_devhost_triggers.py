@@ -86,6 +86,11 @@ def blob_runs(storage: AzureStorage, env: dict[str, str], name: str) -> list[dic
     return [r for r in records(storage, env, "blob") if r["name"] == f"{env['BLOB_CONTAINER']}/{name}"]
 
 
+def receipts_folder(env: dict[str, str], function: str) -> str:
+    """Where the fixture host (its id derived from the test's records container) keeps a function's blob receipts."""
+    return f"blobreceipts/test-{env['FIXTURE_RECORDS'][4:]}/Host.Functions.{function}/"
+
+
 def test_blob_fires_once_per_etag_and_a_restart_does_not_fire_it_again(
     start: Start, storage: AzureStorage, env: dict[str, str],
 ) -> None:
@@ -95,7 +100,7 @@ def test_blob_fires_once_per_etag_and_a_restart_does_not_fire_it_again(
     [run] = wait_for(lambda: blob_runs(storage, env, "g1/a.txt"), "the blob invocation")
     assert run["length"] == 5 and run["data"] == "hello"
     assert run["uri"].endswith(f"/{container}/g1/a.txt")
-    receipts = f"blobreceipts/test-{env['FIXTURE_RECORDS'][4:]}/Host.Functions.blob_scan/"
+    receipts = receipts_folder(env, "blob_scan")
     wait_for(lambda: storage.list("azure-webjobs-hosts", receipts), "the receipt")
     host.stop()
     start()
@@ -148,7 +153,7 @@ def test_event_grid_blob_trigger_fires_through_the_local_event_grid_and_the_blob
     [run] = wait_for(lambda: records(storage, env, "blob-eg"), "the EventGrid-sourced blob trigger")
     assert run == {"name": f"{env['EG_CONTAINER']}/e.txt", "length": 3}
     # the scan published a BlobCreated event (receipt), the webhook queued it, the queue listener ran it
-    receipts = f"blobreceipts/test-{env['FIXTURE_RECORDS'][4:]}/Host.Functions.blob_eventgrid/"
+    receipts = receipts_folder(env, "blob_eventgrid")
     [receipt] = wait_for(lambda: storage.list("azure-webjobs-hosts", receipts), "the receipt")
     assert storage.read_json("azure-webjobs-hosts", receipt.name)[0]["status"] == "published"
 
@@ -174,7 +179,7 @@ def test_a_scan_lists_the_receipts_only_when_the_container_shows_a_version_witho
     storage.write(container, "r1.txt", b"one")
     host = start()
     [scanner] = [x for x in host._listeners if isinstance(x, EventGridSource) and x.spec.name == "blob_eventgrid"]
-    receipts = f"blobreceipts/test-{env['FIXTURE_RECORDS'][4:]}/Host.Functions.blob_eventgrid/"
+    receipts = receipts_folder(env, "blob_eventgrid")
     [receipt] = wait_for(lambda: storage.list("azure-webjobs-hosts", receipts), "the first receipt")
     wait_for(lambda: receipt.name in scanner._receipted, "the receipt in the scanner's cache")
     counting = _CountingLists(scanner._hosts)
