@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+from datetime import datetime
 
 from devhost.bindingdata import blob_uri, fetch, properties, trigger_argument
 from devhost.blobqueue import BLOB_POISON_QUEUE
@@ -33,6 +34,11 @@ __all__ = ["BLOB_POISON_QUEUE", "BLOB_SCAN_INTERVAL", "BlobScanner", "EventGridS
 # so scans every 0.25 s cost an idle host what scans every 0.5 s cost when each also listed the receipts, and the
 # local Event Grid hands a dropped blob on 0.125 s after it is written on average
 BLOB_SCAN_INTERVAL = 0.25
+# seconds between scans while a new blob of the container is being uploaded (its blocks staged, no commit yet), so
+# that a big file's event follows its commit by ~0.025 s on average instead of 0.125 s; only for
+# UPLOAD_WATCH_SECONDS after the upload is first seen (an upload its client abandoned is listed for days)
+UPLOAD_SCAN_INTERVAL = 0.05
+UPLOAD_WATCH_SECONDS = 300.0
 
 
 def compile_blob_path(path: str, where: str) -> tuple[str, str, re.Pattern[str]]:
@@ -69,6 +75,8 @@ class _ContainerScan(PollingLoop):
         # receipts known to exist: a cache of the receipts folder (they are only ever added), so that a scan lists
         # the container alone until it shows a version without a known receipt
         self._receipted: set[str] = set()
+        # new blobs being uploaded, by name: the ETag they were listed with and when that was first seen
+        self._uploads: dict[str, tuple[str, datetime]] = {}
         self._init_loop(f"blobs-{spec.name}")
 
     def _run(self) -> None:
@@ -77,7 +85,14 @@ class _ContainerScan(PollingLoop):
                 self.scan()
             except Exception as exc:  # keep scanning: storage may come back
                 log.warning("blob scan of %s (function %s) failed: %s", self.container, self.spec.name, exc)
-            self._clock.wait(self._stop, self._interval)
+            self._clock.wait(self._stop, self.next_interval())
+
+    def next_interval(self) -> float:
+        """Seconds until the next scan: UPLOAD_SCAN_INTERVAL while the last scan saw a new blob being uploaded
+        (for UPLOAD_WATCH_SECONDS from when it was first seen), else the scan interval."""
+        now = self._clock.now()
+        watched = any((now - seen).total_seconds() < UPLOAD_WATCH_SECONDS for _, seen in self._uploads.values())
+        return min(self._interval, UPLOAD_SCAN_INTERVAL) if watched else self._interval
 
     def receipt(self, blob: BlobInfo) -> str:
         """The receipt path of one blob version (the Functions host uses the same layout)."""
@@ -89,9 +104,17 @@ class _ContainerScan(PollingLoop):
         One listing of the container; the receipts are listed again only when it shows a version without a known
         receipt (another instance, or an earlier run of this one, may have written it). A scan's cost so grows
         with the container, not with every version ever handled. A deleted receipt makes the version go out again
-        only after a restart (the cache still holds it)."""
-        new = [(blob, key, match) for blob in self._storage.list(self.container, self._prefix)
-               if (match := self.pattern.match(blob.name)) and (key := self.receipt(blob)) not in self._receipted]
+        only after a restart (the cache still holds it). A new blob still being uploaded is listed too (with no
+        bytes, not yet readable): it is watched, not handed on, and scans come faster until it is committed."""
+        new, uploads = [], {}
+        for blob in self._storage.list(self.container, self._prefix, uncommitted=True):
+            if not (match := self.pattern.match(blob.name)) or (key := self.receipt(blob)) in self._receipted:
+                continue
+            if blob.size == 0 and (seen := self._uploading(blob)) is not None:
+                uploads[blob.name] = seen
+                continue
+            new.append((blob, key, match))
+        self._uploads = uploads
         if not new:
             return
         listed = {b.name for b in self._hosts.list(HOSTS_CONTAINER, self._receipts)}
@@ -100,6 +123,14 @@ class _ContainerScan(PollingLoop):
         for blob, key, match in new:
             if key not in listed and not self._stop.is_set():
                 self._new_version(blob, key, _params(match))
+
+    def _uploading(self, blob: BlobInfo) -> tuple[str, datetime] | None:
+        """(ETag, first seen) of a listed blob with no bytes that cannot be read: an upload not committed yet (Get
+        Blob Properties answers 404 until Put Block List); None for a blob that can be read (an empty one)."""
+        if self._storage.exists(blob.container, blob.name):
+            return None
+        seen = self._uploads.get(blob.name)
+        return seen if seen is not None and seen[0] == blob.etag else (blob.etag, self._clock.now())
 
     def _write_receipt(self, key: str, receipt: dict[str, str | int]) -> None:
         self._hosts.write_json(HOSTS_CONTAINER, key, receipt)

@@ -603,22 +603,26 @@ class AzureStorage(JsonBlobs):
         with _translated(blob_label(container, path), self.blob_endpoint):
             return bool(blob.exists())
 
-    def list(self, container: str, prefix: str = "") -> list[BlobInfo]:
+    def list(self, container: str, prefix: str = "", *, uncommitted: bool = False) -> list[BlobInfo]:
+        """As Storage.list; with uncommitted, also the blobs being uploaded: a new block blob with staged blocks
+        and no commit yet is listed with no bytes and cannot be read (devhost's local Event Grid watches them)."""
         client = self._container(container, create=False)
         if container not in self._listers:
             self._listers[container] = _raw_lister(client)
         lister = self._listers[container]
+        include = ["uncommittedblobs"] if uncommitted else None
         out: list[BlobInfo] = []
         with _translated(f"container (name={container})", self.blob_endpoint):
             try:
                 marker: str | None = None
                 while lister is not None:
-                    _, root = lister(prefix=prefix or None, marker=marker, maxresults=self.page_size)
+                    _, root = lister(prefix=prefix or None, marker=marker, maxresults=self.page_size, include=include)
                     page, marker = _listed(container, root)
                     out.extend(page)
                     if marker is None:
                         return out
-                for props in client.list_blobs(name_starts_with=prefix or None, results_per_page=self.page_size):
+                for props in client.list_blobs(name_starts_with=prefix or None, include=include,
+                                               results_per_page=self.page_size):
                     # listings give ETags unquoted, reads and writes quoted: one form, usable as if_match
                     etag = props.etag if props.etag.startswith('"') else f'"{props.etag}"'
                     out.append(BlobInfo(container, props.name, etag, props.size or 0, props.last_modified))

@@ -11,11 +11,18 @@ from typing import Any
 
 import pytest
 import requests
+from azure.storage.blob import BlobServiceClient
 
 from devhost import DevHost, DevHostError, FakeClock, bindingdata
 from devhost.azurite import Azurite
 from devhost.blobqueue import SharedBlobQueueListener
-from devhost.blobs import BLOB_POISON_QUEUE, BlobScanner, EventGridSource
+from devhost.blobs import (
+    BLOB_POISON_QUEUE,
+    UPLOAD_SCAN_INTERVAL,
+    UPLOAD_WATCH_SECONDS,
+    BlobScanner,
+    EventGridSource,
+)
 from devhost.config import load_host_json
 from devhost.timers import Schedule, use_monitor
 from shared.storage import AzureStorage
@@ -193,6 +200,34 @@ def test_a_scan_lists_the_receipts_only_when_the_container_shows_a_version_witho
     wait_for(lambda: len(storage.list("azure-webjobs-hosts", receipts)) == 2, "the second receipt")
     wait_for(lambda: len(records(storage, env, "blob-eg")) == 2, "both invocations")
     assert sorted(r["name"] for r in records(storage, env, "blob-eg")) == [f"{container}/r1.txt", f"{container}/r2.txt"]
+
+
+def test_a_new_blob_being_uploaded_quickens_the_scans_until_its_commit_hands_it_on(
+    start: Start, storage: AzureStorage, env: dict[str, str],
+) -> None:
+    clock = FakeClock(datetime(2024, 1, 1, tzinfo=UTC))  # never advanced but here: the loop scans once, at start
+    host = start(clock=clock)
+    [scanner] = [x for x in host._listeners if isinstance(x, EventGridSource) and x.spec.name == "blob_eventgrid"]
+    interval = scanner.next_interval()
+    assert interval > UPLOAD_SCAN_INTERVAL
+    container = env["EG_CONTAINER"]
+    service = BlobServiceClient.from_connection_string(env["AzureWebJobsStorage"])
+    service.create_container(container)
+    blob = service.get_blob_client(container, "big.csv")
+    blob.stage_block("YmxvY2stMQ==", b"x" * 1000)  # the upload has begun: a block staged, no commit
+    scanner.scan()
+    assert scanner.next_interval() == UPLOAD_SCAN_INTERVAL
+    receipts = receipts_folder(env, "blob_eventgrid")
+    assert storage.list("azure-webjobs-hosts", receipts) == []  # watched, not handed on: nothing to read yet
+    clock.advance(UPLOAD_WATCH_SECONDS)  # an upload whose client went away stops quickening the scans
+    scanner.scan()
+    assert scanner.next_interval() == interval
+    blob.commit_block_list(["YmxvY2stMQ=="])
+    scanner.scan()
+    [run] = wait_for(lambda: records(storage, env, "blob-eg"), "the committed blob's invocation")
+    assert run["name"] == f"{container}/big.csv"
+    assert len(storage.list("azure-webjobs-hosts", receipts)) == 1
+    assert scanner.next_interval() == interval
 
 
 def test_blobs_max_degree_of_parallelism_from_host_json(

@@ -176,3 +176,23 @@ def test_listings_read_the_raw_answer_not_the_sdks_slow_models(azurite: Azurite)
     # a newer SDK without the names-only listing's internals falls back to list_blobs: still right, 6x the CPU
     client = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("any")
     assert _raw_lister(client) is not None
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw listing", "the SDK's models"])
+def test_a_new_blob_whose_blocks_are_staged_is_listed_only_when_uploads_are_asked_for(
+    azurite: Azurite, unique: str, raw: bool,
+) -> None:
+    storage = AzureStorage.from_settings(Settings.from_env({"AzureWebJobsStorage": azurite.connection_string}))
+    container = f"staged-{unique}"
+    done = storage.write(container, "done.csv", b"a\n1\n")
+    if not raw:
+        storage._listers[container] = None  # an SDK without the raw listing: list_blobs
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(container, "up.csv")
+    blob.stage_block("YmxvY2stMQ==", b"x" * 100)
+    assert [(i.name, i.etag) for i in storage.list(container)] == [("done.csv", done)]
+    listed = {i.name: i for i in storage.list(container, uncommitted=True)}
+    assert sorted(listed) == ["done.csv", "up.csv"]
+    assert listed["up.csv"].size == 0 and not storage.exists(container, "up.csv")  # no commit: nothing to read
+    committed = str(blob.commit_block_list(["YmxvY2stMQ=="])["etag"])
+    assert {(i.name, i.size, i.etag) for i in storage.list(container, uncommitted=True)} == {
+        ("done.csv", 4, done), ("up.csv", 100, committed)}
