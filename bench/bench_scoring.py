@@ -52,7 +52,7 @@ import yaml  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from devhost.azurite import free_port, listening, start_azurite  # noqa: E402
-from devhost.blobs import BLOB_SCAN_INTERVAL  # noqa: E402
+from devhost.blobs import UPLOAD_SCAN_INTERVAL  # noqa: E402
 from examples.datasets import breast_cancer  # noqa: E402
 from shared import arrow_bodies, batch_scoring, json_rows, native_numbers, paths, registry  # noqa: E402
 from shared.data_checks import prepare  # noqa: E402
@@ -1248,8 +1248,8 @@ def file_targets(f: dict[str, FileRow]) -> list[Target]:
     if "devhost_function" in f:
         r = f["devhost_function"]
         rows.append(("(info) through devhost, the batch_score function alone (its Executed line); the rest of drop -> "
-                     f"results is the local Event Grid's scan (every {BLOB_SCAN_INTERVAL} s), the webhook and the "
-                     "polling",
+                     f"results is the local Event Grid's scan (every {UPLOAD_SCAN_INTERVAL} s while a new blob is "
+                     "being uploaded), the webhook and the polling",
                      f"{r.per_second:,.0f} rows/s ({r.seconds:.2f} s)", None))
     rows += file_floors(f)
     rows += file_cpu_bounds(f)
