@@ -18,7 +18,9 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -188,7 +190,7 @@ class Storage(Protocol):
 
         The blob changes only once the chunks end (Azure: staged blocks, then one commit), so readers see
         the old blob or the whole new one; an exception from the iterable propagates and leaves the blob
-        as it was. Memory holds about one block, whatever the blob's size.
+        as it was. Memory holds a few blocks (those being staged), whatever the blob's size.
         """
         ...
 
@@ -467,6 +469,10 @@ def _if_match(etag: str | None) -> dict[str, Any]:
 # 8 MB) comes back as one piece, handed on as the SDK's own buffer. A 209 MB file cost the client ~0.23 CPU s in
 # 256 KB pieces, ~0.13 in 4 MB ones cut in two, ~0.09 so. A small answer is one piece either way.
 DATA_BLOCK_BYTES = 8 << 20
+# Blocks write_chunks stages at once. One request at a time leaves the service waiting on its own writes between
+# them: on Azurite 84 MB in 4 MB blocks took 0.41-0.50 s one at a time, 0.31-0.37 s two at a time, for the same
+# CPU (the SDK's own uploads stage blocks side by side too: max_concurrency).
+STAGED_AT_ONCE = 2
 # How long copy() waits for a copy the service runs in the background (other-account sources; same-account
 # copies finish within the call), polling its status every COPY_POLL_SECONDS, doubling up to COPY_POLL_MAX_SECONDS.
 COPY_DEADLINE_SECONDS = 300.0
@@ -589,12 +595,22 @@ class AzureStorage(JsonBlobs):
         # block's place; every id of a blob has the same length, as the service requires.
         upload = uuid.uuid4().hex
         blocks: list[BlobBlock] = []
-        with _translated(blob_label(container, path), self.blob_endpoint):
-            for chunk in chunks:
-                if chunk:
-                    block_id = base64.b64encode(f"{upload}-{len(blocks):08d}".encode()).decode()
-                    blob.stage_block(block_id, chunk)
-                    blocks.append(BlobBlock(block_id))
+        staging: deque[Future[Any]] = deque()
+        with _translated(blob_label(container, path), self.blob_endpoint), \
+                ThreadPoolExecutor(STAGED_AT_ONCE, thread_name_prefix="stage-block") as pool:
+            try:
+                for chunk in chunks:
+                    if chunk:
+                        block_id = base64.b64encode(f"{upload}-{len(blocks):08d}".encode()).decode()
+                        staging.append(pool.submit(blob.stage_block, block_id, chunk))
+                        blocks.append(BlobBlock(block_id))
+                        if len(staging) >= STAGED_AT_ONCE:  # memory holds the blocks in flight, no more
+                            staging.popleft().result()
+                while staging:
+                    staging.popleft().result()
+            finally:
+                for future in staging:  # the chunks or a block failed: no more requests for this upload
+                    future.cancel()
             result = blob.commit_block_list(blocks, content_settings=settings)
         return str(result["etag"])
 
