@@ -784,7 +784,7 @@ class _ResultsUpload(io.RawIOBase):
     and uploaded while the file is scored: the encoder writes here, every UPLOAD_BLOCK bytes go to a thread
     that stages them (Storage.write_chunks), and the blob appears, whole, with finish(). Leaving the block
     without finish() (a rejected or failed file) abandons the upload: the blob stays as it was. Memory holds
-    at most UPLOAD_QUEUE blocks, whatever the file's size."""
+    at most UPLOAD_QUEUE blocks waiting and those being staged (storage.STAGED_AT_ONCE), whatever the file's size."""
 
     def __init__(self, storage: Storage, target: str, extension: str, media: str) -> None:
         super().__init__()
