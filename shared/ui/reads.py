@@ -21,7 +21,7 @@ from shared.storage import BlobInfo, Storage
 from shared.ui.index import VersionSummary, as_stored, read_all, summary_of, version_summary
 
 MAX_RUNS = 50  # runs listed on a model page, newest first
-UNSHOWN = ("holdout_outputs", "signature")  # the bulk of a version record (up to ~30 KiB); no page shows them
+UNSHOWN = ("holdout_outputs",)  # the bulk of a version record (up to ~30 KiB); no page shows it
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

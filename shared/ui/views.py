@@ -33,6 +33,7 @@ from shared.lifecycle.records import (
 )
 from shared.registry import RegisteredModel
 from shared.storage import Storage
+from shared.ui.contract_view import ContractView, contract_view
 from shared.ui.gates import Gate, GateState, checklist
 from shared.ui.index import VersionSummary
 from shared.ui.monitoring import DriftState, MonitoringView, drift_state, histograms, monitoring_view
@@ -234,6 +235,7 @@ class ModelPage:
     alias_history: list[AliasChange]
     gates: list[Gate]
     lineage: LineageView | None
+    contract: ContractView | None
     confusion: ConfusionView | None
     charts_note: str | None
     monitoring: MonitoringView | None
@@ -338,6 +340,7 @@ def model_page(src: ModelSources, links: Links) -> ModelPage:
         alias_history=list(reversed(aliases.history)),
         gates=checklist(selected.decision, selected.parity, review_of(selected)) if selected else [],
         lineage=lineage_view(selected, src.repositories) if selected else None,
+        contract=contract_view(selected, champion),
         confusion=confusion_view(src.charts), charts_note=src.charts_problem,
         monitoring=monitoring, runs=[run_row(r, src.model, links) for r in src.runs[:MAX_RUNS]],
         runs_total=src.runs_total, spec_text=spec_yaml(src.selected_spec) if src.selected_spec else None,

@@ -144,6 +144,9 @@ def test_the_pending_version_shows_its_gates_and_its_spec_diff_from_the_champion
     diff = browser.text("#spec-diff")
     assert "-approval: auto" in diff and "+approval: manual" in diff
     assert browser.count("#approve") == 1 and browser.count("#reject") == 1
+    assert "the same contract as the champion (version 1)" in browser.text("#contract")
+    assert browser.count("#signature-inputs tbody tr") == 6 and "machine_type" in browser.text("#signature-inputs")
+    assert "class labels, in order" in browser.text("#signature-outputs")
     browser.screenshot(SHOTS / "03-classifier-pending.png")
     no_problems(browser)
 

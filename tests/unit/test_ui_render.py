@@ -185,3 +185,20 @@ def test_the_pages_reference_only_static_files_the_route_serves() -> None:
     script = (serve.STATIC_DIR / "ui.js").read_text()
     for banned in ("localStorage", "sessionStorage", "document.cookie", "eval(", "new Function", "innerHTML"):
         assert banned not in script, banned
+
+
+def test_the_contract_section_shows_inputs_outputs_and_changes_with_categories_escaped(storage: MemoryStorage) -> None:
+    from shared import registry
+    from shared.contract import InputField, ModelSignature
+
+    theirs = ModelSignature.from_json(registry.get_version(storage, "m", 7).signature or {})
+    colour = InputField(name="colour", type="string", imputation="missing category", allowed=["red", EVIL])
+    ours = theirs.model_copy(update={"inputs": [*theirs.inputs[1:], colour]})
+    registry.update_version(storage, "m", 8, lambda r: r.model_copy(update={"signature": ours.to_json()}))
+    html = render.model_html(views.load_model_page(storage, "m", 8, LINKS, {}))
+    section = html[html.index('id="contract"'):html.index("<h3>Spec</h3>")]
+    assert EVIL not in section and "red, &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in section
+    assert "</span> input age removed</li>" in section
+    assert "</span> input colour added (every input column must be sent)</li>" in section
+    assert section.count("<tr><td class=\"mono\">") == len(ours.inputs) and "regression" in section
+    assert_no_inline_code(html)

@@ -4,11 +4,13 @@ from __future__ import annotations
 import pytest
 
 from shared import paths, registry
+from shared.contract import InputField, ModelSignature, OutputSpec, PredictionRange
 from shared.errors import NotFound
 from shared.lifecycle.records import Aliases, ModelVersion, RunRecord, RunStatus, StatusChange, VersionStatus
 from shared.memory_storage import MemoryStorage
 from shared.settings import Settings
 from shared.ui import index, monitoring, reads, views
+from shared.ui.contract_view import InputRow, input_row, output_facts
 from shared.ui.gates import checklist, gate_of, state_of
 from tests.unit.ui_records import T0, seed_model, spec_dict
 
@@ -260,9 +262,53 @@ def test_full_version_records_leave_out_what_no_page_shows(storage: MemoryStorag
     registry.update_version(storage, "m", 1, lambda r: r.model_copy(update={"holdout_outputs": {"rows": 9},
                                                                             "signature": {"inputs": []}}))
     first = reads.read_records(storage, reads.version_blobs(storage, "m"), [1, None])[1]
-    assert first.holdout_outputs is None and first.signature is None and first.decision is not None
+    assert first.holdout_outputs is None and first.decision is not None
+    assert first.signature == {"inputs": []}  # the page shows the selected version's contract
     assert registry.get_version(storage, "m", 1).holdout_outputs == {"rows": 9}
 
+
+
+def test_the_selected_versions_contract_lists_what_would_change_for_the_champions_clients(
+        storage: MemoryStorage) -> None:
+    seed_model(storage, "m", 4)  # version 3 is the champion, 4 waits for approval
+    stored = registry.get_version(storage, "m", 3).signature
+    assert stored is not None
+    theirs = ModelSignature.from_json(stored)
+    added = InputField(name="s8", type="number", optional=True, imputation="median")
+    ours = theirs.model_copy(update={"inputs": [i for i in theirs.inputs if i.name != "s5"] + [added]})
+    registry.update_version(storage, "m", 4, lambda r: r.model_copy(update={"signature": ours.to_json()}))
+
+    contract = views.load_model_page(storage, "m", 4, LINKS, GITHUB).contract
+    assert contract is not None and contract.note is None
+    assert [d.message for d in contract.changes] == ["breaking: input s5 removed",
+                                                     "compatible: optional input s8 added"]
+    rows = {r.name: r for r in contract.inputs}
+    assert rows["age"] == InputRow("age", "number", "must be sent", "imputed (median)", "-", "0 .. 120")
+    assert (rows["s8"].column, rows["s1"].range, "s5" in rows) == ("may be left out", "-", False)
+    assert contract.outputs == [("kind", "regression")] and "text/csv" in contract.formats
+
+    champion = views.load_model_page(storage, "m", None, LINKS, GITHUB).contract
+    assert champion is not None and (champion.changes, champion.note) == ([], "the selected version is the champion")
+    registry.update_version(storage, "m", 4, lambda r: r.model_copy(update={"signature": stored}))
+    same = views.load_model_page(storage, "m", 4, LINKS, GITHUB).contract
+    assert same is not None and (same.changes, same.note) == ([], "the same contract as the champion (version 3)")
+    registry.update_version(storage, "m", 3, lambda r: r.model_copy(update={"signature": None}))
+    unknown = views.load_model_page(storage, "m", 4, LINKS, GITHUB).contract
+    assert unknown is not None and unknown.note == "the champion (version 3) has no stored signature to compare with"
+    assert views.load_model_page(storage, "m", 3, LINKS, GITHUB).contract is None  # never reached validation
+
+
+def test_a_signatures_categories_requirements_and_outputs_read_as_phrases() -> None:
+    plain = InputField(name="kind", type="string", imputation="missing category", allowed=["a", "b"])
+    assert input_row(plain) == InputRow("kind", "string", "must be sent", "imputed (missing category)", "a, b", "-")
+    assert input_row(plain.model_copy(update={"allowed": None})).categories == "any"
+    assert input_row(InputField(name="y", type="number", max=7)).range == "<= 7"
+    strict = InputField(name="x", type="number", required=True, min=0.5)
+    assert (input_row(strict).nulls, input_row(strict).range) == ("refused (a value is required)", ">= 0.5")
+    assert output_facts(OutputSpec(kind="classification", classes=["0", "1"], probability_columns=["0", "1"])) == [
+        ("kind", "classification"), ("class labels, in order", "0, 1"), ("probability columns", "0, 1")]
+    assert output_facts(OutputSpec(kind="regression", prediction_range=PredictionRange(min=-1.5, max=300))) == [
+        ("kind", "regression"), ("holdout prediction range", "-1.5 .. 300")]
 
 # -- the page index ---------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import yaml
 from devhost.azurite import ROOT
 from examples.datasets import diabetes
 from shared import paths, registry
+from shared.contract import signature_from
 from shared.holdout_charts import holdout_charts
 from shared.lifecycle.records import (
     AliasAction,
@@ -29,6 +30,7 @@ from shared.lifecycle.records import (
     VersionStatus,
     with_change,
 )
+from shared.spec import parse_spec
 from shared.storage import Storage
 
 SPECS = ROOT / "examples" / "specs"
@@ -47,6 +49,7 @@ def seed_model(storage: Storage, name: str, versions: int = 5, *, monitored: boo
     """A regression model with `versions` versions: every 7th rejected, the last pending, the one before it champion."""
     spec = spec_dict(name, **spec_changes)
     _, digest = registry.upload_spec(storage, yaml.safe_dump(spec).encode(), "spec.yaml")
+    signature = signature_from(parse_spec(yaml.safe_dump(spec))).to_json()
     aliases = Aliases()
     champion = versions - 1 if versions > 1 else 1
     for number in range(1, versions + 1):
@@ -55,6 +58,7 @@ def seed_model(storage: Storage, name: str, versions: int = 5, *, monitored: boo
             aliases = with_change(aliases, AliasAction.PROMOTE, number, at=_at(number), by="pipeline",
                                   reason=f"passed: rmse {_rmse(number):.4g} <= bar 60", run_id=_run_id(number))
         record = _version(storage, name, number, status, digest, charts=number == champion)
+        record = record.model_copy(update={"signature": signature})
         storage.write_json(paths.MLOPS, paths.version_record(name, number), record.to_json())
         storage.write_json(paths.MLOPS, paths.run_record(name, _run_id(number)), _run(name, number, status).to_json())
     storage.write_json(paths.MLOPS, paths.aliases(name), aliases.model_copy(update={"synced": True}).to_json())
