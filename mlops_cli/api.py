@@ -45,6 +45,9 @@ class Api:
                            "it may be busy or stopped: try again", UNREACHABLE) from None
         except requests.ConnectionError:
             raise unreachable(self.target) from None
+        except requests.RequestException as exc:  # a URL requests cannot send to, a redirect loop, ...
+            raise CliError(f"{method} /{route} to {self.target.label()} could not be sent: {type(exc).__name__}: "
+                           f"{exc}; check the URL (--url, MLOPS_URL or the profile)", UNREACHABLE) from None
         if response.status_code >= 400:
             raise failure(response, self.target, admin=admin, route=f"{method} /{route}")
         return response
@@ -62,6 +65,19 @@ def _json(response: requests.Response) -> Any:
         return response.json()
     except ValueError:
         return {"text": response.text[:2000]}
+
+
+def json_of(response: requests.Response, target: Target) -> dict[str, Any]:
+    """A 2xx answer's JSON object. Raises CliError when it is something else (a proxy's page, say)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise CliError(f"{target.label()} answered {response.status_code} with no JSON object "
+                       f"({response.headers.get('content-type') or 'no content type'}); is the URL the app's /api?",
+                       FAILED)
+    return body
 
 
 def failure(response: requests.Response, target: Target, *, admin: bool, route: str) -> CliError:

@@ -127,10 +127,24 @@ def resolve(choice: Choice, env: Mapping[str, str] | None = None, cwd: Path | No
         url, label = environ[URL_ENV], URL_ENV
     else:
         url, label = DEFAULT_URL, "local"
-    target = Target(label, url.rstrip("/"),
+    target = Target(label, checked_url(url, label).rstrip("/"),
                     _key(choice.key, "--key", name, table, "key", environ, KEY_ENV),
                     _key(choice.admin_key, "--admin-key", name, table, "admin_key", environ, ADMIN_KEY_ENV))
     return _with_local_keys(target, cwd or Path.cwd()) if target.local else target
+
+
+def checked_url(url: str, label: str) -> str:
+    """The API's base URL if it is an http(s) URL with a host. Raises CliError (usage) naming where it came from."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as exc:
+        raise CliError(f"the API URL from {label} ({url!r}) is not a URL: {exc}; "
+                       f"give one like {DEFAULT_URL}", USAGE) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(f"the API URL from {label} ({url!r}) needs http:// or https:// and a host, "
+                       f"like {DEFAULT_URL}", USAGE)
+    return url
 
 
 def _with_local_keys(target: Target, cwd: Path) -> Target:

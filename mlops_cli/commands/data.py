@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlops_cli.api import json_of
 from mlops_cli.commands.changes import read_file
 from mlops_cli.console import Console, Context
 from mlops_cli.errors import INTERRUPTED, OK, USAGE, CliError
@@ -68,7 +69,7 @@ def score(ctx: Context, args: argparse.Namespace) -> int:
     ctx.announce()
     response = ctx.api.response("POST", "models", args.model, "score", data=data, params=params,
                                 headers={"content-type": "text/csv" if csv else "application/json"})
-    body = response.json()
+    body = json_of(response, ctx.api.target)
     if ctx.console.as_json:
         ctx.console.json(body)
         return OK

@@ -7,7 +7,7 @@ from typing import Any
 from mlops_cli.console import Context
 from mlops_cli.errors import OK, CliError
 from mlops_cli.follow import Follower
-from mlops_cli.progress import final_status, step_lines, steps
+from mlops_cli.progress import exit_code, final_status, step_lines, steps
 from mlops_cli.render import ago, number, parse_time, reason_mark, short, table
 
 PREFERRED_METRICS = ("roc_auc", "accuracy", "f1", "rmse", "mae", "r2")
@@ -175,11 +175,10 @@ def show_run(ctx: Context, args: argparse.Namespace) -> int:
     run = ctx.api.get("registry", "models", args.model, "runs", args.run_id)
     if ctx.console.as_json:
         ctx.console.json(run)
-        return OK
+        return exit_code(run) if final_status(run) else OK
     ctx.console.lines(run_lines(run, ctx))
-    if final_status(run):
-        follower.finish(run)
-    return OK
+    # A settled run exits as `run --wait` would have (1 for rejected or failed); one still going, 0.
+    return follower.finish(run) if final_status(run) else OK
 
 
 def run_lines(run: dict[str, Any], ctx: Context) -> list[str]:

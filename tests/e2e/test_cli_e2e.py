@@ -143,6 +143,9 @@ def test_drop_wait_ends_rejected_with_the_data_problems_and_exit_1(cli: Cli, pro
     body = again.json()
     assert body["blob"] == f"datasets/{model}/few-again.csv" and body["run"]["status"] == "rejected"
     assert body["bytes"] == Path(few).stat().st_size
+    shown = cli("run", model, body["run"]["run_id"])  # a settled run exits as `run --wait` would
+    assert shown.code == 1 and "rejected" in shown.out, shown.out
+    assert cli("run", model, body["run"]["run_id"], "--json").code == 1
 
 
 def test_a_second_drop_under_the_same_name_is_refused_unless_overwrite(cli: Cli, promoted: dict[str, Any]) -> None:
@@ -217,6 +220,10 @@ def test_exit_codes_for_usage_unreachable_keys_unknown_models_and_bad_specs(cli:
 
     down = cli("models", "--url", "http://127.0.0.1:9/api")
     assert down.code == 3 and "cannot reach the API at http://127.0.0.1:9/api" in down.err and "make run" in down.err
+    for url, words in (("localhost:7071/api", "needs http:// or https://"), ("ftp://x/api", "needs http://"),
+                       ("http://[::1/api", "is not a URL"), ("http://h:port/api", "is not a URL")):
+        malformed = cli("models", "--url", url)
+        assert malformed.code == 2 and f"({url!r})" in malformed.err and words in malformed.err, malformed.err
 
     wrong = cli("models", "--key", "not-the-key")
     assert wrong.code == 3 and "the function key from the --key option was refused" in wrong.err

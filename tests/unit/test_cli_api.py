@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from mlops_cli.api import failure
+from mlops_cli.api import Api, failure, json_of
 from mlops_cli.console import Console, Context
 from mlops_cli.errors import FAILED, INTERRUPTED, UNREACHABLE, USAGE, CliError
 from mlops_cli.follow import Follower
@@ -117,3 +117,29 @@ def test_a_drop_the_pipeline_never_picks_up_times_out_pointing_at_runs() -> None
     with pytest.raises(CliError) as late:
         watcher.find_drop("datasets/churn/x.csv", '"1"')
     assert "no run for datasets/churn/x.csv yet" in late.value.message and "mlops runs churn" in late.value.message
+
+
+class Refusing(requests.Session):
+    """A session whose every request fails before anything is sent, as requests does for a bad URL."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        raise requests.exceptions.TooManyRedirects("Exceeded 30 redirects.")
+
+
+def test_a_request_that_cannot_be_sent_is_a_message_and_an_exit_code_not_a_traceback() -> None:
+    with pytest.raises(CliError) as caught:
+        Api(TARGET, session=Refusing()).get("registry", "models")
+    assert caught.value.code == UNREACHABLE
+    assert "GET /registry/models to staging (https://func.example.net/api) could not be sent" in caught.value.message
+    assert "TooManyRedirects" in caught.value.message
+
+
+def test_a_2xx_answer_that_is_not_a_json_object_is_refused_naming_its_content_type() -> None:
+    page = answer(200)
+    page._content, page.headers["content-type"] = b"<html>sign in</html>", "text/html"
+    for response in (page, answer(200, ["a", "list"])):
+        with pytest.raises(CliError) as caught:
+            json_of(response, TARGET)
+        assert caught.value.code == FAILED and "answered 200 with no JSON object" in caught.value.message
+    assert "text/html" in str(pytest.raises(CliError, json_of, page, TARGET).value)
+    assert json_of(answer(200, {"predictions": [1]}), TARGET) == {"predictions": [1]}

@@ -96,3 +96,17 @@ def test_profile_problems_are_usage_errors(tmp_path: Path, text: str, words: str
     with pytest.raises(CliError) as refused:
         resolve(choice, {"MLOPS_PROFILES": str(tmp_path / "p.toml")}, cwd=tmp_path)
     assert refused.value.code == USAGE and words in refused.value.message
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("127.0.0.1:7071/api", "needs http:// or https:// and a host"),
+    ("file:///etc/passwd", "needs http:// or https://"),
+    ("https://", "needs http:// or https://"),
+    ("http://[::1/api", "is not a URL: Invalid IPv6 URL"),
+    ("http://h:99999/api", "is not a URL: Port out of range"),
+])
+def test_a_malformed_api_url_is_a_usage_error_naming_where_it_came_from(url: str, words: str) -> None:
+    with pytest.raises(CliError) as caught:
+        resolve(Choice(None, None, None, None), env={"MLOPS_URL": url, "MLOPS_PROFILES": "/nonexistent.toml"})
+    assert caught.value.code == USAGE and f"from MLOPS_URL ({url!r})" in caught.value.message
+    assert words in caught.value.message
