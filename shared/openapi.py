@@ -6,8 +6,10 @@ so a client can validate a body against one with any JSON Schema 2020-12 validat
 
 The schemas say what shared.scoring accepts, no more: every column must be sent (in any order) except
 an optional input's (the spec's `optional: true`), which may be left out; a null is imputed, unknown and
-duplicate columns are refused. Allowed categories are an enum (the model has only learnt those); the
-spec's min/max are described, not enforced, as the endpoint does.
+duplicate columns are refused. Allowed categories are an enum, stricter than the endpoint: it scores a
+category the model never learnt as unseen (its encoder ignores it; monitoring counts the share), while
+the schema holds clients to the categories the model learnt. The spec's min/max are described, not
+enforced, as the endpoint does.
 """
 from __future__ import annotations
 
