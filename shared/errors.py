@@ -88,6 +88,13 @@ class Unavailable(PipelineError):
     code = "TEMPORARILY_UNAVAILABLE"
 
 
+class UpstreamError(PipelineError):
+    """A service this request depends on (GitHub, Azure DevOps, the git CLI) answered something unusable."""
+
+    status = 502
+    code = "UPSTREAM_ERROR"
+
+
 class ConfigurationError(PipelineError):
     """A setting this function needs is missing or invalid; the message names it and what it is for."""
 

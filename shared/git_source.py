@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote, urlparse
 import requests
 
 from shared import settings
-from shared.errors import BadRequest, ConfigurationError, NotFound, PipelineError, Unauthorized, Unavailable
+from shared.errors import BadRequest, ConfigurationError, NotFound, Unauthorized, Unavailable, UpstreamError
 from shared.webhooks import PushEvent, is_spec_path, normalise_folder, specs_to_fetch
 
 Sleep = Callable[[float], None]
@@ -71,13 +71,13 @@ def source_from_settings(kind: str, **params: Any) -> SpecSource:
     }
     factory = factories.get(kind.strip().lower().replace("_", "-"))
     if factory is None:
-        raise PipelineError(
+        raise ConfigurationError(
             f"unknown git source (kind={kind}): set {settings.GIT_SOURCE} to one of local, github, azure-devops"
         )
     try:
         return factory(**params)
     except TypeError as exc:
-        raise PipelineError(f"git source (kind={kind}) settings do not fit: {exc}") from exc
+        raise ConfigurationError(f"git source (kind={kind}) settings do not fit: {exc}") from exc
 
 
 def _check_revision(commit: str) -> None:
@@ -123,7 +123,9 @@ class LocalGitSource:
         result = self._git("ls-tree", "-r", "-z", "--full-tree", "--name-only", commit, "--", folder)
         if result.returncode != 0:
             self._require_commit(commit)
-            raise PipelineError(f"git ls-tree failed in {self._label}: {_stderr(result)}")
+            # git's own words can name local paths: they go to the log only
+            raise UpstreamError(f"git could not list the specs folder in {self._label}; see the function log",
+                                internal=f"git ls-tree failed in {self._label}: {_stderr(result)}")
         names = [n for n in result.stdout.decode("utf-8", "surrogateescape").split("\x00") if n]
         files = sorted(n for n in names if n.startswith(folder + "/"))
         if not files:
@@ -151,7 +153,7 @@ class LocalGitSource:
                 env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"},
             )
         except FileNotFoundError as exc:
-            raise PipelineError("git CLI not found on PATH: install git to use the local git source") from exc
+            raise ConfigurationError("git CLI not found on PATH: install git to use the local git source") from exc
         except subprocess.TimeoutExpired as exc:
             raise Unavailable(f"git {args[0]} timed out after {self._timeout}s in {self._label}") from exc
 
@@ -266,7 +268,7 @@ def _json(response: requests.Response, what: str) -> Any:
     try:
         return response.json()
     except ValueError as exc:
-        raise PipelineError(f"{what}: expected JSON, got content-type={response.headers.get('Content-Type')}") from exc
+        raise UpstreamError(f"{what}: expected JSON, got content-type={response.headers.get('Content-Type')}") from exc
 
 
 # --------------------------------------------------------------------------- GitHub
@@ -294,7 +296,7 @@ class GitHubSource:
     ) -> None:
         owner, _, name = repository.strip().partition("/")
         if not owner or not name or "/" in name:
-            raise PipelineError(f"GitHub repository (repository={repository!r}) must look like owner/name")
+            raise ConfigurationError(f"GitHub repository (repository={repository!r}) must look like owner/name")
         self.repository = f"{owner}/{name}"
         self._base = f"{api_url.rstrip('/')}/repos/{quote(owner, safe='')}/{quote(name, safe='')}/contents"
         self._token = token or None
@@ -368,7 +370,7 @@ class GitHubSource:
                 f"GitHub refused access to {self.repository}: "
                 f"check setting {settings.GITHUB_TOKEN} grants contents:read"
             )
-        raise PipelineError(f"GitHub answered HTTP {status} for {thing} in {self.repository}")
+        raise UpstreamError(f"GitHub answered HTTP {status} for {thing} in {self.repository}")
 
 
 # --------------------------------------------------------------------------- Azure DevOps
@@ -396,7 +398,7 @@ class AzureDevOpsSource:
     ) -> None:
         org = organization_url.rstrip("/")
         if not urlparse(org).scheme or not project or not repository:
-            raise PipelineError(
+            raise ConfigurationError(
                 "Azure DevOps source needs organization_url (https://dev.azure.com/<org>), project and repository"
             )
         self.repository = f"{project}/{repository}"
@@ -435,7 +437,7 @@ class AzureDevOpsSource:
         body = self._get({"scopePath": "/" + folder, "recursionLevel": "Full"}, commit, thing)
         items = body.get("value") if isinstance(body, dict) else None
         if not isinstance(items, list):
-            raise PipelineError(f"Azure DevOps listing of {thing}: expected a 'value' list")
+            raise UpstreamError(f"Azure DevOps listing of {thing}: expected a 'value' list")
         files = sorted(
             item["path"].lstrip("/")
             for item in items
@@ -477,4 +479,4 @@ class AzureDevOpsSource:
         if status == 404:
             raise NotFound(f"{thing} not found in {self.repository}")
         if status != 200:
-            raise PipelineError(f"Azure DevOps answered HTTP {status} for {thing} in {self.repository}")
+            raise UpstreamError(f"Azure DevOps answered HTTP {status} for {thing} in {self.repository}")

@@ -397,7 +397,8 @@ def _ado_push(push: _AdoPush, branch: str, delivery_id: str | None, repository: 
         raise BadRequest(f"Azure DevOps git.push (pushId={push.push_id}) has no refUpdates: {_MINIMAL_HINT}")
     if _other_ado_repository(push.repository, repository):
         return Ignored(
-            f"push to repository {_ado_repo_label(push.repository)}, configured repository is {repository}", delivery_id
+            f"push to repository {_ado_repo_label(push.repository) or '(none named)'}, configured repository is "
+            f"{repository}", delivery_id
         )
     wanted = f"refs/heads/{branch}"
     update = next((u for u in push.ref_updates if u.name == wanted), None)
@@ -434,7 +435,8 @@ def _ado_pull_request(
         )
     if _other_ado_repository(pr.repository, repository):
         return Ignored(
-            f"{label} in repository {_ado_repo_label(pr.repository)}, configured repository is {repository}",
+            f"{label} in repository {_ado_repo_label(pr.repository) or '(none named)'}, configured repository is "
+            f"{repository}",
             delivery_id,
         )
     wanted = f"refs/heads/{branch}"
@@ -476,9 +478,12 @@ def _ado_repo_label(repo: _AdoRepository | None) -> str:
 
 
 def _other_ado_repository(repo: _AdoRepository | None, configured: str | None) -> bool:
-    """True only when both sides are known and differ (name or id, case-insensitive)."""
-    if not configured or repo is None or (repo.name is None and repo.id is None):
+    """True when a repository is configured and the event's differs (name or id, case-insensitive), or the
+    event names none: with a filter set, an event that cannot show where it comes from is not trusted."""
+    if not configured:
         return False
+    if repo is None or (repo.name is None and repo.id is None):
+        return True
     return configured.lower() not in {(repo.name or "").lower(), (repo.id or "").lower()}
 
 

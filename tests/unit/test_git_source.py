@@ -19,7 +19,15 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from shared import settings
-from shared.errors import BadRequest, ConfigurationError, NotFound, PipelineError, Unauthorized, Unavailable
+from shared.errors import (
+    BadRequest,
+    ConfigurationError,
+    NotFound,
+    PipelineError,
+    Unauthorized,
+    Unavailable,
+    UpstreamError,
+)
 from shared.git_source import (
     AzureDevOpsSource,
     GitHubSource,
@@ -174,15 +182,16 @@ def test_factory_builds_each_kind(repo: Repo) -> None:
 
 
 def test_factory_refuses_an_unknown_kind_naming_the_choices() -> None:
-    with pytest.raises(PipelineError) as err:
+    with pytest.raises(ConfigurationError) as err:
         source_from_settings("gitlab")
+    assert err.value.status == 503
     assert err.value.message == (
         f"unknown git source (kind=gitlab): set {settings.GIT_SOURCE} to one of local, github, azure-devops"
     )
 
 
 def test_factory_refuses_settings_that_do_not_fit() -> None:
-    with pytest.raises(PipelineError, match="settings do not fit"):
+    with pytest.raises(ConfigurationError, match="settings do not fit"):
         source_from_settings("github", repo="contoso/ml-specs")
 
 
@@ -439,6 +448,34 @@ def test_github_exhausted_retries_are_unavailable_with_the_last_status(serve: Ca
     assert isinstance(details, dict) and (details["attempts"], details["last"]) == (4, "HTTP 503")
     assert sleeps == [0.5, 1.0, 2.0]
     assert len(api.seen) == 4
+
+
+@pytest.mark.parametrize(("answer", "words"), [
+    (lambda: json_response({"message": "I'm a teapot"}, 418), "GitHub answered HTTP 418 for spec"),
+    (lambda: Response("<html>maintenance</html>", content_type="text/html"),
+     "expected JSON, got content-type=text/html"),
+])
+def test_an_unusable_github_answer_is_a_502_naming_what_came_back(serve: Callable[[FakeApi], str],
+                                                                  answer: Callable[[], Response], words: str) -> None:
+    api = FakeApi(lambda _: answer())
+    with pytest.raises(UpstreamError) as err:
+        github(serve(api), Sleeps()).list_files("specs", "c1")
+    assert (err.value.status, err.value.code) == (502, "UPSTREAM_ERROR")
+    assert words.split(" for ")[0] in err.value.message
+
+
+def test_a_failed_git_listing_is_a_502_whose_answer_keeps_gits_words_and_paths_for_the_log(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "churn.yaml").write_bytes(CHURN_V1)
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "-m", "one")
+    commit, tree = git(tmp_path, "rev-parse", "HEAD"), git(tmp_path, "rev-parse", "HEAD^{tree}")
+    (tmp_path / ".git" / "objects" / tree[:2] / tree[2:]).unlink()  # the commit stays, its tree is gone
+    with pytest.raises(UpstreamError) as err:
+        LocalGitSource(str(tmp_path)).list_files("specs", commit)
+    assert err.value.status == 502 and str(tmp_path) not in err.value.message
+    assert "see the function log" in err.value.message and "ls-tree" in (err.value.internal or "")
 
 
 def test_unreachable_host_is_unavailable_after_retries() -> None:

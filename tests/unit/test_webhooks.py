@@ -398,6 +398,10 @@ def test_ado_push_without_commits_or_repository_still_works() -> None:
     event = parse_azure_devops(json.dumps(payload).encode(), "main")
     assert isinstance(event, PushEvent)
     assert (event.repository, event.pusher, event.changed_paths) == ("", None, None)
+    # with a repository filter set, a push that names no repository cannot show it passes: ignored, said why
+    ignored = parse_azure_devops(json.dumps(payload).encode(), "main", repository="ml-specs")
+    assert isinstance(ignored, Ignored)
+    assert ignored.reason == "push to repository (none named), configured repository is ml-specs"
 
 
 def test_ado_push_from_another_repository_is_ignored_when_a_repository_is_configured() -> None:
