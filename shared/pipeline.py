@@ -525,8 +525,9 @@ class ValidateStage(_VersionStage):
                                     reason="promoted by an earlier try of this validation")
                 return {"outcome": str(V.PROMOTED), "version": record.version}
             compared = self._champion_metrics(ctx, record, champion, holdout, onnx_bytes, spec)
+            replayed, replay_note = _replay(ctx, record, champion, onnx_bytes)
             compared = replace(compared, changes=self._contract_changes(ctx, record.model, champion, signature),
-                               replay=_replay(ctx, record, champion, onnx_bytes))
+                               replay=replayed, replay_note=replay_note)
             decision = compared.decide(spec, challenger, latency["p99_ms"], parity)
             doc = {**decision.to_dict(), "champion_version": champion, "champion_metrics": compared.champion,
                    "challenger_compared_metrics": compared.challenger, "champion_problem": compared.problem,
@@ -617,12 +618,13 @@ class _Comparison:
     note: str | None = None
     changes: tuple[Difference, ...] = ()  # the scoring contract's, champion -> challenger
     replay: ReplayReport | None = None  # the champion's logged requests replayed, when there were any
+    replay_note: str | None = None  # why no replay report: no logged traffic, or the replay could not run
 
     def decide(self, spec: TrainingSpec, challenger: dict[str, float], latency_p99_ms: float,
                parity: Any) -> Decision:
         decision = decide(spec, challenger, self.champion, latency_p99_ms, parity, self.challenger)
         reasons = [*decision.reasons, *(d.message for d in self.changes), *([self.note] if self.note else []),
-                   *_replay_reasons(self.replay)]
+                   *_replay_reasons(self.replay), *([self.replay_note] if self.replay_note else [])]
         decision = Decision(decision.outcome, reasons)
         if self.problem is not None and decision.outcome != "reject":
             why = f"pending: {self.problem}; a reviewer must compare and approve (whatever the spec's approval mode)"
@@ -639,19 +641,25 @@ class _Comparison:
 MIN_COMMON_ROWS = 30  # fewer unseen holdout rows than this and a comparison on them is noise
 
 
-def _replay(ctx: Context, record: ModelVersion, champion: int | None, onnx_bytes: bytes) -> ReplayReport | None:
-    """The champion's recent logged requests replayed on the challenger (None without a champion or traffic)."""
-    from shared.replay import replay
+def _replay(ctx: Context, record: ModelVersion, champion: int | None,
+            onnx_bytes: bytes) -> tuple[ReplayReport | None, str | None]:
+    """The champion's recent logged requests replayed on the challenger, or the decision's reason why not
+    (no reason without a champion: nothing to replay against)."""
+    from shared.replay import LOOKBACK_DAYS, replay
 
     if champion is None:
-        return None
+        return None, None
     try:
         report = replay(ctx.storage, record.model, champion, onnx_bytes, challenger_version=record.version,
                         now=ctx.clock.now())
     except PipelineError as exc:  # the replay is a release test, not a reason to fail validation
-        log.warning("validate: replay for %s v%s skipped: %s", record.model, record.version, exc.message)
-        return None
-    return report if report.rows else None
+        log.warning("validate: replay for %s v%s skipped: %s", record.model, record.version,
+                    exc.internal or exc.message)
+        return None, (f"replay: not run ({exc.message}); the contract rests on the signature comparison alone")
+    if not report.rows:
+        return None, (f"replay: none of the champion's (version {champion}) requests logged in the last "
+                      f"{LOOKBACK_DAYS} days to replay; the contract rests on the signature comparison alone")
+    return report, None
 
 
 def _replay_reasons(report: ReplayReport | None) -> list[str]:

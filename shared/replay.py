@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 256
 MAX_BREAKING_EXAMPLES = 5
+LOOKBACK_DAYS = 7  # how far back validation looks for the champion's logged requests
 # Two regression predictions closer than this (relative, plus a tiny absolute floor) are the same prediction:
 # the log carries the champion's float32 output as JSON, which reads back exactly, so only real changes count.
 _REL_TOLERANCE = 1e-6
@@ -121,7 +122,7 @@ def replay(
     challenger_version: int,
     limit: int = 1000,
     now: datetime | None = None,
-    lookback_days: int = 7,
+    lookback_days: int = LOOKBACK_DAYS,
 ) -> ReplayReport:
     """Replay up to `limit` of the champion version's newest logged rows against the challenger's ONNX.
 

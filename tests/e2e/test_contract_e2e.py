@@ -120,6 +120,8 @@ def test_an_added_optional_input_promotes_and_requests_without_it_are_scored(dri
     assert added.status == V.PROMOTED and added.decision["outcome"] == "promote", added.decision
     assert "compatible: optional input s8 added" in added.decision["reasons"], added.decision
     assert added.decision["signature_changes"] == ["compatible: optional input s8 added"]
+    assert (f"replay: none of the champion's (version {drill.with_s7}) requests logged in the last 7 days to "
+            "replay; the contract rests on the signature comparison alone") in added.decision["reasons"]
     assert registry.resolve_alias(gateway, drill.model)[0] == drill.with_s8
     rows = diabetes().drop(columns=["progression"]).head(3).assign(s7=0.25)
     without = api("POST", f"models/{drill.model}/score", json={"dataframe_split": json.loads(
