@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from shared.contract import Difference, InputField, ModelSignature, OutputSpec, compare
 from shared.lifecycle.records import ModelVersion
 
@@ -32,7 +34,8 @@ class ContractView:
 
 
 def contract_view(selected: ModelVersion | None, champion: ModelVersion | None) -> ContractView | None:
-    """The selected version's contract; None when it has no stored signature (it never reached validation)."""
+    """The selected version's contract; None without a readable stored signature (it never reached validation,
+    or was validated before signatures were stored)."""
     signature = stored_signature(selected)
     if signature is None:
         return None
@@ -42,9 +45,13 @@ def contract_view(selected: ModelVersion | None, champion: ModelVersion | None) 
 
 
 def stored_signature(record: ModelVersion | None) -> ModelSignature | None:
+    """The record's signature; None when it has none, or one this code cannot read (a page, not a 500)."""
     if record is None or not record.signature:
         return None
-    return ModelSignature.from_json(record.signature)
+    try:
+        return ModelSignature.from_json(record.signature)
+    except ValidationError:
+        return None
 
 
 def _against_champion(signature: ModelSignature, selected: ModelVersion | None,

@@ -296,6 +296,8 @@ def test_the_selected_versions_contract_lists_what_would_change_for_the_champion
     unknown = views.load_model_page(storage, "m", 4, LINKS, GITHUB).contract
     assert unknown is not None and unknown.note == "the champion (version 3) has no stored signature to compare with"
     assert views.load_model_page(storage, "m", 3, LINKS, GITHUB).contract is None  # never reached validation
+    registry.update_version(storage, "m", 4, lambda r: r.model_copy(update={"signature": {"inputs": []}}))
+    assert views.load_model_page(storage, "m", 4, LINKS, GITHUB).contract is None  # unreadable: no page error
 
 
 def test_a_signatures_categories_requirements_and_outputs_read_as_phrases() -> None:
