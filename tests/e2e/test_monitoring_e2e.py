@@ -65,6 +65,7 @@ def test_the_loop_closes_once_with_every_decision_recorded(api, loop):
     model, storage = loop["model"], loop["storage"]
     # a window's end is exclusive and in whole seconds: the next second holds rows logged in this one too
     now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    runs_before = {r.run_id for r in runs.list_runs(storage, model)}
 
     first = _monitor(api, model, now)
     assert first["window"]["rows"] == 400 and first["dataset_drift"] is True
@@ -93,6 +94,8 @@ def test_the_loop_closes_once_with_every_decision_recorded(api, loop):
     third = _monitor(api, model, now + timedelta(seconds=2))
     assert third["decision"]["retrain"] is False
     assert any("cooldown until" in r for r in third["decision"]["reasons"]), third["decision"]
+    # three windows, exactly one retraining run
+    assert {r.run_id for r in runs.list_runs(storage, model)} - runs_before == {retraining["run_id"]}
 
     listed = api("GET", f"registry/models/{model}/monitoring").json()["reports"]
     assert [r["window"]["end"] for r in listed][:3] == [third["window"]["end"], second["window"]["end"],
