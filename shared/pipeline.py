@@ -639,6 +639,7 @@ class _Comparison:
 
 
 MIN_COMMON_ROWS = 30  # fewer unseen holdout rows than this and a comparison on them is noise
+_SIGNATURE_ONLY = "the contract rests on the signature comparison alone"  # a decision's reason when nothing replayed
 
 
 def _replay(ctx: Context, record: ModelVersion, champion: int | None,
@@ -655,10 +656,10 @@ def _replay(ctx: Context, record: ModelVersion, champion: int | None,
     except PipelineError as exc:  # the replay is a release test, not a reason to fail validation
         log.warning("validate: replay for %s v%s skipped: %s", record.model, record.version,
                     exc.internal or exc.message)
-        return None, (f"replay: not run ({exc.message}); the contract rests on the signature comparison alone")
+        return None, f"replay: not run ({exc.message}); {_SIGNATURE_ONLY}"
     if not report.rows:
         return None, (f"replay: none of the champion's (version {champion}) requests logged in the last "
-                      f"{LOOKBACK_DAYS} days to replay; the contract rests on the signature comparison alone")
+                      f"{LOOKBACK_DAYS} days to replay; {_SIGNATURE_ONLY}")
     return report, None
 
 

@@ -54,12 +54,19 @@ def stored_signature(record: ModelVersion | None) -> ModelSignature | None:
         return None
 
 
+def uncompared(selected: ModelVersion | None, champion: ModelVersion | None) -> str | None:
+    """Why the selected version is not compared with the champion (the spec diff's rule too), or None."""
+    if champion is None or selected is None:
+        return "no champion to compare with"
+    if champion.version == selected.version:
+        return "the selected version is the champion"
+    return None
+
+
 def _against_champion(signature: ModelSignature, selected: ModelVersion | None,
                       champion: ModelVersion | None) -> tuple[list[Difference], str | None]:
-    if champion is None or selected is None:
-        return [], "no champion to compare with"
-    if champion.version == selected.version:
-        return [], "the selected version is the champion"
+    if (why := uncompared(selected, champion)) is not None or champion is None:
+        return [], why
     theirs = stored_signature(champion)
     if theirs is None:
         return [], f"the champion (version {champion.version}) has no stored signature to compare with"

@@ -33,7 +33,7 @@ from shared.lifecycle.records import (
 )
 from shared.registry import RegisteredModel
 from shared.storage import Storage
-from shared.ui.contract_view import ContractView, contract_view
+from shared.ui.contract_view import ContractView, contract_view, uncompared
 from shared.ui.gates import Gate, GateState, checklist
 from shared.ui.index import VersionSummary
 from shared.ui.monitoring import DriftState, MonitoringView, drift_state, histograms, monitoring_view
@@ -453,10 +453,8 @@ def spec_yaml(spec: Mapping[str, Any]) -> str:
 def spec_diff(champion_spec: Mapping[str, Any] | None, selected_spec: Mapping[str, Any] | None,
               champion: ModelVersion | None, selected: ModelVersion | None) -> tuple[list[DiffLine] | None, str | None]:
     """A unified diff from the champion's spec to the selected version's, or why there is none."""
-    if champion is None or selected is None:
-        return None, "no champion to compare with"
-    if champion.version == selected.version:
-        return None, "the selected version is the champion"
+    if (why := uncompared(selected, champion)) is not None or champion is None or selected is None:
+        return None, why
     if champion_spec is None or selected_spec is None:
         return None, "a spec of the two versions is no longer stored"
     if champion_spec == selected_spec:

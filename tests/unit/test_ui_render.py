@@ -13,6 +13,8 @@ import pytest
 
 from devhost.azurite import ROOT
 from functions import ui
+from shared import registry
+from shared.contract import InputField, ModelSignature
 from shared.errors import InvalidParameter, NotFound, PipelineError
 from shared.memory_storage import MemoryStorage
 from shared.ui import render, serve, views
@@ -188,9 +190,6 @@ def test_the_pages_reference_only_static_files_the_route_serves() -> None:
 
 
 def test_the_contract_section_shows_inputs_outputs_and_changes_with_categories_escaped(storage: MemoryStorage) -> None:
-    from shared import registry
-    from shared.contract import InputField, ModelSignature
-
     theirs = ModelSignature.from_json(registry.get_version(storage, "m", 7).signature or {})
     colour = InputField(name="colour", type="string", imputation="missing category", allowed=["red", EVIL])
     ours = theirs.model_copy(update={"inputs": [*theirs.inputs[1:], colour]})
